@@ -1,0 +1,428 @@
+"""One TOML file -> frozen, typed ``Config``; every problem reported at once with its key.
+
+Pure: ``parse_config(dict)`` does the validation; ``load_config(path)`` only reads the file.
+Each subsystem receives only its own section (``config.tftp`` for the TFTP server...). The
+inventory sections (``[groups.*]``, ``[nodes.*]``) become ``GroupSpec``/``NodeSpec`` records
+that ``core.inventory`` turns into the matching index. Example: docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from netbootd.core.identity import normalize_guid, normalize_mac, parse_arch
+from netbootd.errors import ConfigError
+
+MODES = ("appliance", "local", "menu", "discover")
+LOADERS = ("pxelinux", "ipxe")
+SELECTOR_KEYS = ("arch", "mac_prefix", "vendor_class", "user_class", "manufacturer", "product",
+                 "serial")
+
+# Where Debian's packages put the bootloaders (pxelinux, syslinux-common, syslinux-efi, ipxe).
+# Each TFTP/HTTP prefix is an overlay of directories, searched in order.
+DEFAULT_LOADER_DIRS: dict[str, tuple[str, ...]] = {
+    "bios": ("/usr/lib/PXELINUX", "/usr/lib/syslinux/modules/bios"),
+    "efi64": ("/usr/lib/SYSLINUX.EFI/efi64", "/usr/lib/syslinux/modules/efi64"),
+    "ipxe": ("/usr/lib/ipxe",),
+}
+# The network boot program handed to firmware, per loader and arch family (TFTP paths).
+DEFAULT_BOOTFILES: dict[str, dict[str, str]] = {
+    "pxelinux": {"bios": "bios/lpxelinux.0", "efi64": "efi64/syslinux.efi"},
+    "ipxe": {"bios": "ipxe/undionly.kpxe", "efi64": "ipxe/snponly.efi",
+             "efi32": "ipxe/ipxe32.efi", "arm64": "ipxe/arm64/snponly.efi"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    address: str
+    interface: str | None = None
+    state_dir: Path = Path("/var/lib/netbootd")
+    store_dir: Path = Path("/var/lib/netbootd/store")
+    templates_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpConfig:
+    enabled: bool = True
+    listen: str = "0.0.0.0"
+    port: int = 67
+    proxy_port: int = 4011
+    # True: boot file in the udp/67 offer with option 43 discovery control 8 (clients never
+    # need udp/4011). False: bare offer, clients fetch the boot file with a 4011 request.
+    offer_bootfile: bool = True
+    relay_port: int = 67
+
+
+@dataclass(frozen=True, slots=True)
+class TftpConfig:
+    enabled: bool = True
+    listen: str = "0.0.0.0"
+    port: int = 69
+    max_blksize: int = 1468
+    max_windowsize: int = 16
+    timeout: float = 1.0
+    retries: int = 5
+    max_sessions: int = 2000
+    max_sessions_per_client: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    listen: str = "0.0.0.0"
+    port: int = 8080
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoaderConfig:
+    dirs: Mapping[str, tuple[Path, ...]]
+    bootfiles: Mapping[str, Mapping[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Facts a group matches on; every field set must match (AND), lists mean any-of."""
+
+    arch: tuple[str, ...] = ()  # arch family names: bios, efi64, arm64...
+    mac_prefix: tuple[str, ...] = ()
+    vendor_class: tuple[str, ...] = ()  # prefixes of option 60
+    user_class: tuple[str, ...] = ()
+    manufacturer: tuple[str, ...] = ()
+    product: tuple[str, ...] = ()
+    serial: tuple[str, ...] = ()
+
+    @property
+    def specificity(self) -> int:
+        return sum(1 for k in SELECTOR_KEYS if getattr(self, k))
+
+
+@dataclass(frozen=True, slots=True)
+class BootSettings:
+    """Settings a group gives its members and a node may override; None means 'inherit'."""
+
+    build: str | None = None
+    mode: str | None = None
+    loader: str | None = None
+    cmdline: str | None = None
+    user_data: str | None = None  # template name for cloud-init user-data / kickstart
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSpec:
+    name: str
+    settings: BootSettings
+    match: Selector | None = None
+    default: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    settings: BootSettings
+    macs: tuple[str, ...] = ()
+    guids: tuple[str, ...] = ()
+    serials: tuple[str, ...] = ()
+    group: str | None = None
+    hostname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    dhcp: DhcpConfig
+    tftp: TftpConfig
+    http: HttpConfig
+    loaders: LoaderConfig
+    groups: tuple[GroupSpec, ...]
+    nodes: tuple[NodeSpec, ...]
+    source: str = "config"
+
+    @property
+    def http_base(self) -> str:
+        """Base URL that clients use to reach the HTTP server (no trailing slash)."""
+        if self.http.public_url:
+            return self.http.public_url.rstrip("/")
+        return f"http://{self.server.address}:{self.http.port}"
+
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Collects problems while reading typed values out of nested TOML tables."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def table(self, data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+        v = data.get(key, {})
+        if not isinstance(v, dict):
+            self.problems.append(f"{where}{key}: expected a table")
+            return {}
+        return v
+
+    def value(self, data: Mapping[str, Any], key: str, where: str, kind: type[T],
+              default: T, check: Callable[[T], str | None] | None = None) -> T:
+        if key not in data:
+            return default
+        v = data[key]
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            self.problems.append(f"{where}{key}: expected {kind.__name__}, got {v!r}")
+            return default
+        if check is not None and (msg := check(v)) is not None:
+            self.problems.append(f"{where}{key}: {msg}")
+            return default
+        return v
+
+    def optional_str(self, data: Mapping[str, Any], key: str, where: str) -> str | None:
+        v = data.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            self.problems.append(f"{where}{key}: expected a string, got {v!r}")
+            return None
+        return v
+
+    def str_list(self, data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+        v = data.get(key)
+        if v is None:
+            return ()
+        if isinstance(v, str):
+            return (v,)
+        if isinstance(v, list) and all(isinstance(i, str) for i in v):
+            return tuple(v)
+        self.problems.append(f"{where}{key}: expected a string or a list of strings")
+        return ()
+
+    def unknown(self, data: Mapping[str, Any], known: set[str], where: str) -> None:
+        for k in sorted(set(data) - known):
+            self.problems.append(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "must be 0..65535"
+
+
+def _ip(v: str) -> str | None:
+    try:
+        ipaddress.IPv4Address(v)
+    except ValueError:
+        return "must be an IPv4 address"
+    return None
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
+
+
+def _settings(r: _Reader, t: Mapping[str, Any], where: str) -> BootSettings:
+    mode = r.optional_str(t, "mode", where)
+    if mode is not None and mode not in MODES:
+        r.problems.append(f"{where}mode: {mode!r} is not one of {', '.join(MODES)}")
+    loader = r.optional_str(t, "loader", where)
+    if loader is not None and loader not in LOADERS:
+        r.problems.append(f"{where}loader: {loader!r} is not one of {', '.join(LOADERS)}")
+    cmdline = r.optional_str(t, "cmdline", where)
+    if cmdline is not None and ("\n" in cmdline or "\r" in cmdline):
+        r.problems.append(f"{where}cmdline: a kernel command line may not contain a newline")
+    build = r.optional_str(t, "build", where)
+    if build is not None and build.count("/") != 1:
+        r.problems.append(f"{where}build: {build!r} must name an exact build as NAME/VERSION")
+    vars_ = r.table(t, "vars", where)
+    return BootSettings(build=build, mode=mode, loader=loader, cmdline=cmdline,
+                        user_data=r.optional_str(t, "user_data", where), vars=dict(vars_))
+
+
+_SETTING_KEYS = {"build", "mode", "loader", "cmdline", "user_data", "vars"}
+
+
+def _selector(r: _Reader, t: Mapping[str, Any], where: str) -> Selector:
+    r.unknown(t, set(SELECTOR_KEYS), where)
+    arch = r.str_list(t, "arch", where)
+    families: list[str] = []
+    for a in arch:
+        try:
+            families.append(parse_arch(a).family)
+        except ValueError as e:
+            r.problems.append(f"{where}arch: {e}")
+    prefixes: list[str] = []
+    for p in r.str_list(t, "mac_prefix", where):
+        hexpart = p.lower().replace("-", ":")
+        if not all(c in "0123456789abcdef:" for c in hexpart):
+            r.problems.append(f"{where}mac_prefix: {p!r} is not hex octets like 52:54:00")
+        prefixes.append(hexpart)
+    return Selector(arch=tuple(dict.fromkeys(families)), mac_prefix=tuple(prefixes),
+                    **{k: r.str_list(t, k, where) for k in SELECTOR_KEYS[2:]})
+
+
+def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
+    """Validate a decoded TOML document; raise ConfigError listing every problem."""
+    r = _Reader()
+    r.unknown(data, {"server", "dhcp", "tftp", "http", "loaders", "groups", "nodes"}, "")
+
+    s = r.table(data, "server", "")
+    r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir"}, "server.")
+    address = r.value(s, "address", "server.", str, "", _ip)
+    if "address" not in s:
+        r.problems.append("server.address: required: the IPv4 address PXE clients reach "
+                          "this server at (next-server and URLs use it)")
+    state_dir = Path(r.value(s, "state_dir", "server.", str, "/var/lib/netbootd"))
+    store = r.optional_str(s, "store_dir", "server.")
+    templates = r.optional_str(s, "templates_dir", "server.")
+    server = ServerConfig(address=address, interface=r.optional_str(s, "interface", "server."),
+                          state_dir=state_dir,
+                          store_dir=Path(store) if store else state_dir / "store",
+                          templates_dir=Path(templates) if templates else None)
+
+    d = r.table(data, "dhcp", "")
+    r.unknown(d, {"enabled", "listen", "port", "proxy_port", "offer_bootfile", "relay_port"},
+              "dhcp.")
+    dhcp = DhcpConfig(
+        enabled=r.value(d, "enabled", "dhcp.", bool, True),
+        listen=r.value(d, "listen", "dhcp.", str, "0.0.0.0", _ip),
+        port=r.value(d, "port", "dhcp.", int, 67, _port),
+        proxy_port=r.value(d, "proxy_port", "dhcp.", int, 4011, _port),
+        offer_bootfile=r.value(d, "offer_bootfile", "dhcp.", bool, True),
+        relay_port=r.value(d, "relay_port", "dhcp.", int, 67, _port),
+    )
+
+    t = r.table(data, "tftp", "")
+    r.unknown(t, {"enabled", "listen", "port", "max_blksize", "max_windowsize", "timeout",
+                  "retries", "max_sessions", "max_sessions_per_client"}, "tftp.")
+    tftp = TftpConfig(
+        enabled=r.value(t, "enabled", "tftp.", bool, True),
+        listen=r.value(t, "listen", "tftp.", str, "0.0.0.0", _ip),
+        port=r.value(t, "port", "tftp.", int, 69, _port),
+        # RFC 2348: blksize 8..65464
+        max_blksize=r.value(t, "max_blksize", "tftp.", int, 1468, _range(512, 65464)),
+        # RFC 7440: windowsize 1..65535
+        max_windowsize=r.value(t, "max_windowsize", "tftp.", int, 16, _range(1, 65535)),
+        # RFC 2349: timeout 1..255 s
+        timeout=r.value(t, "timeout", "tftp.", float, 1.0, _range(0.05, 255)),
+        retries=r.value(t, "retries", "tftp.", int, 5, _range(1, 100)),
+        max_sessions=r.value(t, "max_sessions", "tftp.", int, 2000, _range(1, 1_000_000)),
+        max_sessions_per_client=r.value(t, "max_sessions_per_client", "tftp.", int, 32,
+                                        _range(1, 100_000)),
+    )
+
+    h = r.table(data, "http", "")
+    r.unknown(h, {"listen", "port", "public_url"}, "http.")
+    public_url = r.optional_str(h, "public_url", "http.")
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        r.problems.append("http.public_url: must start with http:// or https://")
+    http = HttpConfig(listen=r.value(h, "listen", "http.", str, "0.0.0.0", _ip),
+                      port=r.value(h, "port", "http.", int, 8080, _port),
+                      public_url=public_url)
+
+    lo = r.table(data, "loaders", "")
+    r.unknown(lo, {"dirs", "bootfiles"}, "loaders.")
+    dirs = {k: tuple(Path(p) for p in v) for k, v in DEFAULT_LOADER_DIRS.items()}
+    for prefix, v in r.table(lo, "dirs", "loaders.").items():
+        if prefix in ("builds", "esxi") or "/" in prefix or not prefix:
+            r.problems.append(f"loaders.dirs.{prefix}: reserved or invalid prefix")
+        dirs[prefix] = tuple(Path(p) for p in r.str_list({"x": v}, "x", f"loaders.dirs.{prefix}"))
+    bootfiles = {k: dict(v) for k, v in DEFAULT_BOOTFILES.items()}
+    for loader, v in r.table(lo, "bootfiles", "loaders.").items():
+        if loader not in LOADERS or not isinstance(v, dict):
+            r.problems.append(f"loaders.bootfiles.{loader}: expected a table under one of "
+                              f"{', '.join(LOADERS)}")
+            continue
+        for family, path in v.items():
+            if not isinstance(path, str):
+                r.problems.append(f"loaders.bootfiles.{loader}.{family}: expected a string")
+            else:
+                bootfiles[loader][family] = path
+    loaders = LoaderConfig(dirs=dirs, bootfiles=bootfiles)
+
+    groups: list[GroupSpec] = []
+    for name, g in r.table(data, "groups", "").items():
+        where = f"groups.{name}."
+        if not isinstance(g, dict):
+            r.problems.append(f"groups.{name}: expected a table")
+            continue
+        r.unknown(g, _SETTING_KEYS | {"match", "default"}, where)
+        match = _selector(r, g["match"], where + "match.") if isinstance(g.get("match"), dict) \
+            else None
+        if "match" in g and not isinstance(g["match"], dict):
+            r.problems.append(f"{where}match: expected a table of selectors")
+        groups.append(GroupSpec(name=name, settings=_settings(r, g, where), match=match,
+                                default=r.value(g, "default", where, bool, False)))
+    defaults = [g.name for g in groups if g.default]
+    if groups and len(defaults) != 1:
+        r.problems.append(f"groups: exactly one group needs default = true (found "
+                          f"{len(defaults)}: {', '.join(defaults) or 'none'})")
+    group_names = {g.name for g in groups}
+
+    nodes: list[NodeSpec] = []
+    seen: dict[str, str] = {}
+    for name, n in r.table(data, "nodes", "").items():
+        where = f"nodes.{name}."
+        if not isinstance(n, dict):
+            r.problems.append(f"nodes.{name}: expected a table")
+            continue
+        r.unknown(n, _SETTING_KEYS | {"mac", "uuid", "serial", "group", "hostname"}, where)
+        macs, guids = [], []
+        for m in r.str_list(n, "mac", where):
+            try:
+                macs.append(normalize_mac(m))
+            except ValueError as e:
+                r.problems.append(f"{where}mac: {e}")
+        for u in r.str_list(n, "uuid", where):
+            try:
+                guids.append(normalize_guid(u))
+            except ValueError as e:
+                r.problems.append(f"{where}uuid: {e}")
+        serials = r.str_list(n, "serial", where)
+        if not (macs or guids or serials):
+            r.problems.append(f"nodes.{name}: needs at least one of mac, uuid, serial")
+        for ident in [*macs, *guids, *(f"serial:{s}" for s in serials)]:
+            if ident in seen:
+                r.problems.append(f"{where}: {ident} is also claimed by nodes.{seen[ident]}")
+            seen[ident] = name
+        group = r.optional_str(n, "group", where)
+        if group is not None and group not in group_names:
+            r.problems.append(f"{where}group: no group {group!r} (known: "
+                              f"{', '.join(sorted(group_names)) or 'none'})")
+        hostname = r.optional_str(n, "hostname", where)
+        if hostname is not None and not _valid_hostname(hostname):
+            r.problems.append(f"{where}hostname: {hostname!r} is not a valid host name")
+        nodes.append(NodeSpec(name=name, settings=_settings(r, n, where), macs=tuple(macs),
+                              guids=tuple(guids), serials=serials, group=group,
+                              hostname=hostname))
+    if nodes and not groups:
+        r.problems.append("groups: nodes are configured but no group; add [groups.default] "
+                          "with default = true and a build")
+
+    if r.problems:
+        raise ConfigError(r.problems, source)
+    return Config(server=server, dhcp=dhcp, tftp=tftp, http=http, loaders=loaders,
+                  groups=tuple(groups), nodes=tuple(nodes), source=source)
+
+
+def _valid_hostname(h: str) -> bool:
+    labels = h.split(".")
+    return 0 < len(h) <= 253 and all(
+        0 < len(lbl) <= 63 and lbl[0] != "-" and lbl[-1] != "-"
+        and all((c.isalnum() and c.isascii()) or c == "-" for c in lbl) for lbl in labels)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML config file; ConfigError on any problem."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"cannot read the file: {e.strerror}"], str(path)) from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError([f"not valid TOML: {e}"], str(path)) from e
+    return parse_config(data, str(path))

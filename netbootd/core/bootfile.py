@@ -1,0 +1,46 @@
+"""Which network boot program a DHCP answer names, by arch, loader and boot stage.
+
+- A client that is already iPXE (user class ``iPXE``) never gets the iPXE binary again: it gets
+  the HTTP URL of its iPXE script (no chainload loop). This also covers QEMU's BIOS NIC ROM,
+  which is iPXE from its first DHCP (pxe-facts.md): for an ``ipxe`` node it goes straight to its
+  script, for a ``pxelinux`` node it is handed lpxelinux.0, which never DHCPs as iPXE.
+- UEFI HTTP Boot (vendor class HTTPClient) gets an http:// URL of the iPXE EFI binary.
+- Otherwise the loader's binary for the arch family, as a TFTP path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from netbootd.core.identity import Arch
+from netbootd.core.plan import BootPlan
+
+
+@dataclass(frozen=True, slots=True)
+class BootTarget:
+    bootfile: str  # a TFTP path or an http:// URL
+    via_http: bool
+
+
+class NoLoader(Exception):
+    """No boot program is configured for this arch family and loader."""
+
+
+def choose_bootfile(plan: BootPlan, arch: Arch | None, *, is_ipxe: bool, http_boot: bool,
+                    bootfiles: Mapping[str, Mapping[str, str]], http_base: str) -> BootTarget:
+    family = (arch or Arch.BIOS).family
+    loader = plan.loader
+    if loader == "pxelinux" and (http_boot or family not in bootfiles["pxelinux"]):
+        loader = "ipxe"  # pxelinux exists for BIOS and x86-64 EFI over TFTP only
+    if loader == "pxelinux":
+        return BootTarget(bootfiles["pxelinux"][family], via_http=False)
+    if is_ipxe:
+        return BootTarget(f"{http_base}/ipxe/boot.ipxe", via_http=True)
+    path = bootfiles["ipxe"].get(family)
+    if path is None:
+        raise NoLoader(f"no iPXE binary configured for arch family {family}: set "
+                       f"[loaders.bootfiles.ipxe] {family} = \"PREFIX/FILE\"")
+    if http_boot:
+        return BootTarget(f"{http_base}/loaders/{path}", via_http=True)
+    return BootTarget(path, via_http=False)

@@ -1,0 +1,41 @@
+"""What ``decide()`` returns: a ``BootPlan`` for a node, or a ``Decline`` with its reason.
+
+A plan is the single source every answer for a node is rendered from: the DHCP boot file,
+the pxelinux config, the iPXE script, ESXi boot.cfg and the first-boot files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from netbootd.core.identity import ClientIdentity
+from netbootd.store.builds import Build
+
+
+@dataclass(frozen=True, slots=True)
+class BootPlan:
+    identity: ClientIdentity
+    node: str | None  # inventory node name; None for a node only matched by group
+    group: str
+    mode: str  # appliance | local | menu | discover
+    loader: str  # pxelinux | ipxe
+    build: Build | None  # None only in local mode
+    hostname: str
+    cmdline: str  # extra kernel arguments from group and node (the build's own come first)
+    user_data: str | None  # template name for cloud-init user-data / ESXi kickstart
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_key(self) -> str:
+        """The node's key in URLs and TFTP paths: its MAC with dashes (as in ``01-<mac>``)."""
+        assert self.identity.mac is not None  # decide() declines identities without a MAC
+        return self.identity.mac.replace(":", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """Do not boot this client; ``reason`` is logged and recorded."""
+
+    reason: str

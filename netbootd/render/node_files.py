@@ -1,0 +1,143 @@
+"""Render the files one node receives, all from its single BootPlan.
+
+``NodeRenderer`` owns the composition rules: the kernel command line (the build's own
+arguments, then group and node extras, then the first-boot datasource), the ESXi
+``kernelopt`` (the build's, plus ``ks=`` the node's kickstart URL), and which template answers
+which file. ``files_for`` lists, for ``netbootd render``, every dynamic file a node would get,
+under the exact name the servers answer to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from netbootd.core.identity import pxelinux_guid_name
+from netbootd.core.plan import BootPlan
+from netbootd.errors import NetbootdError
+from netbootd.render.urls import SiteUrls, tftp_esxi_boot_cfg
+from netbootd.store.builds import Build, BuildCatalog
+
+
+class RenderError(NetbootdError):
+    """A template failed to render or produced something unsafe (e.g. a newline in cmdline)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFile:
+    channel: str  # "tftp" or "http"
+    name: str  # TFTP path (e.g. bios/pxelinux.cfg/01-...) or URL
+    content: str
+
+
+class NodeRenderer:
+    def __init__(self, env: jinja2.Environment, urls: SiteUrls, catalog: BuildCatalog) -> None:
+        self.env = env
+        self.urls = urls
+        self.catalog = catalog
+
+    # -- composition rules -------------------------------------------------------------------
+    def kernel_cmdline(self, plan: BootPlan, build: Build) -> str:
+        parts = [build.manifest.cmdline, plan.cmdline]
+        if build.kind == "linux":
+            # cloud-init NoCloud datasource over HTTP; the URL must end with '/'.
+            parts.append(f"ds=nocloud;s={self.urls.nocloud(plan.node_key)}")
+        line = " ".join(p for p in parts if p)
+        if "\n" in line or "\r" in line:
+            raise RenderError(f"kernel command line for {plan.hostname} contains a newline")
+        return line
+
+    def esxi_kernelopt(self, plan: BootPlan, build: Build) -> str:
+        assert build.manifest.esxi is not None
+        parts = [build.manifest.esxi.kernelopt, plan.cmdline,
+                 f"ks={self.urls.kickstart(plan.node_key)}"]
+        return " ".join(p for p in parts if p)
+
+    def _render(self, template: str, plan: BootPlan | None, **extra: Any) -> str:
+        ctx: dict[str, Any] = {"urls": self.urls, "builds": self.catalog.all(), **extra}
+        if plan is not None:
+            ctx.update(plan=plan, build=plan.build, key=plan.node_key, hostname=plan.hostname,
+                       vars=plan.vars, cmdline=lambda b: self.kernel_cmdline(plan, b))
+        try:
+            return self.env.get_template(template).render(ctx)
+        except jinja2.TemplateError as e:
+            raise RenderError(f"template {template}: {e}") from e
+
+    # -- one method per file kind --------------------------------------------------------------
+    def pxelinux_config(self, plan: BootPlan) -> str:
+        return self._render("pxelinux.cfg.j2", plan)
+
+    def pxelinux_decline(self, reason: str) -> str:
+        return self._render("pxelinux-decline.cfg.j2", None, reason=reason)
+
+    def ipxe_stage1(self) -> str:
+        return self._render("ipxe-boot.ipxe.j2", None)
+
+    def ipxe_script(self, plan: BootPlan) -> str:
+        return self._render("ipxe-node.ipxe.j2", plan)
+
+    def esxi_boot_cfg(self, plan: BootPlan) -> str:
+        b = self._need_build(plan, "esxi")
+        return self._render("esxi-boot.cfg.j2", plan,
+                            esxi_kernelopt=self.esxi_kernelopt(plan, b))
+
+    def meta_data(self, plan: BootPlan) -> str:
+        self._need_build(plan, "linux")
+        return self._render("nocloud-meta-data.j2", plan)
+
+    def user_data(self, plan: BootPlan) -> str:
+        self._need_build(plan, "linux")
+        return self._render(plan.user_data or "nocloud-user-data.j2", plan)
+
+    def kickstart(self, plan: BootPlan) -> str:
+        self._need_build(plan, "esxi")
+        return self._render(plan.user_data or "esxi-ks.cfg.j2", plan)
+
+    def _need_build(self, plan: BootPlan, kind: str) -> Build:
+        if plan.build is None or plan.build.kind != kind:
+            have = plan.build.ref if plan.build else "no build"
+            raise RenderError(f"{plan.hostname} boots {have} in mode {plan.mode}: it has no "
+                              f"{kind} first-boot files")
+        return plan.build
+
+    # -- everything a node receives, for `netbootd render` --------------------------------------
+    def files_for(self, plan: BootPlan, pxelinux_prefixes: tuple[str, ...],
+                  include_ipxe: bool, config_by_guid: bool) -> list[RenderedFile]:
+        """The dynamic files of one node: its pxelinux config under each of
+        ``pxelinux_prefixes`` (named by GUID in pxelinux's spelling when ``config_by_guid``,
+        since pxelinux asks for that name first; else ``01-<mac>``), its iPXE script if it runs
+        iPXE, and its ESXi or NoCloud first-boot files."""
+        out: list[RenderedFile] = []
+        if pxelinux_prefixes:
+            cfg = self.pxelinux_config(plan)
+            guid = plan.identity.guid
+            name = pxelinux_guid_name(guid) if config_by_guid and guid else \
+                f"01-{plan.node_key}"
+            out += [RenderedFile("tftp", f"{p}/pxelinux.cfg/{name}", cfg)
+                    for p in pxelinux_prefixes]
+        if include_ipxe:
+            out.append(RenderedFile("http", self.ipxe_node_url(plan), self.ipxe_script(plan)))
+        b = plan.build
+        if b is not None and plan.mode != "local" and b.kind == "esxi":
+            text = self.esxi_boot_cfg(plan)
+            out.append(RenderedFile("tftp", tftp_esxi_boot_cfg(plan.node_key, b), text))
+            out.append(RenderedFile("http", self.urls.esxi_boot_cfg(plan.node_key, b), text))
+            out.append(RenderedFile("http", self.urls.kickstart(plan.node_key),
+                                    self.kickstart(plan)))
+        elif b is not None and plan.mode != "local" and b.kind == "linux":
+            base = self.urls.nocloud(plan.node_key)
+            out.append(RenderedFile("http", base + "meta-data", self.meta_data(plan)))
+            out.append(RenderedFile("http", base + "user-data", self.user_data(plan)))
+        return out
+
+    def ipxe_node_url(self, plan: BootPlan) -> str:
+        """The URL (with the query the stage-1 script builds) for this identity."""
+        i = plan.identity
+        q = [f"mac={plan.node_key}"]
+        if i.guid:
+            q.append(f"uuid={i.guid}")
+        if i.arch is not None:
+            q.append(f"arch={int(i.arch)}")
+        return f"{self.urls.ipxe_node()}?{'&'.join(q)}"

@@ -1,0 +1,43 @@
+"""Every URL and TFTP path netbootd hands out, built in one place.
+
+URLs for build files name the exact build (``/builds/<name>/<version>/<file>``), so a node that
+is mid-boot while a channel moves still gets one consistent set of files. Node-specific URLs are
+keyed by the node's MAC with dashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netbootd.store.builds import Build
+
+
+@dataclass(frozen=True, slots=True)
+class SiteUrls:
+    http_base: str  # e.g. http://10.77.0.1:8080, no trailing slash
+    server_ip: str
+
+    def build_file(self, build: Build, name: str) -> str:
+        return f"{self.http_base}/builds/{build.name}/{build.version}/{name}"
+
+    def build_prefix(self, build: Build) -> str:
+        return f"{self.http_base}/builds/{build.name}/{build.version}/"
+
+    def nocloud(self, node_key: str) -> str:
+        return f"{self.http_base}/nocloud/{node_key}/"
+
+    def phone_home(self, node_key: str) -> str:
+        return f"{self.http_base}/phone-home/{node_key}"
+
+    def esxi_boot_cfg(self, node_key: str, build: Build) -> str:
+        return f"{self.http_base}/esxi/{node_key}/{build.name}/{build.version}/boot.cfg"
+
+    def kickstart(self, node_key: str) -> str:
+        return f"{self.http_base}/ks/{node_key}/ks.cfg"
+
+    def ipxe_node(self) -> str:
+        return f"{self.http_base}/ipxe/node.ipxe"
+
+
+def tftp_esxi_boot_cfg(node_key: str, build: Build) -> str:
+    return f"esxi/{node_key}/{build.name}/{build.version}/boot.cfg"

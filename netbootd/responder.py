@@ -1,0 +1,297 @@
+"""Answers for every protocol, each from the node's one BootPlan, and the boot timeline.
+
+The endpoints (dhcp/, tftp/, web/) call in here with what they parsed; this module enriches
+the identity with what was seen before (``Sightings``), calls the pure ``decide()``, renders
+from the plan and records events. It holds no protocol rules of its own.
+
+Client IP -> MAC: the proxy never assigns addresses, but a PXE client's DHCPREQUEST to the
+site server carries option 50 (requested address, RFC 2131 section 4.3.2), and later requests
+carry the MAC in their path or query; both teach us which MAC stands behind a TFTP or HTTP
+source address, so loader and kernel downloads land in the right node's timeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from netbootd.config import Config
+from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
+from netbootd.core.identity import (
+    Arch,
+    ClientIdentity,
+    guid_candidates,
+    normalize_mac,
+)
+from netbootd.core.inventory import Inventory
+from netbootd.core.plan import BootPlan, Decline
+from netbootd.core.planner import decide
+from netbootd.errors import NotFound
+from netbootd.paths import contain, split_client_path
+from netbootd.render.node_files import NodeRenderer, RenderedFile
+from netbootd.render.urls import SiteUrls
+from netbootd.state.events import StateDB
+from netbootd.state.sightings import Sightings
+from netbootd.store.builds import BuildCatalog
+
+log = logging.getLogger("netbootd.decision")
+
+_HEX_IP = re.compile(r"^[0-9A-F]{1,8}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A file rendered for this client from its plan."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StaticFile:
+    path: Path
+    kind: str  # "loader" or "build"
+    build: str | None = None
+
+
+class Responder:
+    def __init__(self, config: Config, catalog: BuildCatalog, state: StateDB,
+                 renderer: NodeRenderer, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.state = state
+        self.renderer = renderer
+        self.urls: SiteUrls = renderer.urls
+        self.inventory = Inventory(config.groups, config.nodes)
+        self.sightings = Sightings()
+        self.clock = clock
+        self._mac_by_ip: OrderedDict[str, str] = OrderedDict()
+
+    @property
+    def pxelinux_prefixes(self) -> tuple[str, ...]:
+        """TFTP folders holding a pxelinux binary; each gets a dynamic pxelinux.cfg/."""
+        return tuple(sorted({p.split("/", 1)[0]
+                             for p in self.config.loaders.bootfiles["pxelinux"].values()}))
+
+    def reconfigure(self, config: Config, catalog: BuildCatalog,
+                    renderer: NodeRenderer) -> None:
+        """Swap in a reloaded config and store; what was learnt about clients is kept."""
+        self.config = config
+        self.catalog = catalog
+        self.renderer = renderer
+        self.urls = renderer.urls
+        self.inventory = Inventory(config.groups, config.nodes)
+
+    # -- identity ------------------------------------------------------------------------------
+    def learn_ip(self, ip: str, mac: str) -> None:
+        if ip in ("0.0.0.0", ""):
+            return
+        self._mac_by_ip.pop(ip, None)
+        self._mac_by_ip[ip] = mac
+        while len(self._mac_by_ip) > 100_000:
+            self._mac_by_ip.popitem(last=False)
+
+    def mac_for_ip(self, ip: str) -> str | None:
+        return self._mac_by_ip.get(ip)
+
+    def plan_for(self, ident: ClientIdentity,
+                 build_override: str | None = None) -> BootPlan | Decline:
+        return decide(self.sightings.enrich(ident), self.inventory, self.catalog, build_override)
+
+    def _event(self, mac: str | None, kind: str, **detail: object) -> None:
+        if mac is not None:
+            self.state.record(mac, kind, self.clock(), **detail)
+
+    # -- DHCP ----------------------------------------------------------------------------------
+    def observe_dhcp(self, ident: ClientIdentity) -> None:
+        """A PXE client's packet: remember who it is (and its address, when it has one)."""
+        if ident.mac is None:
+            return
+        self.sightings.saw(ident)
+        if ident.ip:
+            self.learn_ip(ident.ip, ident.mac)
+
+    def dhcp_boot_target(self, ident: ClientIdentity, *, is_ipxe: bool, http_boot: bool,
+                         message: str) -> BootTarget | None:
+        """What a PXE client should boot, or None to stay silent (decline, logged)."""
+        self.observe_dhcp(ident)
+        plan = self.plan_for(ident)
+        if isinstance(plan, Decline):
+            log.info("decline mac=%s guid=%s arch=%s: %s", ident.mac, ident.guid,
+                     _arch_name(ident.arch), plan.reason)
+            self._event(ident.mac, "dhcp-decline", reason=plan.reason)
+            return None
+        try:
+            target = choose_bootfile(plan, ident.arch, is_ipxe=is_ipxe, http_boot=http_boot,
+                                     bootfiles=self.config.loaders.bootfiles,
+                                     http_base=self.urls.http_base)
+        except NoLoader as e:
+            log.info("decline mac=%s arch=%s: %s", ident.mac, _arch_name(ident.arch), e)
+            self._event(ident.mac, "dhcp-decline", reason=str(e))
+            return None
+        self.state.saw(plan.identity, self.clock(), node=plan.node)
+        log.info("%s mac=%s guid=%s arch=%s node=%s group=%s build=%s mode=%s bootfile=%s",
+                 message, ident.mac, ident.guid, _arch_name(ident.arch), plan.node, plan.group,
+                 plan.build.ref if plan.build else None, plan.mode, target.bootfile)
+        self._event(ident.mac, f"dhcp-{message}", bootfile=target.bootfile,
+                    arch=_arch_name(ident.arch), guid=ident.guid, ipxe=is_ipxe,
+                    node=plan.node, group=plan.group,
+                    build=plan.build.ref if plan.build else None, mode=plan.mode)
+        return target
+
+    # -- TFTP ----------------------------------------------------------------------------------
+    def tftp_lookup(self, filename: str, client_ip: str) -> Rendered | StaticFile:
+        """Map a TFTP file name to a rendered file or a file on disk; NotFound/PathRefused."""
+        parts = split_client_path(filename)
+        head = parts[0]
+        if head in self.pxelinux_prefixes and len(parts) == 3 and parts[1] == "pxelinux.cfg":
+            return Rendered(self._pxelinux_cfg(parts[2], client_ip))
+        if head == "builds" and len(parts) >= 4:
+            build = self.catalog.get(f"{parts[1]}/{parts[2]}")
+            return StaticFile(build.path_of("/".join(parts[3:])), "build", build.ref)
+        if head == "esxi" and len(parts) == 5 and parts[4] == "boot.cfg":
+            return Rendered(self.esxi_boot_cfg(parts[1], f"{parts[2]}/{parts[3]}", client_ip))
+        return StaticFile(self.loader_path(filename), "loader")
+
+    def loader_path(self, client_path: str) -> Path:
+        parts = split_client_path(client_path)
+        dirs = self.config.loaders.dirs.get(parts[0])
+        if dirs is None or len(parts) < 2:
+            raise NotFound(f"no such file: {client_path}")
+        rest = "/".join(parts[1:])
+        for d in dirs:
+            p = contain(d, rest)
+            if p.is_file():
+                return p
+        raise NotFound(f"no such file: {client_path}")
+
+    def _pxelinux_cfg(self, name: str, client_ip: str) -> str:
+        if name.startswith("01-"):
+            try:
+                mac = normalize_mac(name[3:])
+            except ValueError:
+                raise NotFound(f"pxelinux.cfg/{name}: not a MAC") from None
+            self.learn_ip(client_ip, mac)
+            plan = self.plan_for(ClientIdentity(mac=mac, ip=client_ip))
+            if isinstance(plan, Decline):
+                return self.renderer.pxelinux_decline(plan.reason)
+            return self.renderer.pxelinux_config(plan)
+        if len(name) == 36 and name.count("-") == 4:
+            # pxelinux spells the GUID in raw byte order; firmware may use the canonical one.
+            try:
+                candidates = guid_candidates(name)
+            except ValueError:
+                raise NotFound(f"pxelinux.cfg/{name}: not a GUID") from None
+            for guid in candidates:
+                ident = self.sightings.enrich(ClientIdentity(guid=guid, ip=client_ip))
+                if self.inventory.find_node(ident) is not None:
+                    plan = self.plan_for(ident)
+                    if isinstance(plan, BootPlan):
+                        if ident.mac:
+                            self.learn_ip(client_ip, ident.mac)
+                        return self.renderer.pxelinux_config(plan)
+            raise NotFound(f"pxelinux.cfg/{name}: no node with this GUID")
+        if name == "default":
+            known = self.mac_for_ip(client_ip)
+            plan = self.plan_for(ClientIdentity(mac=known, ip=client_ip)) if known else \
+                Decline("client not identified (no MAC known for its address)")
+            if isinstance(plan, Decline):
+                return self.renderer.pxelinux_decline(plan.reason)
+            return self.renderer.pxelinux_config(plan)
+        if _HEX_IP.match(name):
+            raise NotFound(f"pxelinux.cfg/{name}: configs are per GUID and MAC")
+        raise NotFound(f"pxelinux.cfg/{name}: no such config")
+
+    def tftp_done(self, filename: str, client_ip: str, outcome: str, nbytes: int) -> None:
+        mac = self.mac_for_ip(client_ip)
+        kind = "tftp-sent" if outcome == "completed" else "tftp-ended"
+        self._event(mac, kind, file=filename, bytes=nbytes, outcome=outcome, ip=client_ip)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    def esxi_boot_cfg(self, node_key: str, build_ref: str, client_ip: str) -> str:
+        plan = self._plan_by_key(node_key, client_ip, build_ref)
+        return self.renderer.esxi_boot_cfg(plan)
+
+    def _plan_by_key(self, node_key: str, client_ip: str | None,
+                     build_override: str | None = None) -> BootPlan:
+        try:
+            mac = normalize_mac(node_key)
+        except ValueError:
+            raise NotFound(f"{node_key!r} is not a node key (MAC with dashes)") from None
+        if client_ip:
+            self.learn_ip(client_ip, mac)
+        if build_override is not None:
+            self.catalog.get(build_override)  # NotFound lists the known builds
+        plan = self.plan_for(ClientIdentity(mac=mac, ip=client_ip), build_override)
+        if isinstance(plan, Decline):
+            raise NotFound(f"no boot plan for {mac}: {plan.reason}")
+        return plan
+
+    def ipxe_script(self, ident: ClientIdentity) -> str:
+        plan = self.plan_for(ident)
+        if ident.mac:
+            self.sightings.saw(ident)
+            if ident.ip:
+                self.learn_ip(ident.ip, ident.mac)
+        if isinstance(plan, Decline):
+            self._event(ident.mac, "ipxe-decline", reason=plan.reason)
+            return f"#!ipxe\necho netbootd: not booting this node: {plan.reason}\nexit 1\n"
+        self._event(ident.mac, "ipxe-script", node=plan.node, group=plan.group,
+                    build=plan.build.ref if plan.build else None, mode=plan.mode)
+        return self.renderer.ipxe_script(plan)
+
+    def firstboot(self, node_key: str, what: str, client_ip: str | None) -> str:
+        plan = self._plan_by_key(node_key, client_ip)
+        render = {"meta-data": self.renderer.meta_data, "user-data": self.renderer.user_data,
+                  "ks.cfg": self.renderer.kickstart}[what]
+        text = render(plan)
+        self._event(plan.identity.mac, "firstboot", file=what,
+                    build=plan.build.ref if plan.build else None)
+        return text
+
+    def phone_home(self, node_key: str, client_ip: str | None, fields: dict[str, str]) -> None:
+        mac = normalize_mac(node_key)
+        plan = self.plan_for(ClientIdentity(mac=mac, ip=client_ip))
+        node = plan.node if isinstance(plan, BootPlan) else None
+        expected = plan.build.ref if isinstance(plan, BootPlan) and plan.build else None
+        build = fields.get("build", "")[:200]
+        hostname = fields.get("hostname", "")[:253]
+        log.info("phone-home mac=%s node=%s hostname=%s build=%s expected=%s",
+                 mac, node, hostname, build, expected)
+        self.state.phoned_home(mac, self.clock(), build=build, hostname=hostname, ip=client_ip,
+                               node=node, expected_build=expected,
+                               instance_id=fields.get("instance_id", "")[:200])
+
+    def http_sent(self, path: str, client_ip: str | None, status: int) -> None:
+        mac = self.mac_for_ip(client_ip) if client_ip else None
+        self._event(mac, "http-sent", path=path, status=status)
+
+    def render_plan(self, ident: ClientIdentity) -> BootPlan | Decline:
+        """For ``netbootd render``: the plan, exactly as a server that saw ``ident`` decides."""
+        self.sightings.saw(ident)
+        return self.plan_for(ident)
+
+    def render_files(self, plan: BootPlan, target: BootTarget | None) -> list[RenderedFile]:
+        """Every dynamic file the node of ``plan`` fetches after DHCP answered ``target``."""
+        ident = plan.identity
+        if target is None:  # no loader for this arch: the node gets nothing
+            prefixes: tuple[str, ...] = ()
+        elif ident.arch is None:
+            prefixes = self.pxelinux_prefixes
+        elif not target.via_http and target.bootfile in \
+                self.config.loaders.bootfiles["pxelinux"].values():
+            prefixes = (target.bootfile.split("/", 1)[0],)
+        else:
+            prefixes = ()
+        runs_ipxe = target is not None and (ident.arch is None or not prefixes)
+        by_guid = ident.guid is not None and \
+            self.inventory.find_node(ClientIdentity(guid=ident.guid)) is not None
+        return self.renderer.files_for(plan, prefixes, runs_ipxe, by_guid)
+
+
+def _arch_name(arch: Arch | None) -> str | None:
+    return None if arch is None else arch.name.lower()

@@ -1,0 +1,174 @@
+"""Wiring and lifecycle: build everything from one Config, start it, reload it, stop it.
+
+The only module that knows every part. ``Service.start`` opens the DHCP (67, 4011), TFTP and
+HTTP endpoints; ``reload`` (SIGHUP) re-reads the config and the store and swaps them into the
+running Responder without dropping transfers in flight (ports and addresses need a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from netbootd.config import Config, load_config
+from netbootd.dhcp.endpoint import start_dhcp_endpoint
+from netbootd.dhcp.options import MessageType
+from netbootd.dhcp.proxy import BootAnswer, PxeRequest
+from netbootd.errors import ConfigError, NotFound
+from netbootd.metrics import Counters
+from netbootd.render.environment import make_environment
+from netbootd.render.node_files import NodeRenderer
+from netbootd.render.urls import SiteUrls
+from netbootd.responder import Rendered, Responder
+from netbootd.state.events import StateDB
+from netbootd.store.builds import BuildCatalog, load_store
+from netbootd.tftp.endpoint import TftpServer, TransferRecord
+from netbootd.tftp.session import SessionLimits, TftpSource
+from netbootd.tftp.sources import BytesSource, FileSource
+from netbootd.web.app import make_app
+
+log = logging.getLogger("netbootd")
+
+
+def make_responder(config: Config, state: StateDB,
+                   catalog: BuildCatalog | None = None) -> tuple[Responder, list[str]]:
+    """The Responder for ``config``; ``catalog`` given (quick mode) or read from the store."""
+    problems: list[str] = []
+    if catalog is None:
+        catalog, problems = load_store(config.server.store_dir)
+    renderer = NodeRenderer(make_environment(config.server.templates_dir),
+                            SiteUrls(config.http_base, config.server.address), catalog)
+    return Responder(config, catalog, state, renderer), problems
+
+
+@dataclass
+class Service:
+    config: Config
+    config_path: Path | None = None
+    catalog: BuildCatalog | None = None  # fixed catalog (quick mode); else the store
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self.state = StateDB(self.config.server.state_dir / "state.sqlite3")
+        self.responder, problems = make_responder(self.config, self.state, self.catalog)
+        for p in problems:
+            log.warning("store: %s", p)
+        self._transports: list[asyncio.BaseTransport] = []
+        self._tftp: TftpServer | None = None
+        self._http: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self.tftp_port: int | None = None
+
+    # -- adapters between endpoints and the responder -----------------------------------------
+    def _dhcp_answer(self, req: PxeRequest) -> BootAnswer | None:
+        message = "offer" if req.message_type == MessageType.DISCOVER else "ack"
+        target = self.responder.dhcp_boot_target(req.identity, is_ipxe=req.is_ipxe,
+                                                 http_boot=req.http_boot, message=message)
+        if target is None:
+            return None
+        return BootAnswer(server_ip=self.config.server.address, bootfile=target.bootfile)
+
+    def _tftp_resolve(self, filename: str, client: tuple[str, int]) -> TftpSource:
+        found = self.responder.tftp_lookup(filename, client[0])
+        if isinstance(found, Rendered):
+            return BytesSource(found.text.encode())
+        try:
+            return FileSource(found.path)
+        except FileNotFoundError:
+            raise NotFound(f"no such file: {filename}") from None
+
+    def _tftp_done(self, rec: TransferRecord) -> None:
+        self.responder.tftp_done(rec.filename, rec.client[0], rec.outcome, rec.bytes_sent)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        c = self.config
+        loop = asyncio.get_running_loop()
+        if c.dhcp.enabled:
+            for port in (c.dhcp.port, c.dhcp.proxy_port):
+                transport, _ = await start_dhcp_endpoint(
+                    loop, address=c.dhcp.listen, port=port, interface=c.server.interface,
+                    handler=self._dhcp_answer, counters=self.counters,
+                    offer_bootfile=c.dhcp.offer_bootfile,
+                    role="proxy" if port == c.dhcp.proxy_port else "dhcp",
+                    relay_port=c.dhcp.relay_port,
+                    observer=lambda mac, ip: self.responder.learn_ip(ip, mac))
+                self._transports.append(transport)
+        if c.tftp.enabled:
+            limits = SessionLimits(max_blksize=c.tftp.max_blksize,
+                                   max_windowsize=c.tftp.max_windowsize,
+                                   timeout=c.tftp.timeout, retries=c.tftp.retries)
+            self._tftp = TftpServer(resolver=self._tftp_resolve, limits=limits,
+                                    counters=self.counters, on_transfer_done=self._tftp_done,
+                                    max_sessions=c.tftp.max_sessions,
+                                    max_sessions_per_client=c.tftp.max_sessions_per_client)
+            await self._tftp.start(c.tftp.listen, c.tftp.port, c.server.interface)
+            self.tftp_port = self._tftp.port
+        runner = web.AppRunner(make_app(self.responder), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, c.http.listen, c.http.port, reuse_address=True)
+        await site.start()
+        self._http = runner
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            self.http_port = server.sockets[0].getsockname()[1]
+        log.info("netbootd serving: address=%s dhcp=%s tftp=%s http=%s builds=%s",
+                 c.server.address, c.dhcp.enabled, self.tftp_port, self.http_port,
+                 ", ".join(self.responder.catalog.refs()) or "none")
+
+    async def stop(self) -> None:
+        for t in self._transports:
+            t.close()
+        self._transports.clear()
+        if self._tftp is not None:
+            await self._tftp.stop()
+            self._tftp = None
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+        self.state.close()
+
+    def reload(self) -> None:
+        """Re-read config and store; keep the old ones if the new config is invalid."""
+        if self.config_path is None:
+            log.info("reload: quick mode has no config file; nothing to reload")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", e)
+            return
+        catalog, problems = load_store(new.server.store_dir)
+        for p in problems:
+            log.warning("store: %s", p)
+        renderer = NodeRenderer(make_environment(new.server.templates_dir),
+                                SiteUrls(new.http_base, new.server.address), catalog)
+        self.responder.reconfigure(new, catalog, renderer)
+        self.config = new
+        log.info("reloaded %s: builds=%s", self.config_path, ", ".join(catalog.refs()))
+
+
+async def serve(service: Service, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    await service.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(s)
+        await service.stop()
+        log.info("netbootd stopped")

@@ -1,0 +1,124 @@
+"""Runtime state on disk: nodes seen and each node's boot timeline (sqlite3, WAL mode).
+
+Why sqlite3 rather than diskcache: a boot timeline is an append-and-query-by-node workload,
+which is one indexed table; diskcache is a key-value cache that pickles values (see
+docs/design-choices.md for the measurement). WAL lets ``netbootd`` CLI commands and tests read
+while the server writes. The server holds one connection; every method is short and
+synchronous (a few tens of microseconds), called from the event loop.
+
+Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent``, ``tftp-failed``,
+``http-sent``, ``firstboot``, ``phone-home``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netbootd.core.identity import ClientIdentity
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+  mac TEXT PRIMARY KEY, guid TEXT, ip TEXT, arch INTEGER, serial TEXT, vendor_class TEXT,
+  node TEXT, hostname TEXT, current_build TEXT, boot_count INTEGER NOT NULL DEFAULT 0,
+  first_seen REAL NOT NULL, last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, mac TEXT NOT NULL,
+  kind TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BootEvent:
+    id: int
+    ts: float
+    mac: str
+    kind: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    mac: str
+    guid: str | None
+    ip: str | None
+    arch: int | None
+    serial: str | None
+    vendor_class: str | None
+    node: str | None
+    hostname: str | None
+    current_build: str | None
+    boot_count: int
+    first_seen: float
+    last_seen: float
+
+
+class StateDB:
+    def __init__(self, path: Path) -> None:
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def saw(self, ident: ClientIdentity, now: float, node: str | None = None) -> None:
+        """Record that a client with this identity was seen (upsert; known fields kept)."""
+        if ident.mac is None:
+            return
+        self._db.execute(
+            """INSERT INTO nodes (mac, guid, ip, arch, serial, vendor_class, node,
+                                  first_seen, last_seen)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(mac) DO UPDATE SET
+                 guid=COALESCE(excluded.guid, guid), ip=COALESCE(excluded.ip, ip),
+                 arch=COALESCE(excluded.arch, arch), serial=COALESCE(excluded.serial, serial),
+                 vendor_class=COALESCE(excluded.vendor_class, vendor_class),
+                 node=COALESCE(excluded.node, node), last_seen=excluded.last_seen""",
+            (ident.mac, ident.guid, ident.ip, None if ident.arch is None else int(ident.arch),
+             ident.serial, ident.vendor_class, node, now, now))
+
+    def record(self, mac: str, kind: str, now: float, **detail: Any) -> None:
+        self._db.execute("INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)",
+                         (now, mac, kind, json.dumps(detail, sort_keys=True)))
+
+    def phoned_home(self, mac: str, now: float, *, build: str, hostname: str,
+                    ip: str | None, node: str | None, **detail: Any) -> None:
+        """A booted node reported in: count the boot and remember what it runs."""
+        self.saw(ClientIdentity(mac=mac, ip=ip), now, node=node)
+        self._db.execute("UPDATE nodes SET current_build=?, hostname=?, "
+                         "boot_count=boot_count+1 WHERE mac=?", (build, hostname, mac))
+        self.record(mac, "phone-home", now, build=build, hostname=hostname, ip=ip, **detail)
+
+    def timeline(self, mac: str, after_id: int = 0) -> list[BootEvent]:
+        rows = self._db.execute(
+            "SELECT id, ts, mac, kind, detail FROM events WHERE mac=? AND id>? ORDER BY id",
+            (mac, after_id)).fetchall()
+        return [BootEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def last_event_id(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        return int(row[0])
+
+    def node(self, mac: str) -> NodeRecord | None:
+        row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE mac=?", (mac,)).fetchone()
+        return NodeRecord(*row) if row else None
+
+    def nodes(self) -> list[NodeRecord]:
+        rows = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes ORDER BY mac").fetchall()
+        return [NodeRecord(*r) for r in rows]
+
+
+_NODE_COLS = ("mac, guid, ip, arch, serial, vendor_class, node, hostname, current_build, "
+              "boot_count, first_seen, last_seen")

@@ -1,0 +1,142 @@
+"""The build catalog: which immutable builds exist and where each file of each build lives.
+
+Builds are read from ``<store>/builds/<name>/<version>/manifest.json``. A build's files are
+served by name only if the manifest lists them (an allow-list: no client path is ever joined
+onto a directory here). ``Build.path_of`` is the single place that maps a build file to disk.
+Quick mode (``netbootd boot``) makes a ``Build`` straight from files on the command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from netbootd.errors import BuildError, NotFound
+from netbootd.store.manifest import FileInfo, Manifest, parse_manifest
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    """One immutable build: its manifest and where its files are on disk."""
+
+    manifest: Manifest
+    paths: Mapping[str, Path]
+
+    @property
+    def ref(self) -> str:
+        return self.manifest.ref
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    def path_of(self, file_name: str) -> Path:
+        try:
+            return self.paths[file_name]
+        except KeyError:
+            raise NotFound(f"build {self.ref} has no file {file_name!r}") from None
+
+
+class BuildCatalog:
+    """All builds known to the server, by ``name/version``; immutable once made."""
+
+    def __init__(self, builds: Iterable[Build]) -> None:
+        self._builds: dict[str, Build] = {b.ref: b for b in builds}
+
+    def __contains__(self, ref: str) -> bool:
+        return ref in self._builds
+
+    def __len__(self) -> int:
+        return len(self._builds)
+
+    def all(self) -> list[Build]:
+        return [self._builds[k] for k in sorted(self._builds)]
+
+    def refs(self) -> list[str]:
+        return sorted(self._builds)
+
+    def get(self, ref: str) -> Build:
+        try:
+            return self._builds[ref]
+        except KeyError:
+            known = ", ".join(self.refs()) or "none"
+            raise NotFound(f"no build named {ref} (known: {known})") from None
+
+
+def load_store(store_dir: Path) -> tuple[BuildCatalog, list[str]]:
+    """Read every build under ``store_dir/builds``; return the catalog and the problems seen.
+
+    A build whose manifest is broken is left out and reported, not fatal: one bad build must
+    not stop the others from being served. Directories starting with ``.`` are imports in
+    progress and are ignored.
+    """
+    builds: list[Build] = []
+    problems: list[str] = []
+    root = store_dir / "builds"
+    if not root.is_dir():
+        return BuildCatalog([]), problems
+    for name_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for ver_dir in sorted(p for p in name_dir.iterdir()
+                              if p.is_dir() and not p.name.startswith(".")):
+            mf = ver_dir / "manifest.json"
+            where = str(mf)
+            try:
+                m = parse_manifest(mf.read_text(encoding="utf-8"), where)
+            except (OSError, UnicodeDecodeError) as e:
+                problems.append(f"{where}: cannot read ({e})")
+                continue
+            except BuildError as e:
+                problems.append(str(e))
+                continue
+            if (m.name, m.version) != (name_dir.name, ver_dir.name):
+                problems.append(f"{where}: says {m.ref} but lives in "
+                                f"{name_dir.name}/{ver_dir.name}; move it or fix the manifest")
+                continue
+            paths = {f: ver_dir / f for f in m.files}
+            missing = [f for f, p in paths.items() if not p.is_file()]
+            if missing:
+                problems.append(f"{where}: files missing on disk: {', '.join(missing)}")
+                continue
+            builds.append(Build(m, paths))
+    return BuildCatalog(builds), problems
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def quick_build(kernel: Path, initrds: list[Path], cmdline: str) -> Build:
+    """A one-off build made from files named on the command line (``netbootd boot``).
+
+    Served under the names ``kernel`` and ``initrd0``, ``initrd1``... so that whatever the files
+    are called on disk, URLs stay short and predictable. The version is a hash prefix of the
+    contents, so a different kernel is a different build.
+    """
+    problems = [f"{p}: not a readable file" for p in [kernel, *initrds]
+                if not (p.is_file() and os.access(p, os.R_OK))]
+    if "\n" in cmdline:
+        problems.append("--cmdline may not contain a newline")
+    if problems:
+        raise BuildError("; ".join(problems))
+    names = {"kernel": kernel, **{f"initrd{i}": p for i, p in enumerate(initrds)}}
+    infos = {n: FileInfo(p.stat().st_size, sha256_file(p)) for n, p in names.items()}
+    version = hashlib.sha256("".join(i.sha256 for i in infos.values()).encode()).hexdigest()[:12]
+    manifest = Manifest(name="quick", version=version, kind="linux", files=infos,
+                        kernel="kernel", initrds=tuple(n for n in names if n != "kernel"),
+                        cmdline=cmdline, description=f"netbootd boot {kernel.name}")
+    return Build(manifest, names)

@@ -1,0 +1,126 @@
+"""HTTP routes that answer a booting node: iPXE scripts, ESXi boot.cfg, first-boot, phone-home.
+
+Every handler parses the request into a ClientIdentity or a node key and asks the Responder;
+no decision is made here. Unknown or malformed identifiers give 400/404 with a message saying
+what was expected.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from netbootd.core.identity import (
+    Arch,
+    ClientIdentity,
+    arch_from_ipxe,
+    is_identifying_guid,
+    normalize_guid,
+    normalize_mac,
+)
+from netbootd.errors import NotFound
+from netbootd.render.node_files import RenderError
+from netbootd.responder import Responder
+
+RESPONDER = web.AppKey("responder", Responder)
+TEXT = "text/plain"
+
+
+def _identity_from_query(request: web.Request) -> ClientIdentity:
+    q = request.query
+
+    def opt(name: str) -> str | None:
+        v = q.get(name, "").strip()
+        return v[:128] if v else None
+
+    try:
+        mac = normalize_mac(q.get("mac", ""))
+    except ValueError:
+        raise web.HTTPBadRequest(text="mac= is required: the node's MAC "
+                                      "(iPXE: ${mac:hexhyp})\n") from None
+    guid = None
+    if raw := opt("uuid"):
+        try:
+            guid = normalize_guid(raw)
+        except ValueError:
+            guid = None  # iPXE prints nothing useful on boards without SMBIOS UUID
+        if guid is not None and not is_identifying_guid(guid):
+            guid = None
+    arch: Arch | None = None
+    if (a := opt("arch")) and a.isdigit():
+        try:
+            arch = Arch(int(a))
+        except ValueError:
+            arch = None
+    if arch is None:
+        arch = arch_from_ipxe(q.get("buildarch", ""), q.get("platform", ""))
+    return ClientIdentity(mac=mac, guid=guid, arch=arch, serial=opt("serial"),
+                          asset=opt("asset"), manufacturer=opt("manufacturer"),
+                          product=opt("product"), user_class="iPXE", ip=request.remote)
+
+
+async def ipxe_stage1(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[RESPONDER].renderer.ipxe_stage1(), content_type=TEXT)
+
+
+async def ipxe_node(request: web.Request) -> web.Response:
+    ident = _identity_from_query(request)
+    try:
+        text = request.app[RESPONDER].ipxe_script(ident)
+    except RenderError as e:
+        raise web.HTTPInternalServerError(text=f"{e}\n") from e
+    return web.Response(text=text, content_type=TEXT)
+
+
+async def firstboot(request: web.Request) -> web.Response:
+    what = request.match_info["what"]
+    if what == "vendor-data":
+        return web.Response(text="", content_type=TEXT)
+    if what not in ("meta-data", "user-data"):
+        raise web.HTTPNotFound(text="NoCloud serves meta-data, user-data and vendor-data\n")
+    return _render(request, lambda r: r.firstboot(request.match_info["key"], what,
+                                                   request.remote))
+
+
+async def kickstart(request: web.Request) -> web.Response:
+    return _render(request, lambda r: r.firstboot(request.match_info["key"], "ks.cfg",
+                                                   request.remote))
+
+
+async def esxi_boot_cfg(request: web.Request) -> web.Response:
+    m = request.match_info
+    return _render(request, lambda r: r.esxi_boot_cfg(m["key"], f"{m['name']}/{m['version']}",
+                                                       request.remote or ""))
+
+
+def _render(request: web.Request, produce: object) -> web.Response:
+    responder = request.app[RESPONDER]
+    try:
+        text = produce(responder)  # type: ignore[operator]
+    except NotFound as e:
+        raise web.HTTPNotFound(text=f"{e}\n") from e
+    except RenderError as e:
+        raise web.HTTPNotFound(text=f"{e}\n") from e
+    return web.Response(text=str(text), content_type=TEXT)
+
+
+async def phone_home(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    try:
+        normalize_mac(key)
+    except ValueError:
+        raise web.HTTPNotFound(text="phone-home URL must end with the node's MAC\n") from None
+    if request.content_length is not None and request.content_length > 65536:
+        raise web.HTTPRequestEntityTooLarge(max_size=65536, actual_size=request.content_length)
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    request.app[RESPONDER].phone_home(key, request.remote, fields)
+    return web.Response(text="ok\n", content_type=TEXT)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ipxe/boot.ipxe", ipxe_stage1)
+    app.router.add_get("/ipxe/node.ipxe", ipxe_node)
+    app.router.add_get("/nocloud/{key}/{what}", firstboot)
+    app.router.add_get("/ks/{key}/ks.cfg", kickstart)
+    app.router.add_get("/esxi/{key}/{name}/{version}/boot.cfg", esxi_boot_cfg)
+    app.router.add_post("/phone-home/{key}", phone_home)

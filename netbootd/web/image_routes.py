@@ -1,0 +1,47 @@
+"""HTTP routes for files on disk: build files and bootloaders.
+
+aiohttp's FileResponse gives Range (RFC 9110 section 14), ETag and If-None-Match,
+Last-Modified, HEAD and sendfile(2). Build files are found through the build's manifest
+(an allow-list); loaders through the containment function. Nothing here joins a client path
+onto a directory by hand.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from netbootd.errors import NotFound, PathRefused
+from netbootd.web.boot_routes import RESPONDER
+
+# Build files never change once published (immutable builds), so clients and caches may keep
+# them; loaders can change with a Debian package upgrade, so they are revalidated.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+async def build_file(request: web.Request) -> web.StreamResponse:
+    m = request.match_info
+    responder = request.app[RESPONDER]
+    try:
+        build = responder.catalog.get(f"{m['name']}/{m['version']}")
+        path = build.path_of(m["file"])
+    except NotFound as e:
+        raise web.HTTPNotFound(text=f"{e}\n") from e
+    responder.http_sent(request.path, request.remote, 200)
+    return web.FileResponse(path, headers={"Cache-Control": IMMUTABLE})
+
+
+async def loader_file(request: web.Request) -> web.StreamResponse:
+    responder = request.app[RESPONDER]
+    try:
+        path = responder.loader_path(request.match_info["path"])
+    except PathRefused as e:
+        raise web.HTTPForbidden(text=f"{e}\n") from e
+    except NotFound as e:
+        raise web.HTTPNotFound(text=f"{e}\n") from e
+    responder.http_sent(request.path, request.remote, 200)
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/builds/{name}/{version}/{file:.+}", build_file)
+    app.router.add_get("/loaders/{path:.+}", loader_file)

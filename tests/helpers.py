@@ -1,0 +1,67 @@
+"""Test helpers shared by unit and integration tests: a small store and config on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from netbootd.config import Config, parse_config
+
+
+def write_build(store: Path, name: str, version: str, files: dict[str, bytes],
+                **fields: Any) -> Path:
+    d = store / "builds" / name / version
+    d.mkdir(parents=True)
+    for fname, data in files.items():
+        (d / fname).parent.mkdir(parents=True, exist_ok=True)
+        (d / fname).write_bytes(data)
+    manifest = {"format": 1, "name": name, "version": version,
+                "files": {f: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                          for f, b in files.items()}, **fields}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    return d
+
+
+ESXI_MODULES = ["jumpstrt.gz", "useropts.gz", "features.gz", "k.b00", "s.v00"]
+
+
+def make_store(store: Path) -> Path:
+    """demo/1.0, demo/2.0 (linux) and esxi/8.0u3 (an ESXi layout) with small fake files."""
+    for v in ("1.0", "2.0"):
+        write_build(store, "demo", v, {"vmlinuz": f"kernel {v}".encode(),
+                                       "initrd.img": f"initrd {v}".encode()},
+                    kind="linux", kernel="vmlinuz", initrds=["initrd.img"],
+                    cmdline="console=ttyS0 panic=-1")
+    esxi_files = {m: m.encode() for m in ["b.b00", *ESXI_MODULES]}
+    esxi_files |= {"mboot.c32": b"mboot-bios", "mboot.efi": b"mboot-efi"}
+    write_build(store, "esxi", "8.0u3", esxi_files, kind="esxi",
+                esxi={"kernel": "b.b00", "modules": ESXI_MODULES,
+                      "kernelopt": "runweasel cdromBoot"})
+    return store
+
+
+BASE_CONFIG: dict[str, Any] = {
+    "server": {"address": "10.77.0.1"},
+    "groups": {
+        "default": {"default": True, "build": "demo/1.0", "vars": {"power_state": "poweroff"}},
+        "uefi-ipxe": {"match": {"arch": "efi64"}, "build": "demo/1.0", "loader": "ipxe"},
+        "hypervisors": {"build": "esxi/8.0u3", "cmdline": "nofb"},
+    },
+    "nodes": {
+        "web1": {"uuid": "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a", "hostname": "web1"},
+        "db1": {"mac": "52:54:00:00:00:02", "build": "demo/2.0", "cmdline": "role=db"},
+        "esx1": {"mac": "52:54:00:00:00:03", "group": "hypervisors",
+                 "vars": {"root_password_hash": "$6$abc$def"}},
+    },
+}
+
+
+def make_config(tmp: Path, overrides: dict[str, Any] | None = None) -> Config:
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["server"]["state_dir"] = str(tmp / "state")
+    data["server"]["store_dir"] = str(tmp / "store")
+    for k, v in (overrides or {}).items():
+        data[k] = v
+    return parse_config(data, "test-config")

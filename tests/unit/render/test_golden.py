@@ -1,0 +1,78 @@
+"""Golden rendered files: `netbootd render` output for representative nodes.
+
+Regenerate after an intended template change with NETBOOTD_UPDATE_GOLDEN=1, and review the diff.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from helpers import BASE_CONFIG, make_store
+from netbootd.cli import main
+
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
+CASES = {
+    "web1-bios-by-guid": ["--mac", "52:54:00:00:00:01", "--uuid",
+                          "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a", "--arch", "bios"],
+    "db1-pinned-uefi-ipxe": ["--mac", "52:54:00:00:00:02", "--arch", "efi64", "--ipxe"],
+    "esx1-bios": ["--mac", "52:54:00:00:00:03", "--arch", "bios"],
+    "esx1-uefi": ["--mac", "52:54:00:00:00:03", "--arch", "7"],
+    "unknown-bios": ["--mac", "52:54:00:aa:bb:cc", "--arch", "0"],
+    "unknown-uefi": ["--mac", "52:54:00:aa:bb:cd", "--arch", "efi64"],
+}
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("golden")
+    # Fixed paths in the output: the store location does not appear in rendered files.
+    make_store(tmp / "store")
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["server"].update(state_dir=str(tmp / "state"), store_dir=str(tmp / "store"))
+    lines = []
+    import tomllib  # noqa: F401  (TOML written by hand below; read back by the CLI)
+
+    def toml_value(v: object) -> str:
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+    def emit(prefix: str, table: dict) -> None:  # type: ignore[type-arg]
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {toml_value(v)}" for k, v in scalars.items())
+        for k, v in table.items():
+            if isinstance(v, dict):
+                emit(f"{prefix}.{k}", v)
+
+    for section, table in data.items():
+        if section in ("groups", "nodes"):
+            for name, t in table.items():
+                emit(f"{section}.{name}", t)
+        else:
+            emit(section, table)
+    path = tmp / "netbootd.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_render_matches_golden(case: str, config_file: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "--config", str(config_file), *CASES[case]]) == 0
+    out = capsys.readouterr().out
+    golden = GOLDEN / f"{case}.txt"
+    if os.environ.get("NETBOOTD_UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(out)
+    assert out == golden.read_text()
+
+
+def test_render_of_a_declined_node(config_file: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    text = config_file.read_text().replace('build = "demo/1.0"', 'build = "demo/7.7"', 1)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    assert main(["render", "--config", str(bad), "--mac", "52:54:00:12:12:12"]) == 2
+    assert "decline: no build named demo/7.7 (known: demo/1.0, demo/2.0, esxi/8.0u3)" in \
+        capsys.readouterr().out
