@@ -17,7 +17,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from netbootd.config import Config
@@ -188,6 +188,9 @@ class Responder:
                 raise NotFound(f"pxelinux.cfg/{name}: not a GUID") from None
             for guid in candidates:
                 ident = self.sightings.enrich(ClientIdentity(guid=guid, ip=client_ip))
+                if ident.mac is None:
+                    ident = replace(ident, mac=self.state.mac_for_guid(guid) or
+                                    self.mac_for_ip(client_ip))
                 if self.inventory.find_node(ident) is not None:
                     plan = self.plan_for(ident)
                     if isinstance(plan, BootPlan):

@@ -84,7 +84,8 @@ class Service:
             raise NotFound(f"no such file: {filename}") from None
 
     def _tftp_done(self, rec: TransferRecord) -> None:
-        self.responder.tftp_done(rec.filename, rec.client[0], rec.outcome, rec.bytes_sent)
+        self.responder.tftp_done(rec.filename, rec.client_ip, str(rec.outcome),
+                                 rec.bytes_transferred)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -115,9 +116,7 @@ class Service:
         site = web.TCPSite(runner, c.http.listen, c.http.port, reuse_address=True)
         await site.start()
         self._http = runner
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.http_port = server.sockets[0].getsockname()[1]
+        self.http_port = int(runner.addresses[0][1]) if runner.addresses else c.http.port
         log.info("netbootd serving: address=%s dhcp=%s tftp=%s http=%s builds=%s",
                  c.server.address, c.dhcp.enabled, self.tftp_port, self.http_port,
                  ", ".join(self.responder.catalog.refs()) or "none")

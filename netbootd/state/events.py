@@ -111,6 +111,12 @@ class StateDB:
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
         return int(row[0])
 
+    def mac_for_guid(self, guid: str) -> str | None:
+        """The MAC most recently seen with this GUID (survives a restart, unlike Sightings)."""
+        row = self._db.execute("SELECT mac FROM nodes WHERE guid=? ORDER BY last_seen DESC "
+                               "LIMIT 1", (guid,)).fetchone()
+        return str(row[0]) if row else None
+
     def node(self, mac: str) -> NodeRecord | None:
         row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE mac=?", (mac,)).fetchone()
         return NodeRecord(*row) if row else None

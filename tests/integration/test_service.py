@@ -1,0 +1,267 @@
+"""The whole service on loopback: DHCP (scapy-built packets), TFTP (curl), HTTP (aiohttp).
+
+Proves that `netbootd render` prints byte-for-byte what the running server serves, that the
+ProxyDHCP stays silent for non-PXE clients and never hands out an address, and that one boot's
+requests end up in the node's timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yarl
+from scapy.layers.dhcp import BOOTP, DHCP
+
+from helpers import BASE_CONFIG, make_store
+from netbootd.cli import main as cli_main
+from netbootd.config import parse_config
+from netbootd.service import Service
+
+WEB1_GUID = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
+WEB1_WIRE = bytes.fromhex("004f5a1c8e7d2b394c9a600f1e2d3c4b5a")
+WEB1_MAC = "52:54:00:00:00:01"
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Running:
+    def __init__(self, service: Service, config_path: Path, relay: socket.socket) -> None:
+        self.service = service
+        self.config_path = config_path
+        self.relay = relay  # stands for a DHCP relay: the proxy answers it at giaddr:relay_port
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.service.http_port}"
+
+    async def dhcp(self, pkt: bytes, port: int, timeout: float = 2.0) -> BOOTP | None:
+        loop = asyncio.get_running_loop()
+        self.relay.sendto(pkt, ("127.0.0.1", port))
+        try:
+            data, _ = await asyncio.wait_for(loop.sock_recvfrom(self.relay, 4096), timeout)
+        except TimeoutError:
+            return None
+        return BOOTP(data)
+
+    async def tftp(self, name: str, blksize: int = 1468) -> bytes | None:
+        proc = await asyncio.create_subprocess_exec(
+            "curl", "-s", "--tftp-blksize", str(blksize),
+            f"tftp://127.0.0.1:{self.service.tftp_port}/{name}", "-o", "-",
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return out if proc.returncode == 0 else None
+
+    async def render(self, *args: str) -> str:
+        # The CLI is synchronous and opens its own state; run it off the event loop.
+        def run() -> str:
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                assert cli_main(["render", "--config", str(self.config_path), *args]) == 0
+            return buf.getvalue()
+        return await asyncio.to_thread(run)
+
+
+def toml_dump(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+
+    def emit(prefix: str, table: dict[str, Any]) -> None:
+        lines.append(f"[{prefix}]")
+        for k, v in table.items():
+            if not isinstance(v, dict):
+                lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(v)}")
+        for k, v in table.items():
+            if isinstance(v, dict):
+                emit(f"{prefix}.{k}", v)
+
+    for section, table in data.items():
+        if section in ("groups", "nodes"):
+            for name, t in table.items():
+                emit(f"{section}.{name}", t)
+        else:
+            emit(section, table)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    make_store(tmp_path / "store")
+    relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay.bind(("127.0.0.1", 0))
+    relay.setblocking(False)
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["server"] = {"address": "127.0.0.1", "state_dir": str(tmp_path / "state"),
+                      "store_dir": str(tmp_path / "store")}
+    data["dhcp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM),
+                    "proxy_port": free_port(socket.SOCK_DGRAM),
+                    "relay_port": relay.getsockname()[1]}
+    data["tftp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
+    data["http"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)}
+    path = tmp_path / "netbootd.toml"
+    path.write_text(toml_dump(data))
+    service = Service(parse_config(data, str(path)), config_path=path)
+    await service.start()
+    try:
+        yield Running(service, path, relay)
+    finally:
+        await service.stop()
+        relay.close()
+
+
+def discover(mac: str, *, vendor: bytes | None, arch: int | None = 0,
+             guid_wire: bytes | None = None, user_class: bytes | None = None,
+             msg: str = "discover", ciaddr: str = "0.0.0.0") -> bytes:
+    opts: list[Any] = [("message-type", msg)]
+    if arch is not None:
+        opts.append(("client-arch", arch.to_bytes(2, "big")))  # option 93
+    if vendor is not None:
+        opts.append(("vendor_class_id", vendor))
+    if user_class is not None:
+        opts.append(("user_class", user_class))
+    if guid_wire is not None:
+        opts.append((97, guid_wire))
+    opts.append("end")
+    return bytes(BOOTP(op=1, chaddr=bytes.fromhex(mac.replace(":", "")) + b"\0" * 10,
+                       xid=0x1234, giaddr="127.0.0.1", ciaddr=ciaddr) / DHCP(options=opts))
+
+
+def options_of(reply: BOOTP) -> dict[Any, Any]:
+    return {o[0]: o[1] for o in reply[DHCP].options if isinstance(o, tuple)}
+
+
+async def test_proxy_is_silent_for_non_pxe_and_never_gives_an_address(running: Running) -> None:
+    port = running.service.config.dhcp.port
+    plain = discover("52:54:00:10:00:01", vendor=b"udhcp 1.35.0", arch=None)
+    assert await running.dhcp(plain, port, timeout=1.0) is None
+    assert running.service.counters.get("dhcp_ignored", reason="not-pxe") == 1
+    assert running.service.counters.get("dhcp_answered") == 0
+
+    pxe = discover("52:54:00:10:00:01", vendor=b"PXEClient:Arch:00000:UNDI:002001")
+    reply = await running.dhcp(pxe, port)
+    assert reply is not None
+    opts = options_of(reply)
+    assert reply.yiaddr == "0.0.0.0" and opts["message-type"] == 2  # OFFER
+    assert not {"lease_time", "subnet_mask", "router", "name_server",
+                "requested_addr"} & set(opts)
+    assert opts["vendor_class_id"] == b"PXEClient"
+
+
+async def test_render_prints_exactly_what_is_served(running: Running) -> None:
+    # web1 as SeaBIOS + iPXE ROM shows itself: BIOS arch, GUID in option 97, MAC.
+    pkt = discover(WEB1_MAC, vendor=b"PXEClient:Arch:00000:UNDI:002001",
+                   guid_wire=WEB1_WIRE)
+    reply = await running.dhcp(pkt, running.service.config.dhcp.port)
+    assert reply is not None and reply.file.rstrip(b"\0") == b"bios/lpxelinux.0"
+
+    cases = [["--mac", WEB1_MAC, "--uuid", WEB1_GUID, "--arch", "bios"],
+             ["--mac", "52:54:00:00:00:02", "--arch", "efi64", "--ipxe"],
+             ["--mac", "52:54:00:00:00:03", "--arch", "bios"],
+             ["--mac", "52:54:00:00:00:03", "--arch", "efi64"]]
+    checked = 0
+    async with aiohttp.ClientSession() as http:
+        for case in cases:
+            listing = (await running.render(*case, "--list")).splitlines()
+            assert listing, case
+            for line in listing:
+                channel, name = line.split(" ", 1)
+                expected = (await running.render(*case, "--file", name)).encode()
+                if channel == "tftp":
+                    served = await running.tftp(name)
+                else:
+                    url = name.replace("http://127.0.0.1:" + str(running.service.config.http.port),
+                                       running.http)
+                    async with http.get(url) as r:
+                        assert r.status == 200, (url, await r.text())
+                        served = await r.read()
+                assert served == expected, (case, name)
+                checked += 1
+    assert checked >= 12
+
+
+async def test_pxelinux_guid_file_in_both_byte_orders(running: Running) -> None:
+    pxelinux_spelling = "4f5a1c8e-7d2b-394c-9a60-0f1e2d3c4b5a"
+    pkt = discover(WEB1_MAC, vendor=b"PXEClient:Arch:00000:UNDI:002001", guid_wire=WEB1_WIRE)
+    assert await running.dhcp(pkt, running.service.config.dhcp.port) is not None
+    a = await running.tftp(f"bios/pxelinux.cfg/{pxelinux_spelling}")
+    b = await running.tftp(f"bios/pxelinux.cfg/{WEB1_GUID}")
+    assert a is not None and a == b and b"web1 boots demo/1.0" in a
+    # A GUID that names no node: not found, so pxelinux goes on to 01-<mac>.
+    assert await running.tftp("bios/pxelinux.cfg/11111111-2222-3333-4444-555555555555") is None
+    assert await running.tftp("bios/pxelinux.cfg/0A4D4DFB") is None
+    unknown = await running.tftp("bios/pxelinux.cfg/01-52-54-00-aa-bb-cc")
+    assert unknown is not None and b"node-525400aabbcc boots demo/1.0" in unknown
+
+
+async def test_build_files_over_http_range_etag_head(running: Running) -> None:
+    url = f"{running.http}/builds/demo/2.0/vmlinuz"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as r:
+            assert r.status == 200 and await r.read() == b"kernel 2.0"
+            etag = r.headers["ETag"]
+        async with http.get(url, headers={"Range": "bytes=3-5"}) as r:
+            assert r.status == 206 and await r.read() == b"nel"
+        async with http.get(url, headers={"If-None-Match": etag}) as r:
+            assert r.status == 304
+        async with http.head(url) as r:
+            assert r.status == 200 and r.headers["Content-Length"] == "10"
+        for bad in ["/builds/demo/2.0/manifest.json", "/builds/demo/9.9/vmlinuz",
+                    "/builds/demo/2.0/%2e%2e/1.0/vmlinuz", "/loaders/bios/..%2f..%2fetc/passwd"]:
+            # encoded=True: send the path as written (the client would normalise "..").
+            async with http.get(yarl.URL(running.http + bad, encoded=True)) as r:
+                assert r.status in (403, 404), bad
+
+
+async def test_one_boot_lands_in_the_node_timeline(running: Running) -> None:
+    svc = running.service
+    mac = "52:54:00:00:00:02"  # db1, pinned to demo/2.0, BIOS via pxelinux
+    vendor = b"PXEClient:Arch:00000:UNDI:002001"
+    assert await running.dhcp(discover(mac, vendor=vendor), svc.config.dhcp.port)
+    # Its REQUEST to the site server (option 50) teaches the proxy its address: 127.0.0.1.
+    req = bytes(BOOTP(op=1, chaddr=bytes.fromhex(mac.replace(":", "")) + b"\0" * 10,
+                      xid=7, giaddr="127.0.0.1")
+                / DHCP(options=[("message-type", "request"), ("requested_addr", "127.0.0.1"),
+                                ("vendor_class_id", vendor), "end"]))
+    assert await running.dhcp(req, svc.config.dhcp.port, timeout=0.5) is None
+    # The 4011 exchange answers with an ACK carrying the boot file.
+    ack = await running.dhcp(discover(mac, vendor=vendor, msg="request", ciaddr="127.0.0.1"),
+                             svc.config.dhcp.proxy_port)
+    assert ack is not None and options_of(ack)["message-type"] == 5
+    assert ack.file.rstrip(b"\0") == b"bios/lpxelinux.0" and ack.yiaddr == "0.0.0.0"
+    assert await running.tftp("bios/pxelinux.cfg/01-52-54-00-00-00-02") is not None
+    async with aiohttp.ClientSession() as http:
+        for path in ["/builds/demo/2.0/vmlinuz", "/builds/demo/2.0/initrd.img",
+                     "/nocloud/52-54-00-00-00-02/meta-data",
+                     "/nocloud/52-54-00-00-00-02/user-data"]:
+            async with http.get(running.http + path) as r:
+                assert r.status == 200, path
+        async with http.post(running.http + "/phone-home/52-54-00-00-00-02",
+                             data={"hostname": "db1", "build": "demo/2.0",
+                                   "instance_id": "db1-demo-2.0"}) as r:
+            assert r.status == 200
+    events = svc.state.timeline(mac)
+    kinds = [e.kind for e in events]
+    assert kinds[:2] == ["dhcp-offer", "dhcp-ack"], kinds
+    assert "tftp-sent" in kinds and kinds[-1] == "phone-home"
+    assert [e.detail["path"] for e in events if e.kind == "http-sent"] == \
+        ["/builds/demo/2.0/vmlinuz", "/builds/demo/2.0/initrd.img"]
+    assert [e.detail["file"] for e in events if e.kind == "firstboot"] == \
+        ["meta-data", "user-data"]
+    node = svc.state.node(mac)
+    assert node is not None and node.current_build == "demo/2.0" and node.boot_count == 1
+    assert node.node == "db1" and node.hostname == "db1"
+    assert events[-1].detail["expected_build"] == "demo/2.0"
