@@ -24,7 +24,7 @@ def test_every_problem_is_listed_with_its_key() -> None:
 
 
 def test_duplicate_identity_is_reported() -> None:
-    with pytest.raises(ConfigError, match="also claimed by nodes.a"):
+    with pytest.raises(ConfigError, match=r"also claimed by nodes\.a"):
         parse_config({"server": {"address": "10.0.0.1"},
                       "groups": {"d": {"default": True, "build": "x/1"}},
                       "nodes": {"a": {"mac": "52:54:00:00:00:01"},

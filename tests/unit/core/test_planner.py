@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
-
 from helpers import make_config, make_store
-from netbootd.config import GroupSpec, Selector, BootSettings
+
+from netbootd.config import BootSettings, GroupSpec, Selector
 from netbootd.core.identity import Arch, ClientIdentity
 from netbootd.core.inventory import Inventory
 from netbootd.core.plan import BootPlan, Decline
