@@ -304,8 +304,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         port=r.value(t, "port", "tftp.", int, 69, _port),
         # RFC 2348: blksize 8..65464
         max_blksize=r.value(t, "max_blksize", "tftp.", int, 1468, _range(512, 65464)),
-        # RFC 7440: windowsize 1..65535
-        max_windowsize=r.value(t, "max_windowsize", "tftp.", int, 16, _range(1, 65535)),
+        # RFC 7440 allows 1..65535; above 32768 a 16-bit ACK number is ambiguous in the window
+        max_windowsize=r.value(t, "max_windowsize", "tftp.", int, 16, _range(1, 32768)),
         # RFC 2349: timeout 1..255 s
         timeout=r.value(t, "timeout", "tftp.", float, 1.0, _range(0.05, 255)),
         retries=r.value(t, "retries", "tftp.", int, 5, _range(1, 100)),

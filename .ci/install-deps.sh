@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything netbootd's demo and test suite need on a fresh Debian 12 machine (root):
+# Debian's bootloaders and QEMU firmware, the peers and clients the tests talk to, and a
+# Python virtualenv (.venv) with netbootd installed in editable mode plus its test extras.
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3 python3-venv python3-pip            # the service itself
+  pxelinux syslinux-common syslinux-efi ipxe  # bootloaders netbootd serves
+  qemu-system-x86 ipxe-qemu ovmf              # real PXE clients (SeaBIOS+iPXE ROM, OVMF)
+  dnsmasq-base                                # the site DHCP server in the test network
+  iproute2 kmod cpio busybox-static xz-utils zstd  # namespaces; demo appliance recipe
+  curl atftp tftp-hpa                         # independent TFTP clients for interop tests
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
