@@ -25,6 +25,7 @@ from scapy.layers.dhcp import BOOTP, DHCP
 
 from netbootd.cli import main as cli_main
 from netbootd.config import parse_config
+from netbootd.lab.demo import toml_dump
 from netbootd.service import Service
 
 WEB1_GUID = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
@@ -75,27 +76,6 @@ class Running:
                 assert cli_main(["render", "--config", str(self.config_path), *args]) == 0
             return buf.getvalue()
         return await asyncio.to_thread(run)
-
-
-def toml_dump(data: dict[str, Any]) -> str:
-    lines: list[str] = []
-
-    def emit(prefix: str, table: dict[str, Any]) -> None:
-        lines.append(f"[{prefix}]")
-        for k, v in table.items():
-            if not isinstance(v, dict):
-                lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(v)}")
-        for k, v in table.items():
-            if isinstance(v, dict):
-                emit(f"{prefix}.{k}", v)
-
-    for section, table in data.items():
-        if section in ("groups", "nodes"):
-            for name, t in table.items():
-                emit(f"{section}.{name}", t)
-        else:
-            emit(section, table)
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from helpers import BASE_CONFIG, make_store
 
 from netbootd.cli import main
+from netbootd.lab.demo import toml_dump
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
 CASES = {
@@ -31,28 +32,8 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_store(tmp / "store")
     data = json.loads(json.dumps(BASE_CONFIG))
     data["server"].update(state_dir=str(tmp / "state"), store_dir=str(tmp / "store"))
-    lines = []
-    import tomllib  # noqa: F401  (TOML written by hand below; read back by the CLI)
-
-    def toml_value(v: object) -> str:
-        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
-
-    def emit(prefix: str, table: dict) -> None:  # type: ignore[type-arg]
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in scalars.items())
-        for k, v in table.items():
-            if isinstance(v, dict):
-                emit(f"{prefix}.{k}", v)
-
-    for section, table in data.items():
-        if section in ("groups", "nodes"):
-            for name, t in table.items():
-                emit(f"{section}.{name}", t)
-        else:
-            emit(section, table)
     path = tmp / "netbootd.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(toml_dump(data))
     return path
 
 
