@@ -247,8 +247,11 @@ class Responder:
                     build=plan.build.ref if plan.build else None, mode=plan.mode)
         return self.renderer.ipxe_script(plan)
 
-    def firstboot(self, node_key: str, what: str, client_ip: str | None) -> str:
-        plan = self._plan_by_key(node_key, client_ip)
+    def firstboot(self, node_key: str, build_ref: str, what: str,
+                  client_ip: str | None) -> str:
+        """First-boot file ``what`` of the node booting ``build_ref`` (named by the URL, so a
+        node that picked a build at a menu, or booted just before a change, gets its own)."""
+        plan = self._plan_by_key(node_key, client_ip, build_ref)
         render = {"meta-data": self.renderer.meta_data, "user-data": self.renderer.user_data,
                   "ks.cfg": self.renderer.kickstart}[what]
         text = render(plan)

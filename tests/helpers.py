@@ -54,6 +54,8 @@ BASE_CONFIG: dict[str, Any] = {
         "db1": {"mac": "52:54:00:00:00:02", "build": "demo/2.0", "cmdline": "role=db"},
         "esx1": {"mac": "52:54:00:00:00:03", "group": "hypervisors",
                  "vars": {"root_password_hash": "$6$abc$def"}},
+        "kiosk": {"mac": "52:54:00:00:00:04", "mode": "menu", "build": "demo/2.0"},
+        "lab1": {"mac": "52:54:00:00:00:05", "mode": "local"},
     },
 }
 

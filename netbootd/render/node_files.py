@@ -43,7 +43,7 @@ class NodeRenderer:
         parts = [build.manifest.cmdline, plan.cmdline]
         if build.kind == "linux":
             # cloud-init NoCloud datasource over HTTP; the URL must end with '/'.
-            parts.append(f"ds=nocloud;s={self.urls.nocloud(plan.node_key)}")
+            parts.append(f"ds=nocloud;s={self.urls.nocloud(plan.node_key, build)}")
         line = " ".join(p for p in parts if p)
         if "\n" in line or "\r" in line:
             raise RenderError(f"kernel command line for {plan.hostname} contains a newline")
@@ -52,7 +52,7 @@ class NodeRenderer:
     def esxi_kernelopt(self, plan: BootPlan, build: Build) -> str:
         assert build.manifest.esxi is not None
         parts = [build.manifest.esxi.kernelopt, plan.cmdline,
-                 f"ks={self.urls.kickstart(plan.node_key)}"]
+                 f"ks={self.urls.kickstart(plan.node_key, build)}"]
         return " ".join(p for p in parts if p)
 
     def _render(self, template: str, plan: BootPlan | None, **extra: Any) -> str:
@@ -124,10 +124,10 @@ class NodeRenderer:
             text = self.esxi_boot_cfg(plan)
             out.append(RenderedFile("tftp", tftp_esxi_boot_cfg(plan.node_key, b), text))
             out.append(RenderedFile("http", self.urls.esxi_boot_cfg(plan.node_key, b), text))
-            out.append(RenderedFile("http", self.urls.kickstart(plan.node_key),
+            out.append(RenderedFile("http", self.urls.kickstart(plan.node_key, b),
                                     self.kickstart(plan)))
         elif b is not None and plan.mode != "local" and b.kind == "linux":
-            base = self.urls.nocloud(plan.node_key)
+            base = self.urls.nocloud(plan.node_key, b)
             out.append(RenderedFile("http", base + "meta-data", self.meta_data(plan)))
             out.append(RenderedFile("http", base + "user-data", self.user_data(plan)))
         return out

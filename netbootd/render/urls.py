@@ -23,8 +23,8 @@ class SiteUrls:
     def build_prefix(self, build: Build) -> str:
         return f"{self.http_base}/builds/{build.name}/{build.version}/"
 
-    def nocloud(self, node_key: str) -> str:
-        return f"{self.http_base}/nocloud/{node_key}/"
+    def nocloud(self, node_key: str, build: Build) -> str:
+        return f"{self.http_base}/nocloud/{node_key}/{build.name}/{build.version}/"
 
     def phone_home(self, node_key: str) -> str:
         return f"{self.http_base}/phone-home/{node_key}"
@@ -32,8 +32,8 @@ class SiteUrls:
     def esxi_boot_cfg(self, node_key: str, build: Build) -> str:
         return f"{self.http_base}/esxi/{node_key}/{build.name}/{build.version}/boot.cfg"
 
-    def kickstart(self, node_key: str) -> str:
-        return f"{self.http_base}/ks/{node_key}/ks.cfg"
+    def kickstart(self, node_key: str, build: Build) -> str:
+        return f"{self.http_base}/ks/{node_key}/{build.name}/{build.version}/ks.cfg"
 
     def ipxe_node(self) -> str:
         return f"{self.http_base}/ipxe/node.ipxe"

@@ -77,13 +77,15 @@ async def firstboot(request: web.Request) -> web.Response:
         return web.Response(text="", content_type=TEXT)
     if what not in ("meta-data", "user-data"):
         raise web.HTTPNotFound(text="NoCloud serves meta-data, user-data and vendor-data\n")
-    return _render(request, lambda r: r.firstboot(request.match_info["key"], what,
-                                                   request.remote))
+    m = request.match_info
+    return _render(request, lambda r: r.firstboot(m["key"], f"{m['name']}/{m['version']}",
+                                                   what, request.remote))
 
 
 async def kickstart(request: web.Request) -> web.Response:
-    return _render(request, lambda r: r.firstboot(request.match_info["key"], "ks.cfg",
-                                                   request.remote))
+    m = request.match_info
+    return _render(request, lambda r: r.firstboot(m["key"], f"{m['name']}/{m['version']}",
+                                                   "ks.cfg", request.remote))
 
 
 async def esxi_boot_cfg(request: web.Request) -> web.Response:
@@ -120,7 +122,7 @@ async def phone_home(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/ipxe/boot.ipxe", ipxe_stage1)
     app.router.add_get("/ipxe/node.ipxe", ipxe_node)
-    app.router.add_get("/nocloud/{key}/{what}", firstboot)
-    app.router.add_get("/ks/{key}/ks.cfg", kickstart)
+    app.router.add_get("/nocloud/{key}/{name}/{version}/{what}", firstboot)
+    app.router.add_get("/ks/{key}/{name}/{version}/ks.cfg", kickstart)
     app.router.add_get("/esxi/{key}/{name}/{version}/boot.cfg", esxi_boot_cfg)
     app.router.add_post("/phone-home/{key}", phone_home)

@@ -225,8 +225,8 @@ async def test_one_boot_lands_in_the_node_timeline(running: Running) -> None:
     assert await running.tftp("bios/pxelinux.cfg/01-52-54-00-00-00-02") is not None
     async with aiohttp.ClientSession() as http:
         for path in ["/builds/demo/2.0/vmlinuz", "/builds/demo/2.0/initrd.img",
-                     "/nocloud/52-54-00-00-00-02/meta-data",
-                     "/nocloud/52-54-00-00-00-02/user-data"]:
+                     "/nocloud/52-54-00-00-00-02/demo/2.0/meta-data",
+                     "/nocloud/52-54-00-00-00-02/demo/2.0/user-data"]:
             async with http.get(running.http + path) as r:
                 assert r.status == 200, path
         async with http.post(running.http + "/phone-home/52-54-00-00-00-02",

@@ -20,6 +20,10 @@ CASES = {
     "db1-pinned-uefi-ipxe": ["--mac", "52:54:00:00:00:02", "--arch", "efi64", "--ipxe"],
     "esx1-bios": ["--mac", "52:54:00:00:00:03", "--arch", "bios"],
     "esx1-uefi": ["--mac", "52:54:00:00:00:03", "--arch", "7"],
+    "kiosk-menu-bios": ["--mac", "52:54:00:00:00:04", "--arch", "bios"],
+    "kiosk-menu-uefi-ipxe": ["--mac", "52:54:00:00:00:04", "--arch", "efi64", "--ipxe"],
+    "lab1-local-bios": ["--mac", "52:54:00:00:00:05", "--arch", "bios"],
+    "lab1-local-uefi-ipxe": ["--mac", "52:54:00:00:00:05", "--arch", "efi64", "--ipxe"],
     "unknown-bios": ["--mac", "52:54:00:aa:bb:cc", "--arch", "0"],
     "unknown-uefi": ["--mac", "52:54:00:aa:bb:cd", "--arch", "efi64"],
 }

@@ -4,10 +4,11 @@
 from pathlib import Path
 
 from helpers import make_config, make_store
+
 from netbootd.core.identity import Arch, ClientIdentity
+from netbootd.core.inventory import Inventory
 from netbootd.core.plan import BootPlan
 from netbootd.core.planner import decide
-from netbootd.core.inventory import Inventory
 from netbootd.render.environment import make_environment
 from netbootd.render.node_files import NodeRenderer
 from netbootd.render.urls import SiteUrls
