@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 import yarl
-from helpers import BASE_CONFIG, make_store
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from helpers import BASE_CONFIG, make_store
 from netbootd.cli import main as cli_main
 from netbootd.config import parse_config
 from netbootd.lab.demo import toml_dump

@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
-from helpers import make_config, make_store
 
+from helpers import make_config, make_store
 from netbootd.config import BootSettings, GroupSpec, Selector
 from netbootd.core.identity import Arch, ClientIdentity
 from netbootd.core.inventory import Inventory

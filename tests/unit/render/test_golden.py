@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import BASE_CONFIG, make_store
 
+from helpers import BASE_CONFIG, make_store
 from netbootd.cli import main
 from netbootd.lab.demo import toml_dump
 

@@ -4,7 +4,6 @@
 from pathlib import Path
 
 from helpers import make_config, make_store
-
 from netbootd.core.identity import Arch, ClientIdentity
 from netbootd.core.inventory import Inventory
 from netbootd.core.plan import BootPlan

@@ -1,0 +1,51 @@
+"""`netbootd check` reports every problem with its key, beyond what the TOML schema catches."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import BASE_CONFIG, make_store
+from netbootd.cli import main
+from netbootd.lab.demo import toml_dump
+
+
+def write(tmp: Path, data: dict) -> Path:  # type: ignore[type-arg]
+    data["server"].update(state_dir=str(tmp / "state"), store_dir=str(tmp / "store"))
+    p = tmp / "netbootd.toml"
+    p.write_text(toml_dump(data))
+    return p
+
+
+def test_check_lists_missing_builds_and_missing_loaders(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    make_store(tmp_path / "store")
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["groups"]["default"]["build"] = "demo/3.0"
+    data["nodes"]["db1"]["build"] = "kvm/1"
+    data["loaders"] = {"dirs": {"bios": [str(tmp_path / "nowhere")]}}
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 1
+    out = capsys.readouterr().out
+    assert "groups.default.build: no build named demo/3.0 (known: demo/1.0, demo/2.0, " \
+           "esxi/8.0u3)" in out
+    assert "nodes.db1.build: no build named kvm/1" in out
+    assert "loaders.bootfiles.pxelinux.bios: bios/lpxelinux.0 not found" in out
+
+
+def test_check_passes_a_good_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_store(tmp_path / "store")
+    data = json.loads(json.dumps(BASE_CONFIG))
+    loaders = tmp_path / "loaders"
+    for f in ("lpxelinux.0", "syslinux.efi", "undionly.kpxe", "snponly.efi"):
+        (loaders / f).parent.mkdir(parents=True, exist_ok=True)
+        (loaders / f).write_bytes(b"x")
+    data["loaders"] = {"dirs": {p: [str(loaders)] for p in ("bios", "efi64", "ipxe")}}
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 0
+    assert "ok (3 groups, 5 nodes)" in capsys.readouterr().out
+
+
+def test_invalid_toml_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("[server\naddress = 1")
+    assert main(["check", "--config", str(p)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
