@@ -33,7 +33,7 @@ from netbootd.core.plan import BootPlan, Decline
 from netbootd.core.planner import decide
 from netbootd.errors import NotFound
 from netbootd.paths import contain, split_client_path
-from netbootd.render.node_files import NodeRenderer, RenderedFile
+from netbootd.render.node_files import NodeRenderer, RenderedFile, RenderError
 from netbootd.render.urls import SiteUrls
 from netbootd.state.events import StateDB
 from netbootd.state.sightings import Sightings
@@ -217,7 +217,10 @@ class Responder:
     # -- HTTP ----------------------------------------------------------------------------------
     def esxi_boot_cfg(self, node_key: str, build_ref: str, client_ip: str) -> str:
         plan = self._plan_by_key(node_key, client_ip, build_ref)
-        return self.renderer.esxi_boot_cfg(plan)
+        try:
+            return self.renderer.esxi_boot_cfg(plan)
+        except RenderError as e:  # e.g. the build named in the path is not an ESXi build
+            raise NotFound(str(e)) from e
 
     def _plan_by_key(self, node_key: str, client_ip: str | None,
                      build_override: str | None = None) -> BootPlan:

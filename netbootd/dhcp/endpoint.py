@@ -123,7 +123,8 @@ class DhcpEndpoint(asyncio.DatagramProtocol):
         answer = self._handler(verdict)
         if answer is None:
             self._counters.inc("dhcp_declined")
-            log.info("dhcp %s: declined mac=%s guid=%s arch=%s (planner said no boot)",
+            # The responder logs the decision and its reason at INFO; this is transport detail.
+            log.debug("dhcp %s: declined mac=%s guid=%s arch=%s (planner said no boot)",
                      self.role, ident.mac, ident.guid, arch)
             return
         reply = build_reply(packet, verdict, answer, port=self._proto_port,
@@ -136,7 +137,7 @@ class DhcpEndpoint(asyncio.DatagramProtocol):
         self._transport.sendto(reply.to_bytes(), destination)
         kind = "offer" if self.role == "dhcp" else "ack"
         self._counters.inc("dhcp_answered", type=kind)
-        log.info("dhcp %s: %s to mac=%s arch=%s guid=%s bootfile=%s via %s:%d", self.role, kind,
+        log.debug("dhcp %s: %s to mac=%s arch=%s guid=%s bootfile=%s via %s:%d", self.role, kind,
                  ident.mac, arch, ident.guid, answer.bootfile, *destination)
 
 

@@ -183,6 +183,9 @@ async def test_pxelinux_guid_file_in_both_byte_orders(running: Running) -> None:
     # A GUID that names no node: not found, so pxelinux goes on to 01-<mac>.
     assert await running.tftp("bios/pxelinux.cfg/11111111-2222-3333-4444-555555555555") is None
     assert await running.tftp("bios/pxelinux.cfg/0A4D4DFB") is None
+    # boot.cfg exists for ESXi builds only: "file not found", not a server error.
+    assert await running.tftp("esxi/52-54-00-00-00-03/demo/1.0/boot.cfg") is None
+    assert running.service.counters.get("tftp_refused", reason="error") == 0
     unknown = await running.tftp("bios/pxelinux.cfg/01-52-54-00-aa-bb-cc")
     assert unknown is not None and b"node-525400aabbcc boots demo/1.0" in unknown
 
