@@ -159,6 +159,32 @@ def test_d_node_pinned_to_build_b_while_default_is_a(lab_server: LabServer) -> N
         ["/builds/demo/2.0/vmlinuz", "/builds/demo/2.0/initrd.img"]
 
 
+def test_proxy_4011_strategy_with_real_firmware(demo_store: Path, tmp_path: Path) -> None:
+    """offer_bootfile = false: bare udp/67 offers, boot file from the udp/4011 ACK.
+
+    SeaBIOS's iPXE ROM and OVMF's stock EDK2 PXE both come back on 4011 (EDK2 from udp/4011
+    itself, pxe-facts.md) and must still boot, each answered at its source address and port.
+    """
+    with Lab() as lab:
+        config = lab_config(lab, tmp_path, demo_store, dhcp={"offer_bootfile": False}, groups={
+            "default": {"default": True, "build": "demo/1.0",
+                        "vars": {"power_state": "poweroff"}},
+            "uefi": {"match": {"arch": "efi64"}, "build": "demo/2.0", "loader": "ipxe",
+                     "vars": {"power_state": "poweroff"}}})
+        nb = start_netbootd(lab, ["serve", "--config", str(config)], tmp_path,
+                            tmp_path / "state" / "state.sqlite3")
+        server = LabServer(lab, nb)
+        for firmware, mac, build in (("bios", "52:54:00:e2:40:01", "demo/1.0"),
+                                     ("uefi", "52:54:00:e2:40:02", "demo/2.0")):
+            home, events = server.boot(f"p4011-{firmware}", firmware, mac)
+            assert home.detail["build"] == build
+            acks = [e for e in events if e.kind == "dhcp-ack"]
+            assert acks, f"{firmware}: no udp/4011 ACK in {kinds(events)}"
+            first_loader = acks[0].detail["bootfile"]
+            assert first_loader == ("bios/lpxelinux.0" if firmware == "bios"
+                                    else "ipxe/snponly.efi")
+
+
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no qemu")
 def test_e_quick_mode_boots_bios_and_uefi(demo_store: Path,
                                           tmp_path: Path) -> None:

@@ -248,3 +248,52 @@ async def test_one_boot_lands_in_the_node_timeline(running: Running) -> None:
     assert node is not None and node.current_build == "demo/2.0" and node.boot_count == 1
     assert node.node == "db1" and node.hostname == "db1"
     assert events[-1].detail["expected_build"] == "demo/2.0"
+
+
+async def test_reload_applies_new_config_and_refuses_a_broken_one(running: Running) -> None:
+    name = "bios/pxelinux.cfg/01-52-54-00-77-00-01"
+    before = await running.tftp(name)
+    assert before is not None and b"boots demo/1.0" in before
+    text = running.config_path.read_text()
+    running.config_path.write_text(text.replace('build = "demo/1.0"', 'build = "demo/2.0"', 1))
+    running.service.reload()  # what SIGHUP calls
+    after = await running.tftp(name)
+    assert after is not None and b"boots demo/2.0" in after
+    # A broken file is refused; the running config stays.
+    running.config_path.write_text(text.replace('address = "127.0.0.1"', 'address = "nope"'))
+    running.service.reload()
+    assert await running.tftp(name) == after
+    assert running.service.config.server.address == "127.0.0.1"
+
+
+async def test_sighup_reaches_reload(tmp_path: Path) -> None:
+    """`serve` wires SIGHUP to reload and SIGTERM to a clean stop."""
+    import os
+    import signal
+
+    from netbootd.service import serve
+
+    calls: list[str] = []
+
+    class Probe(Service):
+        def reload(self) -> None:
+            calls.append("reload")
+
+    make_store(tmp_path / "store")
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["server"] = {"address": "127.0.0.1", "state_dir": str(tmp_path / "state"),
+                      "store_dir": str(tmp_path / "store")}
+    data["dhcp"] = {"enabled": False}
+    data["tftp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
+    data["http"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)}
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(Probe(parse_config(data)), ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    os.kill(os.getpid(), signal.SIGHUP)
+    for _ in range(50):
+        if calls:
+            break
+        await asyncio.sleep(0.02)
+    assert calls == ["reload"]
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 10)
