@@ -56,6 +56,7 @@ BASE_CONFIG: dict[str, Any] = {
                  "vars": {"root_password_hash": "$6$abc$def"}},
         "kiosk": {"mac": "52:54:00:00:00:04", "mode": "menu", "build": "demo/2.0"},
         "lab1": {"mac": "52:54:00:00:00:05", "mode": "local"},
+        "tagged": {"serial": "CZJ1234567", "hostname": "tagged", "build": "demo/2.0"},
     },
 }
 

@@ -297,3 +297,34 @@ async def test_sighup_reaches_reload(tmp_path: Path) -> None:
     assert calls == ["reload"]
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(task, 10)
+
+
+async def test_build_files_over_tftp_only_from_the_manifest(running: Running) -> None:
+    assert await running.tftp("builds/demo/2.0/vmlinuz") == b"kernel 2.0"
+    assert await running.tftp("/builds/demo/1.0/initrd.img") == b"initrd 1.0"
+    # Raw RRQs: curl would normalise ".." before sending. Error 1 = not found, 2 = refused.
+    for refused, code in [("builds/demo/2.0/manifest.json", 1), ("builds/nope/1/vmlinuz", 1),
+                          ("builds/demo/2.0/../1.0/vmlinuz", 2), ("bios/../../etc/passwd", 2)]:
+        assert await tftp_error_code(running.service.tftp_port, refused) == code, refused
+
+
+async def tftp_error_code(port: int | None, name: str) -> int | None:
+    """Send one octet RRQ; the error code of the ERROR reply, or None for anything else."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        s.sendto(b"\x00\x01" + name.encode() + b"\x00octet\x00", ("127.0.0.1", port or 0))
+        data = await asyncio.wait_for(loop.sock_recv(s, 2048), 5)
+    return int.from_bytes(data[2:4], "big") if data[:2] == b"\x00\x05" else None
+
+
+async def test_ipxe_script_matches_a_node_by_serial(running: Running) -> None:
+    url = (f"{running.http}/ipxe/node.ipxe?mac=52-54-00-66-00-01&uuid=&serial=CZJ1234567"
+           "&asset=&manufacturer=QEMU&product=Standard%20PC&buildarch=x86_64&platform=efi")
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        text = await r.text()
+    assert r.status == 200 and text.startswith("#!ipxe\n")
+    assert "tagged (tagged, group uefi-ipxe" in text and "/builds/demo/2.0/vmlinuz" in text
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{running.http}/ipxe/node.ipxe?serial=x") as r:
+        assert r.status == 400 and "mac=" in await r.text()

@@ -41,7 +41,7 @@ def test_check_passes_a_good_config(tmp_path: Path, capsys: pytest.CaptureFixtur
         (loaders / f).write_bytes(b"x")
     data["loaders"] = {"dirs": {p: [str(loaders)] for p in ("bios", "efi64", "ipxe")}}
     assert main(["check", "--config", str(write(tmp_path, data))]) == 0
-    assert "ok (3 groups, 5 nodes)" in capsys.readouterr().out
+    assert "ok (3 groups, 6 nodes)" in capsys.readouterr().out
 
 
 def test_invalid_toml_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
