@@ -34,11 +34,11 @@ from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
 from netbootd.errors import BuildError, ConfigError, NetbootdError
-from netbootd.render.environment import TEMPLATE_NAMES
+from netbootd.render.environment import TEMPLATE_NAMES, make_environment
 from netbootd.render.node_files import RenderError
 from netbootd.service import Service, make_responder, serve
 from netbootd.state.events import StateDB
-from netbootd.store.builds import quick_build
+from netbootd.store.builds import BuildCatalog, load_store, quick_build
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -55,9 +55,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def check_config(config: Config) -> list[str]:
     """Every problem that would stop a node from booting, beyond what parse_config checks."""
-    from netbootd.render.environment import make_environment
-    from netbootd.store.builds import load_store
-
     catalog, problems = load_store(config.server.store_dir)
     if not config.server.store_dir.is_dir():
         problems.append(f"server.store_dir: {config.server.store_dir} does not exist; "
@@ -156,7 +153,8 @@ def interface_address(interface: str) -> str:
     return socket.inet_ntoa(packed[20:24])
 
 
-def quick_config(args: argparse.Namespace) -> Config:
+def quick_config(args: argparse.Namespace, build_ref: str) -> Config:
+    """The config of quick mode: one default group booting ``build_ref`` through iPXE."""
     address = args.address
     if address is None:
         if args.interface is None:
@@ -183,20 +181,13 @@ def quick_config(args: argparse.Namespace) -> Config:
                                    for k, v in DEFAULT_LOADER_DIRS.items()},
                              bootfiles=DEFAULT_BOOTFILES),
         groups=(GroupSpec(name="quick", default=True,
-                          settings=BootSettings(build=None, loader="ipxe")),),
+                          settings=BootSettings(build=build_ref, loader="ipxe")),),
         nodes=(), source="netbootd boot")
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
     build = quick_build(Path(args.kernel), [Path(p) for p in args.initrd], args.cmdline)
-    from dataclasses import replace
-
-    from netbootd.store.builds import BuildCatalog
-
-    config = quick_config(args)
-    group = replace(config.groups[0], settings=replace(config.groups[0].settings,
-                                                       build=build.ref))
-    config = replace(config, groups=(group,))
+    config = quick_config(args, build.ref)
     service = Service(config, catalog=BuildCatalog([build]))
     logging.getLogger("netbootd").info("quick mode: every PXE client boots %s (%s)",
                                        args.kernel, build.ref)
