@@ -33,12 +33,12 @@ from netbootd.config import (
 from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
-from netbootd.errors import BuildError, ConfigError, NetbootdError
+from netbootd.errors import ConfigError, NetbootdError
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
-from netbootd.render.node_files import RenderError
 from netbootd.service import Service, make_responder, serve
 from netbootd.state.events import StateDB
-from netbootd.store.builds import BuildCatalog, load_store, quick_build
+from netbootd.store.builds import load_store, quick_build
+from netbootd.store.catalog import BuildCatalog
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -110,14 +110,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         mac=normalize_mac(args.mac),
         guid=normalize_guid(args.uuid) if args.uuid else None,
         arch=parse_arch(args.arch) if args.arch else None,
-        vendor_class=None, user_class="iPXE" if args.ipxe else None)
+        vendor_class=args.vendor_class, user_class="iPXE" if args.ipxe else None)
     plan = responder.render_plan(ident)
     if isinstance(plan, Decline):
         print(f"decision: decline: {plan.reason}")
         return 2
     target: BootTarget | None
     try:
-        target = choose_bootfile(plan, ident.arch, is_ipxe=args.ipxe, http_boot=False,
+        target = choose_bootfile(plan, ident.arch, is_ipxe=args.ipxe, http_boot=args.http_boot,
                                  bootfiles=config.loaders.bootfiles,
                                  http_base=responder.urls.http_base)
         dhcp_line = (f"dhcp: bootfile={target.bootfile} next-server={config.server.address}"
@@ -179,7 +179,7 @@ def quick_config(args: argparse.Namespace, build_ref: str) -> Config:
         http=HttpConfig(port=args.http_port),
         loaders=LoaderConfig(dirs={k: tuple(Path(p) for p in v)
                                    for k, v in DEFAULT_LOADER_DIRS.items()},
-                             bootfiles=DEFAULT_BOOTFILES),
+                             bootfiles={k: dict(v) for k, v in DEFAULT_BOOTFILES.items()}),
         groups=(GroupSpec(name="quick", default=True,
                           settings=BootSettings(build=build_ref, loader="ipxe")),),
         nodes=(), source="netbootd boot")
@@ -197,9 +197,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def cmd_node_timeline(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    state = StateDB(config.server.state_dir / "state.sqlite3")
     mac = normalize_mac(args.mac)
-    events = state.timeline(mac)
+    with StateDB.open_readonly(config.server.state_dir / "state.sqlite3") as state:
+        events = state.timeline(mac)
     if not events:
         print(f"no events for {mac}")
         return 1
@@ -213,8 +213,9 @@ def cmd_node_timeline(args: argparse.Namespace) -> int:
 
 def cmd_node_list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    state = StateDB(config.server.state_dir / "state.sqlite3")
-    for n in state.nodes():
+    with StateDB.open_readonly(config.server.state_dir / "state.sqlite3") as state:
+        nodes = state.nodes()
+    for n in nodes:
         print(f"{n.mac} node={n.node or '-'} guid={n.guid or '-'} ip={n.ip or '-'} "
               f"build={n.current_build or '-'} boots={n.boot_count}")
     return 0
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uuid")
     s.add_argument("--arch", help="bios, efi64, arm64, or an option 93 number")
     s.add_argument("--ipxe", action="store_true", help="as a client that already runs iPXE")
+    s.add_argument("--vendor-class", help="option 60 as the client sends it")
+    s.add_argument("--http-boot", action="store_true", help="as a UEFI HTTP Boot client")
     s.add_argument("--list", action="store_true", help="only list the files' names")
     s.add_argument("--file", help="print one file exactly as served (a name from --list)")
     s.set_defaults(func=cmd_render)
@@ -271,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args))
-    except ConfigError as e:
-        print(f"netbootd: {e}", file=sys.stderr)
-        return 2
-    except (BuildError, RenderError, NetbootdError, ValueError) as e:
+    except (NetbootdError, ValueError) as e:
         print(f"netbootd: {e}", file=sys.stderr)
         return 2
 

@@ -37,7 +37,7 @@ from netbootd.render.node_files import NodeRenderer, RenderedFile, RenderError
 from netbootd.render.urls import SiteUrls
 from netbootd.state.events import StateDB
 from netbootd.state.sightings import Sightings
-from netbootd.store.builds import BuildCatalog
+from netbootd.store.catalog import BuildCatalog
 
 log = logging.getLogger("netbootd.decision")
 
@@ -67,15 +67,11 @@ class Responder:
         self.renderer = renderer
         self.urls: SiteUrls = renderer.urls
         self.inventory = Inventory(config.groups, config.nodes)
+        # TFTP folders holding a pxelinux binary; each gets a dynamic pxelinux.cfg/.
+        self.pxelinux_prefixes = _pxelinux_prefixes(config)
         self.sightings = Sightings()
         self.clock = clock
         self._mac_by_ip: OrderedDict[str, str] = OrderedDict()
-
-    @property
-    def pxelinux_prefixes(self) -> tuple[str, ...]:
-        """TFTP folders holding a pxelinux binary; each gets a dynamic pxelinux.cfg/."""
-        return tuple(sorted({p.split("/", 1)[0]
-                             for p in self.config.loaders.bootfiles["pxelinux"].values()}))
 
     def reconfigure(self, config: Config, catalog: BuildCatalog,
                     renderer: NodeRenderer) -> None:
@@ -85,10 +81,11 @@ class Responder:
         self.renderer = renderer
         self.urls = renderer.urls
         self.inventory = Inventory(config.groups, config.nodes)
+        self.pxelinux_prefixes = _pxelinux_prefixes(config)
 
     # -- identity ------------------------------------------------------------------------------
     def learn_ip(self, ip: str, mac: str) -> None:
-        if ip in ("0.0.0.0", ""):
+        if ip in ("0.0.0.0", "") or not mac:
             return
         self._mac_by_ip.pop(ip, None)
         self._mac_by_ip[ip] = mac
@@ -187,16 +184,20 @@ class Responder:
             except ValueError:
                 raise NotFound(f"pxelinux.cfg/{name}: not a GUID") from None
             for guid in candidates:
+                # Only a node configured by this GUID answers here; anyone else gets "not
+                # found" and pxelinux goes on to 01-<mac>.
+                if self.inventory.find_node(ClientIdentity(guid=guid)) is None:
+                    continue
+                # The MAC that sent this GUID in DHCP; after a restart, the stored one; as a
+                # last resort, the MAC last seen at this address.
                 ident = self.sightings.enrich(ClientIdentity(guid=guid, ip=client_ip))
                 if ident.mac is None:
                     ident = replace(ident, mac=self.state.mac_for_guid(guid) or
                                     self.mac_for_ip(client_ip))
-                if self.inventory.find_node(ident) is not None:
-                    plan = self.plan_for(ident)
-                    if isinstance(plan, BootPlan):
-                        if ident.mac:
-                            self.learn_ip(client_ip, ident.mac)
-                        return self.renderer.pxelinux_config(plan)
+                plan = self.plan_for(ident)
+                if isinstance(plan, BootPlan):
+                    self.learn_ip(client_ip, plan.identity.mac or "")
+                    return self.renderer.pxelinux_config(plan)
             raise NotFound(f"pxelinux.cfg/{name}: no node with this GUID")
         if name == "default":
             known = self.mac_for_ip(client_ip)
@@ -300,6 +301,11 @@ class Responder:
         by_guid = ident.guid is not None and \
             self.inventory.find_node(ClientIdentity(guid=ident.guid)) is not None
         return self.renderer.files_for(plan, prefixes, runs_ipxe, by_guid)
+
+
+def _pxelinux_prefixes(config: Config) -> tuple[str, ...]:
+    return tuple(sorted({p.split("/", 1)[0]
+                         for p in config.loaders.bootfiles["pxelinux"].values()}))
 
 
 def _arch_name(arch: Arch | None) -> str | None:

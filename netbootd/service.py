@@ -20,14 +20,15 @@ from netbootd.config import Config, load_config
 from netbootd.dhcp.endpoint import start_dhcp_endpoint
 from netbootd.dhcp.options import MessageType
 from netbootd.dhcp.proxy import BootAnswer, PxeRequest
-from netbootd.errors import ConfigError, NotFound
+from netbootd.errors import ConfigError
 from netbootd.metrics import Counters
 from netbootd.render.environment import make_environment
 from netbootd.render.node_files import NodeRenderer
 from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
 from netbootd.state.events import StateDB
-from netbootd.store.builds import BuildCatalog, load_store
+from netbootd.store.builds import load_store
+from netbootd.store.catalog import BuildCatalog
 from netbootd.tftp.endpoint import TftpServer, TransferRecord
 from netbootd.tftp.session import SessionLimits, TftpSource
 from netbootd.tftp.sources import BytesSource, FileSource
@@ -78,10 +79,7 @@ class Service:
         found = self.responder.tftp_lookup(filename, client[0])
         if isinstance(found, Rendered):
             return BytesSource(found.text.encode())
-        try:
-            return FileSource(found.path)
-        except FileNotFoundError:
-            raise NotFound(f"no such file: {filename}") from None
+        return FileSource(found.path)  # NotFound / PathRefused when it cannot be opened
 
     def _tftp_done(self, rec: TransferRecord) -> None:
         self.responder.tftp_done(rec.filename, rec.client_ip, str(rec.outcome),
@@ -160,10 +158,11 @@ async def serve(service: Service, ready: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload)
-    await service.start()
-    if ready is not None:
-        ready.set()
     try:
+        # Inside the try: if one endpoint fails to bind, those already open are closed.
+        await service.start()
+        if ready is not None:
+            ready.set()
         await stop.wait()
     finally:
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -654,7 +654,8 @@ def publish(
         write_file(tmp / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
         # verify what landed on disk against the manifest before publishing it
         listed = manifest["files"]
-        assert isinstance(listed, dict)
+        if not isinstance(listed, dict):
+            raise RecipeError("manifest 'files' is not a table of name -> {size, sha256}")
         for fname, entry in listed.items():
             if file_entry(tmp / fname) != entry:
                 raise RecipeError(f"{tmp / fname} does not match its manifest entry")

@@ -123,15 +123,20 @@ def mac_from_bytes(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-# GUIDs that many boards share or report when unset; they identify nobody.
-_NON_IDENTIFYING_GUIDS = frozenset({
+# GUIDs that many boards share or report when unset; they identify nobody. Listed in both
+# byte orders, since either spelling can reach us (option 97 vs a pxelinux file name).
+_PLACEHOLDER_GUIDS = (
     "00000000-0000-0000-0000-000000000000",
     "ffffffff-ffff-ffff-ffff-ffffffffffff",
     # "To Be Filled By O.E.M." boards (AMI default, reported widely on ASRock/Gigabyte)
     "03000200-0400-0500-0006-000700080009",
     "03020100-0504-0706-0809-0a0b0c0d0e0f",
-    "00020003-0004-0005-0006-000700080009",
-})
+)
+_NON_IDENTIFYING_GUIDS = frozenset(
+    spelling
+    for g in _PLACEHOLDER_GUIDS
+    for spelling in (g, str(uuid.UUID(bytes_le=uuid.UUID(g).bytes)))
+)
 
 
 def is_identifying_guid(canonical: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from netbootd.core.identity import ClientIdentity
 from netbootd.core.inventory import Inventory
 from netbootd.core.plan import BootPlan, Decline
-from netbootd.store.builds import BuildCatalog
+from netbootd.store.catalog import BuildCatalog
 
 
 def default_hostname(mac: str) -> str:

@@ -108,19 +108,20 @@ def wait_for_event(state_db: Path, mac: str, kind: str, timeout: float,
                    after_id: int = 0, guest: QemuGuest | None = None) -> BootEvent:
     """Poll netbootd's state database until ``mac`` has an event of ``kind``."""
     deadline = time.monotonic() + timeout
+    grace_taken = False
     while True:
         if state_db.exists():
-            db = StateDB(state_db)
-            try:
+            with StateDB.open_readonly(state_db) as db:
                 for e in db.timeline(mac, after_id):
                     if e.kind == kind:
                         return e
-            finally:
-                db.close()
         if guest is not None and not guest.running():
-            time.sleep(1.0)  # the guest may power off right after its last request
-            guest = None
-            continue
+            if grace_taken:  # exited, and its last request is not coming
+                deadline = 0.0
+            else:
+                grace_taken = True  # it may power off right after its last request
+                time.sleep(1.0)
+                continue
         if time.monotonic() > deadline:
             tail = guest.serial_text()[-2000:] if guest is not None else ""
             raise TimeoutError(f"no {kind} event for {mac} within {timeout:.0f} s; "
@@ -129,11 +130,8 @@ def wait_for_event(state_db: Path, mac: str, kind: str, timeout: float,
 
 
 def timeline(state_db: Path, mac: str, after_id: int = 0) -> list[BootEvent]:
-    db = StateDB(state_db)
-    try:
+    with StateDB.open_readonly(state_db) as db:
         return db.timeline(mac, after_id)
-    finally:
-        db.close()
 
 
 def format_timeline(events: list[BootEvent], t0: float) -> str:

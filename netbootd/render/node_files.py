@@ -18,7 +18,7 @@ from netbootd.core.identity import pxelinux_guid_name
 from netbootd.core.plan import BootPlan
 from netbootd.errors import NetbootdError
 from netbootd.render.urls import SiteUrls, tftp_esxi_boot_cfg
-from netbootd.store.builds import Build, BuildCatalog
+from netbootd.store.catalog import Build, BuildCatalog
 
 
 class RenderError(NetbootdError):
@@ -37,6 +37,7 @@ class NodeRenderer:
         self.env = env
         self.urls = urls
         self.catalog = catalog
+        self.builds = catalog.all()  # the catalog is immutable; menus list these
 
     # -- composition rules -------------------------------------------------------------------
     def kernel_cmdline(self, plan: BootPlan, build: Build) -> str:
@@ -56,7 +57,7 @@ class NodeRenderer:
         return " ".join(p for p in parts if p)
 
     def _render(self, template: str, plan: BootPlan | None, **extra: Any) -> str:
-        ctx: dict[str, Any] = {"urls": self.urls, "builds": self.catalog.all(), **extra}
+        ctx: dict[str, Any] = {"urls": self.urls, "builds": self.builds, **extra}
         if plan is not None:
             ctx.update(plan=plan, build=plan.build, key=plan.node_key, hostname=plan.hostname,
                        vars=plan.vars, cmdline=lambda b: self.kernel_cmdline(plan, b))

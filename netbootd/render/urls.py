@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netbootd.store.builds import Build
+from netbootd.store.catalog import Build
 
 
 @dataclass(frozen=True, slots=True)

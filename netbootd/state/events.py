@@ -6,8 +6,9 @@ docs/design-choices.md for the measurement). WAL lets ``netbootd`` CLI commands 
 while the server writes. The server holds one connection; every method is short and
 synchronous (a few tens of microseconds), called from the event loop.
 
-Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent``, ``tftp-failed``,
-``http-sent``, ``firstboot``, ``phone-home``.
+Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent`` (completed),
+``tftp-ended`` (aborted, timed out, refused), ``http-sent``, ``ipxe-script``, ``ipxe-decline``,
+``firstboot``, ``phone-home``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from netbootd.core.identity import ClientIdentity
+from netbootd.errors import NotFound
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -60,15 +62,34 @@ class NodeRecord:
 
 
 class StateDB:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            # For CLI commands and tests reading beside a running server: never creates or
+            # changes anything. NotFound says what to do when there is no database yet.
+            if not path.is_file():
+                raise NotFound(f"no state database at {path}: has netbootd served yet?")
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                       isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            return
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> StateDB:
+        return cls(path, readonly=True)
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._db.close()
@@ -106,10 +127,6 @@ class StateDB:
             "SELECT id, ts, mac, kind, detail FROM events WHERE mac=? AND id>? ORDER BY id",
             (mac, after_id)).fetchall()
         return [BootEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
-
-    def last_event_id(self) -> int:
-        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
-        return int(row[0])
 
     def mac_for_guid(self, guid: str) -> str | None:
         """The MAC most recently seen with this GUID (survives a restart, unlike Sightings)."""

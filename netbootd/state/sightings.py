@@ -27,6 +27,11 @@ class Sightings:
             return
         old = self._by_mac.pop(ident.mac, None)
         merged = ident.merged_with(old) if old is not None else ident
+        if old is not None and old.guid and old.guid != merged.guid and \
+                self._mac_by_guid.get(old.guid) == ident.mac:
+            # The MAC now shows another GUID: forget the old pairing, or a client cycling
+            # through GUIDs would grow this map without bound.
+            del self._mac_by_guid[old.guid]
         self._by_mac[ident.mac] = merged
         if merged.guid:
             self._mac_by_guid[merged.guid] = ident.mac

@@ -1,77 +1,21 @@
-"""The build catalog: which immutable builds exist and where each file of each build lives.
+"""Builds on disk: read the store into a BuildCatalog, and make quick mode's one-off build.
 
-Builds are read from ``<store>/builds/<name>/<version>/manifest.json``. A build's files are
-served by name only if the manifest lists them (an allow-list: no client path is ever joined
-onto a directory here). ``Build.path_of`` is the single place that maps a build file to disk.
-Quick mode (``netbootd boot``) makes a ``Build`` straight from files on the command line.
+Builds are read from ``<store>/builds/<name>/<version>/manifest.json``. Every file a manifest
+lists is resolved through the containment function, so a symlink in a build directory that
+points out of it makes the build unusable instead of serving a file from elsewhere. Quick mode
+(``netbootd boot``) makes a ``Build`` straight from files on the command line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from netbootd.errors import BuildError, NotFound
+from netbootd.errors import BuildError, PathRefused
+from netbootd.paths import contain
+from netbootd.store.catalog import Build, BuildCatalog
 from netbootd.store.manifest import FileInfo, Manifest, parse_manifest
-
-
-@dataclass(frozen=True, slots=True)
-class Build:
-    """One immutable build: its manifest and where its files are on disk."""
-
-    manifest: Manifest
-    paths: Mapping[str, Path]
-
-    @property
-    def ref(self) -> str:
-        return self.manifest.ref
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
-
-    @property
-    def kind(self) -> str:
-        return self.manifest.kind
-
-    def path_of(self, file_name: str) -> Path:
-        try:
-            return self.paths[file_name]
-        except KeyError:
-            raise NotFound(f"build {self.ref} has no file {file_name!r}") from None
-
-
-class BuildCatalog:
-    """All builds known to the server, by ``name/version``; immutable once made."""
-
-    def __init__(self, builds: Iterable[Build]) -> None:
-        self._builds: dict[str, Build] = {b.ref: b for b in builds}
-
-    def __contains__(self, ref: str) -> bool:
-        return ref in self._builds
-
-    def __len__(self) -> int:
-        return len(self._builds)
-
-    def all(self) -> list[Build]:
-        return [self._builds[k] for k in sorted(self._builds)]
-
-    def refs(self) -> list[str]:
-        return sorted(self._builds)
-
-    def get(self, ref: str) -> Build:
-        try:
-            return self._builds[ref]
-        except KeyError:
-            known = ", ".join(self.refs()) or "none"
-            raise NotFound(f"no build named {ref} (known: {known})") from None
 
 
 def load_store(store_dir: Path) -> tuple[BuildCatalog, list[str]]:
@@ -103,7 +47,11 @@ def load_store(store_dir: Path) -> tuple[BuildCatalog, list[str]]:
                 problems.append(f"{where}: says {m.ref} but lives in "
                                 f"{name_dir.name}/{ver_dir.name}; move it or fix the manifest")
                 continue
-            paths = {f: ver_dir / f for f in m.files}
+            try:
+                paths = {f: contain(ver_dir, f) for f in m.files}
+            except PathRefused as e:
+                problems.append(f"{where}: {e}: a build's files must lie inside its directory")
+                continue
             missing = [f for f, p in paths.items() if not p.is_file()]
             if missing:
                 problems.append(f"{where}: files missing on disk: {', '.join(missing)}")

@@ -132,7 +132,9 @@ def parse_manifest(text: str, where: str = "manifest.json") -> Manifest:
             if not isinstance(mods, list) or not all(isinstance(m, str) for m in mods):
                 problems.append("esxi.modules: expected a list of file names")
                 mods = []
-            missing = [m for m in [ed["kernel"], *mods] if m not in files]
+            # mboot.c32 (BIOS) and mboot.efi or the ISO's bootx64.efi (UEFI) start ESXi.
+            efi = "mboot.efi" if "mboot.efi" in files else "efi/boot/bootx64.efi"
+            missing = [m for m in [ed["kernel"], *mods, "mboot.c32", efi] if m not in files]
             if missing:
                 problems.append(f"esxi: files missing from the build: {', '.join(missing)}")
             opt = ed.get("kernelopt", "")

@@ -69,11 +69,8 @@ class LabServer:
         return home, timeline(self.nb.state_db, mac)
 
     def node(self, mac: str):  # type: ignore[no-untyped-def]
-        db = StateDB(self.nb.state_db)
-        try:
+        with StateDB.open_readonly(self.nb.state_db) as db:
             return db.node(mac)
-        finally:
-            db.close()
 
 
 @pytest.fixture(scope="module")

@@ -70,3 +70,11 @@ def test_merge_keeps_own_fields() -> None:
     b = ClientIdentity(mac="52:54:00:00:00:09", guid=CANONICAL, arch=Arch.BIOS)
     m = a.merged_with(b)
     assert (m.mac, m.guid, m.arch, m.ip) == (a.mac, CANONICAL, Arch.BIOS, "10.0.0.5")
+
+
+def test_placeholder_guids_identify_nobody_in_either_byte_order() -> None:
+    for spelling in ("03020100-0504-0706-0809-0a0b0c0d0e0f",
+                     "00010203-0405-0607-0809-0a0b0c0d0e0f",  # the same, pxelinux's order
+                     "03000200-0400-0500-0006-000700080009",
+                     "00020003-0004-0005-0006-000700080009"):
+        assert guid_candidates(spelling) == (), spelling
