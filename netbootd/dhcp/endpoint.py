@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
+from netbootd.core.identity import Arch
 from netbootd.dhcp.packet import DhcpPacket
 from netbootd.dhcp.proxy import (
     DHCP_CLIENT_PORT,
@@ -119,13 +120,13 @@ class DhcpEndpoint(asyncio.DatagramProtocol):
                       verdict.reason)
             return
         ident = verdict.identity
-        arch = ident.arch.name.lower() if ident.arch is not None else "unknown"
         answer = self._handler(verdict)
         if answer is None:
             self._counters.inc("dhcp_declined")
             # The responder logs the decision and its reason at INFO; this is transport detail.
-            log.debug("dhcp %s: declined mac=%s guid=%s arch=%s (planner said no boot)",
-                     self.role, ident.mac, ident.guid, arch)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("dhcp %s: declined mac=%s guid=%s arch=%s (planner said no boot)",
+                          self.role, ident.mac, ident.guid, _arch_name(ident.arch))
             return
         reply = build_reply(packet, verdict, answer, port=self._proto_port,
                             offer_bootfile=self._offer_bootfile)
@@ -137,8 +138,15 @@ class DhcpEndpoint(asyncio.DatagramProtocol):
         self._transport.sendto(reply.to_bytes(), destination)
         kind = "offer" if self.role == "dhcp" else "ack"
         self._counters.inc("dhcp_answered", type=kind)
-        log.debug("dhcp %s: %s to mac=%s arch=%s guid=%s bootfile=%s via %s:%d", self.role, kind,
-                 ident.mac, arch, ident.guid, answer.bootfile, *destination)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("dhcp %s: %s to mac=%s arch=%s guid=%s bootfile=%s via %s:%d", self.role,
+                      kind, ident.mac, _arch_name(ident.arch), ident.guid, answer.bootfile,
+                      *destination)
+
+
+def _arch_name(arch: Arch | None) -> str:
+    """The client architecture as logged: lower-case enum name, or "unknown"."""
+    return arch.name.lower() if arch is not None else "unknown"
 
 
 def open_dhcp_socket(address: str, port: int, interface: str | None) -> socket.socket:

@@ -282,7 +282,7 @@ def address_hint(packet: DhcpPacket) -> tuple[str, str] | None:
     """
     mac = packet.mac
     vendor = packet.option(DhcpOption.VENDOR_CLASS_ID) or b""
-    if mac is None or not vendor.startswith((b"PXEClient", b"HTTPClient")):
+    if mac is None or not vendor.startswith((PXE_CLIENT, HTTP_CLIENT)):
         return None
     requested = packet.option(DhcpOption.REQUESTED_IP)
     if requested is not None and len(requested) == 4:

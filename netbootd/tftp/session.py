@@ -117,7 +117,6 @@ def refusal(request: ReadRequest) -> Error | None:
 
 def _as_int(text: str) -> int | None:
     # Only plain decimal digits: int() would also take "+5", " 5" or "1_000", which no RFC allows.
-    text = text.strip()
     if not text.isascii() or not text.isdigit() or len(text) > 10:
         return None
     return int(text)
@@ -131,7 +130,10 @@ class _State(enum.Enum):
 
 
 class ReadSession:
-    """One read transfer of ``source`` to one client, as requested by ``request``."""
+    """One read transfer of ``source`` to one client, as requested by ``request``.
+
+    The caller checks :func:`refusal` first and only builds a session for a request it serves.
+    """
 
     def __init__(self, request: ReadRequest, source: TftpSource, limits: SessionLimits) -> None:
         self.request = request
@@ -220,10 +222,6 @@ class ReadSession:
         if self._state is not _State.NEW:
             return []
         self.started_at = now
-        refused = refusal(self.request)
-        if refused is not None:
-            self._finish(now, Outcome(OutcomeKind.REFUSED, refused.code, refused.message))
-            return [refused.to_bytes()]
         self._deadline = now + self.timeout
         if self.accepted:
             self._state = _State.WAIT_OACK_ACK

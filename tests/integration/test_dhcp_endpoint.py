@@ -8,6 +8,7 @@ request's source, as on udp/4011.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from typing import Any
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from netbootd.dhcp.endpoint import RECV_SIZE, DhcpEndpoint, Role, start_dhcp_endpoint
-from netbootd.dhcp.proxy import BootAnswer, PxeRequest
+import netbootd.dhcp.endpoint
+from netbootd.core.identity import Arch
+from netbootd.dhcp.endpoint import RECV_SIZE, DhcpEndpoint, Observer, Role, start_dhcp_endpoint
+from netbootd.dhcp.packet import DhcpPacket
+from netbootd.dhcp.proxy import BootAnswer, PxeRequest, classify
 from netbootd.metrics import Counters
 
 LOOPBACK = "127.0.0.1"
@@ -86,7 +90,7 @@ def _plan(seen: list[PxeRequest]) -> Callable[[PxeRequest], BootAnswer | None]:
     return handler
 
 
-async def _harness(role: Role, offer_bootfile: bool) -> Harness:
+async def _harness(role: Role, offer_bootfile: bool, observer: Observer | None = None) -> Harness:
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.bind((LOOPBACK, 0))
     client.setblocking(False)
@@ -95,7 +99,7 @@ async def _harness(role: Role, offer_bootfile: bool) -> Harness:
     transport, endpoint = await start_dhcp_endpoint(
         asyncio.get_running_loop(), address=LOOPBACK, port=0, interface=None,
         handler=_plan(seen), counters=counters, offer_bootfile=offer_bootfile, role=role,
-        relay_port=client.getsockname()[1],
+        relay_port=client.getsockname()[1], observer=observer,
     )
     return Harness(counters, endpoint, transport, client, seen)
 
@@ -116,9 +120,36 @@ async def proxy() -> AsyncIterator[Harness]:
     h.client.close()
 
 
-async def test_receive_buffer_is_sized_for_dhcp(dhcp: Harness) -> None:
-    # asyncio's default is 256 KiB per recvfrom; the endpoint overrides it on its transport.
-    assert vars(dhcp.transport).get("max_size") == RECV_SIZE
+def _encode(options: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(bytes((code, len(value))) + value for code, value in options)
+
+
+async def test_datagram_larger_than_the_receive_buffer_is_cut_and_dropped(dhcp: Harness) -> None:
+    # A PXE DISCOVER padded with PAD options to 6000 bytes, its vendor class (option 60) placed
+    # so that it straddles RECV_SIZE. Read whole, the endpoint would answer it; read through a
+    # RECV_SIZE buffer (asyncio's default is 256 KiB), the kernel drops the rest of the datagram
+    # and the cut option makes it malformed.
+    head = request(1, [], giaddr=LOOPBACK)
+    assert head.endswith(b"\x35\x01\x01\xff")  # header, cookie, option 53, END
+    vendor = next(o for o in EDK2_OPTIONS if o[0] == 60)
+    others = [o for o in EDK2_OPTIONS if o[0] != 60]
+    start = RECV_SIZE - 16
+    oversized = (head[:-1] + b"\x00" * (start - len(head) + 1)
+                 + _encode([vendor, *others]) + b"\xff").ljust(6000, b"\x00")
+    assert len(oversized) == 6000 and oversized[start] == 60
+    assert isinstance(classify(DhcpPacket.parse(oversized), port=67), PxeRequest)
+
+    await dhcp.send(oversized)
+    await dhcp.counted("dhcp_malformed", 1, reason="truncated-option")
+    assert await dhcp.no_reply(0.3)
+    assert dhcp.counters.get("dhcp_answered") == 0
+    assert dhcp.seen == []
+
+    await dhcp.send(request(1, EDK2_OPTIONS, giaddr=LOOPBACK))
+    _, opts = await dhcp.receive()
+    assert opts["message-type"] == 2
+    assert dhcp.counters.get("dhcp_received") == 2
+    assert dhcp.counters.get("dhcp_answered", type="offer") == 1
 
 
 async def test_non_pxe_discover_gets_no_reply(dhcp: Harness) -> None:
@@ -208,3 +239,51 @@ def test_role_is_inferred_from_the_well_known_ports() -> None:
     assert DhcpEndpoint(4011, handler, Counters(), True).role == "proxy"
     with pytest.raises(ValueError, match="role"):
         DhcpEndpoint(6767, handler, Counters(), True)
+
+
+async def test_observer_hears_the_address_a_pxe_client_requests_from_the_site_server() -> None:
+    # classify() ignores this REQUEST on 67, but it is the packet that tells the client's IP.
+    hints: list[tuple[str, str]] = []
+    h = await _harness("dhcp", offer_bootfile=True,
+                       observer=lambda mac, ip: hints.append((mac, ip)))
+    try:
+        await h.send(request(3, [*EDK2_OPTIONS, (50, bytes([192, 0, 2, 77]))], giaddr=LOOPBACK))
+        await h.counted("dhcp_ignored", 1, reason="request-for-site-server")
+        assert hints == [("52:54:00:12:34:56", "192.0.2.77")]
+        await h.send(request(3, [*UDHCPC_OPTIONS, (50, bytes([192, 0, 2, 78]))], giaddr=LOOPBACK))
+        await h.counted("dhcp_ignored", 1, reason="not-pxe")
+        assert hints == [("52:54:00:12:34:56", "192.0.2.77")]
+    finally:
+        h.transport.close()
+        h.client.close()
+
+
+async def test_arch_is_logged_at_debug_and_not_computed_otherwise(
+    dhcp: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Arch | None] = []
+    real = netbootd.dhcp.endpoint._arch_name
+
+    def counting(arch: Arch | None) -> str:
+        calls.append(arch)
+        return real(arch)
+
+    monkeypatch.setattr(netbootd.dhcp.endpoint, "_arch_name", counting)
+    declined = [*EDK2_OPTIONS[:-1], (60, b"PXEClient:decline-me")]
+
+    caplog.set_level(logging.INFO, logger="netbootd.dhcp.endpoint")
+    await dhcp.send(request(1, EDK2_OPTIONS, giaddr=LOOPBACK))
+    await dhcp.receive()
+    await dhcp.send(request(1, declined, giaddr=LOOPBACK))
+    await dhcp.counted("dhcp_declined", 1)
+    assert calls == []
+
+    caplog.set_level(logging.DEBUG, logger="netbootd.dhcp.endpoint")
+    await dhcp.send(request(1, EDK2_OPTIONS, giaddr=LOOPBACK))
+    await dhcp.receive()
+    await dhcp.send(request(1, declined, giaddr=LOOPBACK))
+    await dhcp.counted("dhcp_declined", 2)
+    assert calls == [Arch.EFI_BC, Arch.EFI_BC]
+    assert "offer to mac=52:54:00:12:34:56 arch=efi_bc" in caplog.text
+    assert "declined mac=52:54:00:12:34:56 guid=" in caplog.text
+    assert "arch=efi_bc (planner said no boot)" in caplog.text

@@ -530,3 +530,21 @@ async def test_wildcard_listener_replies_from_the_address_asked(
         assert src == ("127.0.0.1", server.port)
     finally:
         await server.stop()
+
+
+async def test_mail_mode_refused_before_any_file_is_opened(harness: Harness) -> None:
+    # The transfer-mode rule lives in session.refusal(); the server is where it is applied.
+    def ask() -> object:
+        c = RawClient()
+        try:
+            c.send(ReadRequest("small.bin", "mail", {}).to_bytes(), ("127.0.0.1", harness.port))
+            return c.recv()[0]
+        finally:
+            c.close()
+
+    answer = await asyncio.to_thread(ask)
+    assert isinstance(answer, Error)
+    assert answer.code == 4  # illegal TFTP operation
+    assert harness.counters.get("tftp_refused", reason="mode") == 1
+    assert harness.opened == []
+    assert [r.outcome for r in harness.records] == [OutcomeKind.REFUSED]

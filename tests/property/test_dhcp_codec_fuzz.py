@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
@@ -120,3 +122,41 @@ def test_mutated_pxe_packets_never_break_the_proxy(
             assert DhcpPacket.parse(reply.to_bytes()) == reply
             host, dport = reply_destination(packet, ("192.0.2.50", 68), port=port)
             assert host and 0 < dport < 65536
+
+
+# The header's dotted-quad conversion is hand-written for speed; it must agree with ipaddress
+# on every address and reject exactly what ipaddress rejects.
+_dotted_like = st.one_of(
+    st.text(max_size=20),
+    st.lists(st.one_of(st.integers(-1, 999).map(str), st.sampled_from(
+        ["", " 1", "1 ", "01", "00", "+1", "1_0", "0x1", "\uff11", "²"])), min_size=1,
+        max_size=6).map(".".join),
+)
+
+
+@given(st.binary(min_size=4, max_size=4), st.binary(min_size=4, max_size=4))
+def test_header_addresses_match_ipaddress(ciaddr: bytes, giaddr: bytes) -> None:
+    raw = bytearray(_wire([(53, b"\x01")]))
+    raw[12:16] = ciaddr
+    raw[24:28] = giaddr
+    packet = DhcpPacket.parse(bytes(raw))
+    assert packet.ciaddr == str(ipaddress.IPv4Address(ciaddr))
+    assert packet.giaddr == str(ipaddress.IPv4Address(giaddr))
+    assert packet.to_bytes()[12:16] == ciaddr
+    assert packet.to_bytes()[24:28] == giaddr
+
+
+@given(_dotted_like)
+def test_address_validation_matches_ipaddress(text: str) -> None:
+    try:
+        expected: bytes | None = ipaddress.IPv4Address(text).packed
+    except ValueError:
+        expected = None
+    packet = DhcpPacket(op=1, htype=1, hlen=6, hops=0, xid=0, secs=0, flags=0,
+                        ciaddr="0.0.0.0", yiaddr="0.0.0.0", siaddr=text, giaddr="0.0.0.0",
+                        chaddr=MAC, sname=b"", file=b"", options=())
+    if expected is None:
+        with pytest.raises(ValueError, match="siaddr"):
+            packet.to_bytes()
+    else:
+        assert packet.to_bytes()[20:24] == expected

@@ -11,7 +11,8 @@ from netbootd.core.inventory import Inventory
 from netbootd.core.plan import BootPlan
 from netbootd.core.planner import decide
 from netbootd.errors import ConfigError
-from netbootd.store.builds import BuildCatalog, quick_build
+from netbootd.store.builds import quick_build
+from netbootd.store.catalog import BuildCatalog
 
 
 def args(**kw: object) -> argparse.Namespace:

@@ -21,6 +21,7 @@ from netbootd.dhcp.proxy import (
     BootAnswer,
     Ignored,
     PxeRequest,
+    address_hint,
     build_reply,
     classify,
     reply_destination,
@@ -323,6 +324,31 @@ def test_reply_without_option_97_when_client_sent_none() -> None:
     packet = packet_of(options)
     decoded, opts = answer_for(pxe(packet, 67), packet, port=67, offer_bootfile=True)
     _common_reply_checks(decoded, opts, packet)
+
+
+# --- address hints ------------------------------------------------------------------------------
+
+
+def test_address_hint_from_the_request_to_the_site_server() -> None:
+    # classify() leaves this packet to the site server; address_hint still reads option 50.
+    packet = packet_of([*_edk2(mtype=3), (50, bytes([192, 0, 2, 77])), (54, bytes([192, 0, 2, 2]))])
+    assert classify(packet, port=67) == Ignored("request-for-site-server")
+    assert address_hint(packet) == ("52:54:00:12:34:56", "192.0.2.77")
+
+
+def test_address_hint_from_ciaddr_and_for_http_boot() -> None:
+    renewing = packet_of(_edk2(mtype=3), ciaddr="192.0.2.50")
+    assert address_hint(renewing) == ("52:54:00:12:34:56", "192.0.2.50")
+    http = [(53, b"\x03"), (60, b"HTTPClient:Arch:00016:UNDI:003001"), (50, b"\xc0\x00\x02\x09")]
+    assert address_hint(packet_of(http)) == ("52:54:00:12:34:56", "192.0.2.9")
+
+
+def test_no_address_hint_without_pxe_vendor_class_or_address() -> None:
+    udhcpc = [*CLIENTS["udhcpc"], (50, bytes([192, 0, 2, 77]))]
+    assert address_hint(packet_of(udhcpc)) is None
+    assert address_hint(packet_of(CLIENTS["ovmf-edk2-pxe"])) is None  # DISCOVER: nothing yet
+    bad_length = [*_edk2(mtype=3), (50, b"\xc0\x00\x02")]
+    assert address_hint(packet_of(bad_length)) is None
 
 
 # --- purity ---------------------------------------------------------------------------------------
