@@ -35,6 +35,7 @@ pytestmark = [
 BOOT_TIMEOUT = 240.0
 WEB1 = ("52:54:00:e2:00:01", "6a1f0c3e-5b2d-4e8f-9a71-3c5d7e9f1b2a")
 DB1_MAC = "52:54:00:e2:00:02"
+KIOSK_MACS = ("52:54:00:e2:00:a1", "52:54:00:e2:00:a2")
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +87,10 @@ def lab_server(demo_store: Path, tmp_path_factory: pytest.TempPathFactory,
         }, nodes={
             "web1": {"uuid": WEB1[1], "hostname": "web1"},
             "db1": {"mac": DB1_MAC, "hostname": "db1", "build": "demo/2.0"},
+            # One machine, two NICs: its BIOS side gets the pxelinux menu, its UEFI side
+            # (group "uefi" by arch) the iPXE menu; both default to demo/2.0 after 0.1 s.
+            "kiosk": {"mac": list(KIOSK_MACS), "hostname": "kiosk", "mode": "menu",
+                      "build": "demo/2.0", "vars": {"menu_timeout": 1}},
         })
         nb = start_netbootd(lab, ["serve", "--config", str(config)], work,
                             work / "state" / "state.sqlite3")
@@ -154,6 +159,20 @@ def test_d_node_pinned_to_build_b_while_default_is_a(lab_server: LabServer) -> N
     assert home.detail["expected_build"] == "demo/2.0"
     assert [e.detail["path"] for e in events if e.kind == "http-sent"] == \
         ["/builds/demo/2.0/vmlinuz", "/builds/demo/2.0/initrd.img"]
+
+
+@pytest.mark.parametrize(("firmware", "mac"), [("bios", KIOSK_MACS[0]),
+                                               ("uefi", KIOSK_MACS[1])])
+def test_menu_mode_boots_the_default_entry(lab_server: LabServer, firmware: str,
+                                           mac: str) -> None:
+    home, events = lab_server.boot(f"menu-{firmware}", firmware, mac)
+    assert home.detail["build"] == "demo/2.0" and home.detail["hostname"] == "kiosk"
+    sent = [e.detail["file"] for e in events if e.kind == "tftp-sent"]
+    if firmware == "bios":  # syslinux's menu module and its libraries came from Debian's tree
+        assert {"bios/menu.c32", "bios/libutil.c32"} <= set(sent), sent
+    else:
+        script = [e for e in events if e.kind == "ipxe-script"]
+        assert script and script[-1].detail["mode"] == "menu"
 
 
 def test_proxy_4011_strategy_with_real_firmware(demo_store: Path, tmp_path: Path) -> None:
