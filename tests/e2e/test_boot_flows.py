@@ -35,6 +35,7 @@ pytestmark = [
 BOOT_TIMEOUT = 240.0
 WEB1 = ("52:54:00:e2:00:01", "6a1f0c3e-5b2d-4e8f-9a71-3c5d7e9f1b2a")
 DB1_MAC = "52:54:00:e2:00:02"
+SEFI_MAC = "52:54:00:e2:00:5e"
 KIOSK_MACS = ("52:54:00:e2:00:a1", "52:54:00:e2:00:a2")
 
 
@@ -89,6 +90,7 @@ def lab_server(demo_store: Path, tmp_path_factory: pytest.TempPathFactory,
             "db1": {"mac": DB1_MAC, "hostname": "db1", "build": "demo/2.0"},
             # One machine, two NICs: its BIOS side gets the pxelinux menu, its UEFI side
             # (group "uefi" by arch) the iPXE menu; both default to demo/2.0 after 0.1 s.
+            "sefi": {"mac": SEFI_MAC, "group": "default"},  # UEFI through syslinux.efi
             "kiosk": {"mac": list(KIOSK_MACS), "hostname": "kiosk", "mode": "menu",
                       "build": "demo/2.0", "vars": {"menu_timeout": 1}},
         })
@@ -138,6 +140,21 @@ def test_b_uefi_stock_pxe_to_ipxe_script_to_phone_home(lab_server: LabServer) ->
     script = [e for e in events if e.kind == "ipxe-script"]
     assert len(script) == 1 and script[0].detail["group"] == "uefi"
     assert kinds(events)[-1] == "phone-home"
+
+
+def test_b2_uefi_stock_pxe_to_syslinux_efi(lab_server: LabServer) -> None:
+    """The default loader on UEFI: syslinux.efi, ldlinux.e64, the node's config, HTTP kernel.
+
+    EDK2 first asks for the loader's size only and aborts (error 8), then fetches it
+    (pxe-facts.md): the timeline shows both transfers.
+    """
+    home, events = lab_server.boot("uefi-sefi", "uefi", SEFI_MAC)
+    assert home.detail["build"] == "demo/1.0" and home.detail["hostname"] == "sefi"
+    tftp = [(e.detail["file"], e.detail["outcome"]) for e in events
+            if e.kind in ("tftp-sent", "tftp-ended")]
+    assert ("efi64/syslinux.efi", "aborted-by-client") in tftp
+    assert [f for f, outcome in tftp if outcome == "completed"][:3] == [
+        "efi64/syslinux.efi", "efi64/ldlinux.e64", "efi64/pxelinux.cfg/01-52-54-00-e2-00-5e"]
 
 
 def test_c_unknown_mac_gets_the_default_group_and_boots(lab_server: LabServer) -> None:
