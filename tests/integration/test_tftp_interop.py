@@ -485,16 +485,22 @@ async def test_unanswered_transfer_times_out(files: dict[str, Path]) -> None:
         await h.server.stop()
 
 
-async def test_resolver_crash_answers_error_0(harness: Harness) -> None:
-    def ask() -> object:
+async def ask_once(port: int, filename: str, mode: str = "octet") -> tuple[object, tuple[str, int]]:
+    """Send one RRQ from a fresh raw client; the first reply and the address it came from."""
+
+    def ask() -> tuple[object, tuple[str, int]]:
         c = RawClient()
         try:
-            c.send(ReadRequest("explode", "octet", {}).to_bytes(), ("127.0.0.1", harness.port))
-            return c.recv()[0]
+            c.send(ReadRequest(filename, mode, {}).to_bytes(), ("127.0.0.1", port))
+            return c.recv()
         finally:
             c.close()
 
-    assert await asyncio.to_thread(ask) == Error(0, "internal error")
+    return await asyncio.to_thread(ask)
+
+
+async def test_resolver_crash_answers_error_0(harness: Harness) -> None:
+    assert (await ask_once(harness.port, "explode"))[0] == Error(0, "internal error")
     assert harness.counters.get("tftp_refused", reason="error") == 1
 
 
@@ -517,15 +523,7 @@ async def test_wildcard_listener_replies_from_the_address_asked(
         assert rc == 0, text
         assert sha256(out) == sha256(files["small.bin"])
 
-        def ask_missing() -> tuple[object, tuple[str, int]]:
-            c = RawClient()
-            try:
-                c.send(ReadRequest("nope", "octet", {}).to_bytes(), ("127.0.0.1", server.port))
-                return c.recv()
-            finally:
-                c.close()
-
-        err, src = await asyncio.to_thread(ask_missing)
+        err, src = await ask_once(server.port, "nope")
         assert err == Error(1, "file not found")
         assert src == ("127.0.0.1", server.port)
     finally:
@@ -534,15 +532,7 @@ async def test_wildcard_listener_replies_from_the_address_asked(
 
 async def test_mail_mode_refused_before_any_file_is_opened(harness: Harness) -> None:
     # The transfer-mode rule lives in session.refusal(); the server is where it is applied.
-    def ask() -> object:
-        c = RawClient()
-        try:
-            c.send(ReadRequest("small.bin", "mail", {}).to_bytes(), ("127.0.0.1", harness.port))
-            return c.recv()[0]
-        finally:
-            c.close()
-
-    answer = await asyncio.to_thread(ask)
+    answer, _ = await ask_once(harness.port, "small.bin", mode="mail")
     assert isinstance(answer, Error)
     assert answer.code == 4  # illegal TFTP operation
     assert harness.counters.get("tftp_refused", reason="mode") == 1
