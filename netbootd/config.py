@@ -9,6 +9,7 @@ that ``core.inventory`` turns into the matching index. Example: docs/configurati
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from netbootd.core.identity import normalize_guid, normalize_mac, parse_arch
 from netbootd.errors import ConfigError
+from netbootd.store.channels import CHANNEL_RE
 
 MODES = ("appliance", "local", "menu", "discover")
 LOADERS = ("pxelinux", "ipxe")
@@ -80,6 +82,23 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin API's own listener: loopback TCP by default, or a unix socket."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = 8081
+    socket: Path | None = None  # when set, the API listens here instead of TCP
+    token_file: Path | None = None  # default: <state_dir>/admin.token, made at first start
+
+
+@dataclass(frozen=True, slots=True)
+class ReimageConfig:
+    installer: str | None = None  # NAME/VERSION of the installer build, or a channel name
+    target: str | None = None  # block device the installer writes; default: its first disk
+
+
+@dataclass(frozen=True, slots=True)
 class LoaderConfig:
     dirs: Mapping[str, tuple[Path, ...]]
     bootfiles: Mapping[str, Mapping[str, str]]
@@ -106,7 +125,8 @@ class Selector:
 class BootSettings:
     """Settings a group gives its members and a node may override; None means 'inherit'."""
 
-    build: str | None = None
+    build: str | None = None  # an exact NAME/VERSION (a pin)
+    channel: str | None = None  # follow a channel (see `netbootd channel`)
     mode: str | None = None
     loader: str | None = None
     cmdline: str | None = None
@@ -143,6 +163,12 @@ class Config:
     groups: tuple[GroupSpec, ...]
     nodes: tuple[NodeSpec, ...]
     source: str = "config"
+    admin: AdminConfig = AdminConfig()
+    reimage: ReimageConfig = ReimageConfig()
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.admin.token_file or self.server.state_dir / "admin.token"
 
     @property
     def http_base(self) -> str:
@@ -237,12 +263,18 @@ def _settings(r: _Reader, t: Mapping[str, Any], where: str) -> BootSettings:
     build = r.optional_str(t, "build", where)
     if build is not None and build.count("/") != 1:
         r.problems.append(f"{where}build: {build!r} must name an exact build as NAME/VERSION")
+    channel = r.optional_str(t, "channel", where)
+    if channel is not None and not CHANNEL_RE.match(channel):
+        r.problems.append(f"{where}channel: {channel!r} must be 1-64 of letters, digits, "
+                          "'.', '_', '-'")
+    if build is not None and channel is not None:
+        r.problems.append(f"{where}: set build (pin) or channel (follow), not both")
     vars_ = r.table(t, "vars", where)
-    return BootSettings(build=build, mode=mode, loader=loader, cmdline=cmdline,
+    return BootSettings(build=build, channel=channel, mode=mode, loader=loader, cmdline=cmdline,
                         user_data=r.optional_str(t, "user_data", where), vars=dict(vars_))
 
 
-_SETTING_KEYS = {"build", "mode", "loader", "cmdline", "user_data", "vars"}
+_SETTING_KEYS = {"build", "channel", "mode", "loader", "cmdline", "user_data", "vars"}
 
 
 def _selector(r: _Reader, t: Mapping[str, Any], where: str) -> Selector:
@@ -267,7 +299,8 @@ def _selector(r: _Reader, t: Mapping[str, Any], where: str) -> Selector:
 def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     r = _Reader()
-    r.unknown(data, {"server", "dhcp", "tftp", "http", "loaders", "groups", "nodes"}, "")
+    r.unknown(data, {"server", "dhcp", "tftp", "http", "loaders", "groups", "nodes", "admin",
+                     "reimage"}, "")
 
     s = r.table(data, "server", "")
     r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir"}, "server.")
@@ -322,6 +355,27 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     http = HttpConfig(listen=r.value(h, "listen", "http.", str, "0.0.0.0", _ip),
                       port=r.value(h, "port", "http.", int, 8080, _port),
                       public_url=public_url)
+
+    a = r.table(data, "admin", "")
+    r.unknown(a, {"enabled", "listen", "port", "socket", "token_file"}, "admin.")
+    sock = r.optional_str(a, "socket", "admin.")
+    token_file = r.optional_str(a, "token_file", "admin.")
+    admin = AdminConfig(enabled=r.value(a, "enabled", "admin.", bool, True),
+                        listen=r.value(a, "listen", "admin.", str, "127.0.0.1", _ip),
+                        port=r.value(a, "port", "admin.", int, 8081, _port),
+                        socket=Path(sock) if sock else None,
+                        token_file=Path(token_file) if token_file else None)
+
+    ri = r.table(data, "reimage", "")
+    r.unknown(ri, {"installer", "target"}, "reimage.")
+    installer = r.optional_str(ri, "installer", "reimage.")
+    if installer is not None and installer.count("/") > 1:
+        r.problems.append("reimage.installer: NAME/VERSION of a build, or a channel name")
+    target = r.optional_str(ri, "target", "reimage.")
+    if target is not None and not re.fullmatch(r"/dev/[A-Za-z0-9/_.-]{1,64}", target):
+        r.problems.append(f"reimage.target: {target!r} is not a block device path like "
+                          "/dev/sda")
+    reimage = ReimageConfig(installer=installer, target=target)
 
     lo = r.table(data, "loaders", "")
     r.unknown(lo, {"dirs", "bootfiles"}, "loaders.")
@@ -405,7 +459,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     if r.problems:
         raise ConfigError(r.problems, source)
     return Config(server=server, dhcp=dhcp, tftp=tftp, http=http, loaders=loaders,
-                  groups=tuple(groups), nodes=tuple(nodes), source=source)
+                  groups=tuple(groups), nodes=tuple(nodes), source=source, admin=admin,
+                  reimage=reimage)
 
 
 def _valid_hostname(h: str) -> bool:

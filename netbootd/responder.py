@@ -28,7 +28,8 @@ from netbootd.core.identity import (
     guid_candidates,
     normalize_mac,
 )
-from netbootd.core.inventory import Inventory
+from netbootd.core.intent import EMPTY_INTENT, Intent
+from netbootd.core.inventory import Inventory, apply_bindings
 from netbootd.core.plan import BootPlan, Decline
 from netbootd.core.planner import decide
 from netbootd.errors import NotFound
@@ -36,8 +37,11 @@ from netbootd.paths import contain, split_client_path
 from netbootd.render.node_files import NodeRenderer, RenderedFile, RenderError
 from netbootd.render.urls import SiteUrls
 from netbootd.state.events import StateDB
+from netbootd.state.registry import Action, Registry
 from netbootd.state.sightings import Sightings
-from netbootd.store.catalog import BuildCatalog
+from netbootd.store.builds import load_store
+from netbootd.store.catalog import Build, BuildCatalog
+from netbootd.store.layout import generation
 
 log = logging.getLogger("netbootd.decision")
 
@@ -59,19 +63,33 @@ class StaticFile:
 
 
 class Responder:
+    """Everything a client asks, answered from its plan.
+
+    ``store_dir`` (None in quick mode, whose catalog is fixed) and ``registry`` are watched:
+    ``refresh()``, called before every decision, re-reads the store when its generation
+    marker moved (an import, a removal) and the intent when the registry changed (a channel
+    flip, an adoption, a reimage order), so changes apply at the next request."""
+
     def __init__(self, config: Config, catalog: BuildCatalog, state: StateDB,
-                 renderer: NodeRenderer, clock: Callable[[], float] = time.time) -> None:
+                 renderer: NodeRenderer, clock: Callable[[], float] = time.time, *,
+                 registry: Registry | None = None, store_dir: Path | None = None) -> None:
         self.config = config
         self.catalog = catalog
         self.state = state
         self.renderer = renderer
         self.urls: SiteUrls = renderer.urls
+        self.registry = registry
+        self.store_dir = store_dir
+        self._store_gen = generation(store_dir) if store_dir is not None else None
+        self.intent: Intent = EMPTY_INTENT
+        self._guid_epoch = -1
         self.inventory = Inventory(config.groups, config.nodes)
         # TFTP folders holding a pxelinux binary; each gets a dynamic pxelinux.cfg/.
         self.pxelinux_prefixes = _pxelinux_prefixes(config)
         self.sightings = Sightings()
         self.clock = clock
         self._mac_by_ip: OrderedDict[str, str] = OrderedDict()
+        self._load_intent()
 
     def reconfigure(self, config: Config, catalog: BuildCatalog,
                     renderer: NodeRenderer) -> None:
@@ -80,8 +98,45 @@ class Responder:
         self.catalog = catalog
         self.renderer = renderer
         self.urls = renderer.urls
-        self.inventory = Inventory(config.groups, config.nodes)
         self.pxelinux_prefixes = _pxelinux_prefixes(config)
+        self._load_intent()
+
+    def refresh(self) -> None:
+        if self.store_dir is not None:
+            gen = generation(self.store_dir)
+            if gen != self._store_gen:
+                self._store_gen = gen  # read before loading: a change during the load shows
+                catalog, problems = load_store(self.store_dir)
+                for p in problems:
+                    log.warning("store: %s", p)
+                self.catalog = catalog
+                self.renderer = NodeRenderer(self.renderer.env, self.urls, catalog,
+                                             self.renderer.reimage_target)
+                log.info("store changed: builds=%s", ", ".join(catalog.refs()) or "none")
+        if self.registry is not None and (self.registry.changed()
+                                          or self.state.guid_epoch != self._guid_epoch):
+            self._load_intent()
+
+    def _load_intent(self) -> None:
+        """Inventory = config nodes + adopted nodes, with rebound identities moved; intent =
+        channels, overrides, open reimage orders and the GUIDs that identify nobody."""
+        self._guid_epoch = self.state.guid_epoch
+        if self.registry is None:
+            self.inventory = Inventory(self.config.groups, self.config.nodes)
+            self.intent = Intent(installer=self.config.reimage.installer)
+            return
+        bindings = {b.identity: b.node for b in self.registry.bindings()}
+        nodes = apply_bindings([*self.config.nodes, *self.registry.adopted_nodes()], bindings)
+        self.inventory = Inventory(self.config.groups, nodes)
+        ambiguous = frozenset(
+            g for g, macs in self.state.shared_guids().items()
+            if not any(macs <= set(n.macs) for n in nodes))  # one machine's NICs are fine
+        self.intent = self.registry.intent(self.config.reimage.installer, ambiguous)
+
+    def build(self, ref: str) -> Build:
+        """A build by NAME/VERSION, from the store as it is now (NotFound lists the known)."""
+        self.refresh()
+        return self.catalog.get(ref)
 
     # -- identity ------------------------------------------------------------------------------
     def learn_ip(self, ip: str, mac: str) -> None:
@@ -97,7 +152,9 @@ class Responder:
 
     def plan_for(self, ident: ClientIdentity,
                  build_override: str | None = None) -> BootPlan | Decline:
-        return decide(self.sightings.enrich(ident), self.inventory, self.catalog, build_override)
+        self.refresh()
+        return decide(self.sightings.enrich(ident), self.inventory, self.catalog, build_override,
+                      self.intent)
 
     def _event(self, mac: str | None, kind: str, **detail: object) -> None:
         if mac is not None:
@@ -148,7 +205,7 @@ class Responder:
         if head in self.pxelinux_prefixes and len(parts) == 3 and parts[1] == "pxelinux.cfg":
             return Rendered(self._pxelinux_cfg(parts[2], client_ip))
         if head == "builds" and len(parts) >= 4:
-            build = self.catalog.get(f"{parts[1]}/{parts[2]}")
+            build = self.build(f"{parts[1]}/{parts[2]}")
             return StaticFile(build.path_of("/".join(parts[3:])), "build", build.ref)
         if head == "esxi" and len(parts) == 5 and parts[4] == "boot.cfg":
             return Rendered(self.esxi_boot_cfg(parts[1], f"{parts[2]}/{parts[3]}", client_ip))
@@ -232,7 +289,7 @@ class Responder:
         if client_ip:
             self.learn_ip(client_ip, mac)
         if build_override is not None:
-            self.catalog.get(build_override)  # NotFound lists the known builds
+            self.build(build_override)  # NotFound lists the known builds
         plan = self.plan_for(ClientIdentity(mac=mac, ip=client_ip), build_override)
         if isinstance(plan, Decline):
             raise NotFound(f"no boot plan for {mac}: {plan.reason}")
@@ -275,6 +332,30 @@ class Responder:
         self.state.phoned_home(mac, self.clock(), build=build, hostname=hostname, ip=client_ip,
                                node=node, expected_build=expected,
                                instance_id=fields.get("instance_id", "")[:200])
+
+    def reimage_report(self, node_key: str, action_id: int, client_ip: str | None,
+                       fields: dict[str, str]) -> Action:
+        """The installer's report. ``done``: the node boots local from now on; anything else:
+        the order stays open (the node stays in reimage) with the reason recorded."""
+        if self.registry is None:
+            raise NotFound("this server keeps no reimage orders (quick mode)")
+        mac = normalize_mac(node_key)
+        action = self.registry.action(action_id)
+        node = self.inventory.find_node(ClientIdentity(mac=mac))
+        if action.kind != "reimage" or node is None or node.name != action.node:
+            raise NotFound(f"reimage action {action_id} is not for {mac}")
+        ok = fields.get("status") == "done"
+        reason = fields.get("reason", "")[:500] if not ok else \
+            f"wrote {fields.get('bytes', '?')} bytes, sha256 {fields.get('sha256', '?')[:64]}"
+        if not ok and not reason:
+            reason = f"installer reported status {fields.get('status', '')[:40]!r}"
+        done = self.registry.finish_reimage(action_id, ok=ok, reason=reason, now=self.clock())
+        self.refresh()
+        log.info("reimage %s node=%s mac=%s image=%s: %s", "done" if ok else "FAILED",
+                 action.node, mac, action.image, reason)
+        self._event(mac, "reimage-done" if ok else "reimage-failed", node=action.node,
+                    image=action.image, action=action_id, reason=reason)
+        return done
 
     def http_sent(self, path: str, client_ip: str | None, status: int) -> None:
         mac = self.mac_for_ip(client_ip) if client_ip else None

@@ -27,6 +27,7 @@ from netbootd.render.node_files import NodeRenderer
 from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
 from netbootd.state.events import StateDB
+from netbootd.state.registry import Registry
 from netbootd.store.builds import load_store
 from netbootd.store.catalog import BuildCatalog
 from netbootd.tftp.endpoint import TftpServer, TransferRecord
@@ -37,15 +38,23 @@ from netbootd.web.app import make_app
 log = logging.getLogger("netbootd")
 
 
-def make_responder(config: Config, state: StateDB,
-                   catalog: BuildCatalog | None = None) -> tuple[Responder, list[str]]:
-    """The Responder for ``config``; ``catalog`` given (quick mode) or read from the store."""
+def make_responder(config: Config, state: StateDB, catalog: BuildCatalog | None = None,
+                   registry: Registry | None = None) -> tuple[Responder, list[str]]:
+    """The Responder for ``config``; ``catalog`` given (quick mode) or read from the store,
+    which is then watched for imports and removals."""
     problems: list[str] = []
+    store_dir = None
     if catalog is None:
-        catalog, problems = load_store(config.server.store_dir)
-    renderer = NodeRenderer(make_environment(config.server.templates_dir),
-                            SiteUrls(config.http_base, config.server.address), catalog)
-    return Responder(config, catalog, state, renderer), problems
+        store_dir = config.server.store_dir
+        catalog, problems = load_store(store_dir)
+    return Responder(config, catalog, state, make_renderer(config, catalog), registry=registry,
+                     store_dir=store_dir), problems
+
+
+def make_renderer(config: Config, catalog: BuildCatalog) -> NodeRenderer:
+    return NodeRenderer(make_environment(config.server.templates_dir),
+                        SiteUrls(config.http_base, config.server.address), catalog,
+                        config.reimage.target)
 
 
 @dataclass
@@ -57,7 +66,9 @@ class Service:
 
     def __post_init__(self) -> None:
         self.state = StateDB(self.config.server.state_dir / "state.sqlite3")
-        self.responder, problems = make_responder(self.config, self.state, self.catalog)
+        self.registry = Registry(self.config.server.state_dir / "intent.sqlite3")
+        self.responder, problems = make_responder(self.config, self.state, self.catalog,
+                                                  self.registry)
         for p in problems:
             log.warning("store: %s", p)
         self._transports: list[asyncio.BaseTransport] = []
@@ -130,6 +141,7 @@ class Service:
             await self._http.cleanup()
             self._http = None
         self.state.close()
+        self.registry.close()
 
     def reload(self) -> None:
         """Re-read config and store; keep the old ones if the new config is invalid."""
@@ -144,9 +156,7 @@ class Service:
         catalog, problems = load_store(new.server.store_dir)
         for p in problems:
             log.warning("store: %s", p)
-        renderer = NodeRenderer(make_environment(new.server.templates_dir),
-                                SiteUrls(new.http_base, new.server.address), catalog)
-        self.responder.reconfigure(new, catalog, renderer)
+        self.responder.reconfigure(new, catalog, make_renderer(new, catalog))
         self.config = new
         log.info("reloaded %s: builds=%s", self.config_path, ", ".join(catalog.refs()))
 

@@ -10,8 +10,8 @@ Matching rules (pure, deterministic):
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from netbootd.config import GroupSpec, NodeSpec, Selector
 from netbootd.core.identity import ClientIdentity, is_identifying_guid
@@ -82,3 +82,38 @@ def selector_matches(sel: Selector, ident: ClientIdentity) -> bool:
         (sel.serial, lambda: _glob_any(ident.serial, sel.serial)),
     )
     return all(check() for wanted, check in checks if wanted)
+
+
+def identity_key(kind: str, value: str) -> str:
+    """How a binding names an identity: ``mac:<mac>``, ``guid:<guid>``, ``serial:<serial>``."""
+    return f"{kind}:{value}"
+
+
+def apply_bindings(nodes: Iterable[NodeSpec], bindings: Mapping[str, str]) -> list[NodeSpec]:
+    """Move each bound identity (``node rebind``: a new NIC, a new dock) to its node.
+
+    The identity is taken from whichever node had it and given to the named one; bindings to
+    nodes that do not exist are ignored (the node was removed from the config)."""
+    out = {n.name: n for n in nodes}
+    fields = {"mac": "macs", "guid": "guids", "serial": "serials"}
+    for ident, target in sorted(bindings.items()):
+        kind, _, value = ident.partition(":")
+        attr = fields.get(kind)
+        if attr is None or target not in out:
+            continue
+        for name, n in list(out.items()):
+            have: tuple[str, ...] = getattr(n, attr)
+            if value in have and name != target:
+                out[name] = _with(n, attr, tuple(v for v in have if v != value))
+        t = out[target]
+        if value not in getattr(t, attr):
+            out[target] = _with(t, attr, (*getattr(t, attr), value))
+    return list(out.values())
+
+
+def _with(n: NodeSpec, attr: str, values: tuple[str, ...]) -> NodeSpec:
+    if attr == "macs":
+        return replace(n, macs=values)
+    if attr == "guids":
+        return replace(n, guids=values)
+    return replace(n, serials=values)

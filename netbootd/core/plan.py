@@ -15,17 +15,27 @@ from netbootd.store.catalog import Build
 
 
 @dataclass(frozen=True, slots=True)
+class Reimage:
+    """Mode ``reimage``: the installer (``BootPlan.build``) writes ``disk`` onto the node."""
+
+    action_id: int
+    disk: Build
+
+
+@dataclass(frozen=True, slots=True)
 class BootPlan:
     identity: ClientIdentity
     node: str | None  # inventory node name; None for a node only matched by group
     group: str
-    mode: str  # appliance | local | menu | discover
+    mode: str  # appliance | local | menu | discover | reimage
     loader: str  # pxelinux | ipxe
-    build: Build | None  # None only in local mode
+    build: Build | None  # None only in local mode; the installer in reimage mode
     hostname: str
     cmdline: str  # extra kernel arguments from group and node (the build's own come first)
     user_data: str | None  # template name for cloud-init user-data / ESXi kickstart
     vars: Mapping[str, Any] = field(default_factory=dict)
+    channel: str | None = None  # the channel the build came from, if any
+    reimage: Reimage | None = None
 
     @property
     def node_key(self) -> str:

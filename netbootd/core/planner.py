@@ -1,17 +1,24 @@
 """``decide()``: the one pure function that turns a ClientIdentity into a BootPlan or Decline.
 
-Node settings override their group's; unset settings fall back to mode ``appliance`` and loader
-``pxelinux``. An ESXi build on UEFI always uses iPXE (``mboot.c32`` is BIOS-only; UEFI needs
-``mboot.efi``). A build named by config but absent from the store is a Decline whose reason
+Node settings override their group's, and run-time overrides (``core.intent``) override both;
+unset settings fall back to mode ``appliance`` and loader ``pxelinux``. A build is named
+exactly (``build = NAME/VERSION``, a pin) or through a channel (``channel = NAME``); the most
+specific setting wins, a pin over a channel at the same level. A pending reimage order boots
+the installer build with the disk image to write. An ESXi build on UEFI always uses iPXE
+(``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``). A build named by config but absent from the store is a Decline whose reason
 lists the builds that do exist.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from netbootd.core.identity import ClientIdentity
+from netbootd.core.intent import EMPTY_INTENT, Intent, NodeOverride
 from netbootd.core.inventory import Inventory
-from netbootd.core.plan import BootPlan, Decline
-from netbootd.store.catalog import BuildCatalog
+from netbootd.core.plan import BootPlan, Decline, Reimage
+from netbootd.store.catalog import Build, BuildCatalog
 
 
 def default_hostname(mac: str) -> str:
@@ -19,14 +26,19 @@ def default_hostname(mac: str) -> str:
 
 
 def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
-           build_override: str | None = None) -> BootPlan | Decline:
+           build_override: str | None = None,
+           intent: Intent = EMPTY_INTENT) -> BootPlan | Decline:
     """Decide what ``ident`` boots. ``build_override`` pins the build (a URL that names one)."""
-    if ident.mac is None:
+    mac = ident.mac
+    if mac is None:
         return Decline("no MAC address known for this client")
+    if ident.guid is not None and ident.guid in intent.ambiguous_guids:
+        ident = replace(ident, guid=None)  # seen on several machines: identifies nobody
     m = inventory.match(ident)
     if m is None:
         return Decline("no group configured: add [groups.default] with default = true")
     gs, ns = m.group.settings, (m.node.settings if m.node else None)
+    ov = intent.overrides.get(m.node.name, NodeOverride()) if m.node else NodeOverride()
 
     def pick(attr: str) -> str | None:
         v: str | None = getattr(ns, attr) if ns is not None else None
@@ -34,24 +46,81 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
             v = getattr(gs, attr)
         return v
 
-    mode = pick("mode") or "appliance"
+    mode = ov.mode or pick("mode") or "appliance"
     loader = pick("loader") or "pxelinux"
-    build_ref = build_override or pick("build")
-    build = None
-    if mode != "local":
-        if build_ref is None:
-            return Decline(f"group {m.group.name!r} names no build (set build = NAME/VERSION)")
-        if build_ref not in catalog:
-            known = ", ".join(catalog.refs()) or "none"
-            return Decline(f"no build named {build_ref} (known: {known})")
-        build = catalog.get(build_ref)
-        if build.kind == "disk":
-            return Decline(f"build {build_ref} is a disk image and cannot be booted directly")
-        if build.kind == "esxi" and ident.arch is not None and ident.arch.is_efi:
-            loader = "ipxe"
+    order = intent.reimage.get(m.node.name) if m.node else None
     cmdline = " ".join(c for c in (gs.cmdline, ns.cmdline if ns else None) if c)
     variables = {**gs.vars, **(ns.vars if ns else {})}
-    hostname = (m.node.hostname or m.node.name) if m.node else default_hostname(ident.mac)
-    return BootPlan(identity=ident, node=m.node.name if m.node else None, group=m.group.name,
-                    mode=mode, loader=loader, build=build, hostname=hostname, cmdline=cmdline,
-                    user_data=pick("user_data"), vars=variables)
+    hostname = (m.node.hostname or m.node.name) if m.node else default_hostname(mac)
+
+    def plan(mode: str, build: Build | None, channel: str | None,
+             reimage: Reimage | None = None) -> BootPlan:
+        lo = "ipxe" if (build is not None and build.kind == "esxi" and ident.arch is not None
+                        and ident.arch.is_efi) else loader
+        return BootPlan(identity=ident, node=m.node.name if m.node else None,
+                        group=m.group.name, mode=mode, loader=lo, build=build,
+                        hostname=hostname, cmdline=cmdline, user_data=pick("user_data"),
+                        vars=variables, channel=channel, reimage=reimage)
+
+    if order is not None:
+        return _reimage_plan(order.action_id, order.image, intent, catalog, plan)
+    if mode == "local":
+        return plan("local", None, None)
+    ref: str | None
+    channel: str | None
+    if build_override is not None:
+        ref, channel = build_override, None
+    else:
+        levels = [(ov.build, ov.channel), (ns.build, ns.channel) if ns else (None, None),
+                  (gs.build, gs.channel)]
+        ref, channel = next(((b, c) for b, c in levels if b or c), (None, None))
+        if ref is not None:
+            channel = None  # a pin wins over a channel set at the same level
+        elif channel is not None:
+            ref = intent.channels.get(channel)
+            if ref is None:
+                known = ", ".join(sorted(intent.channels)) or "none"
+                return Decline(f"channel {channel!r} points at no build yet (channels: "
+                               f"{known}); run `netbootd channel set {channel} NAME/VERSION`")
+    if ref is None:
+        return Decline(f"group {m.group.name!r} names no build (set build = NAME/VERSION "
+                       "or channel = NAME)")
+    build = _find(catalog, ref)
+    if isinstance(build, Decline):
+        return build
+    if build.kind == "disk":
+        return Decline(f"build {ref} is a disk image and cannot be booted directly; "
+                       "use `netbootd node reimage` to write it to a node")
+    return plan(mode, build, channel)
+
+
+def _find(catalog: BuildCatalog, ref: str) -> Build | Decline:
+    if ref not in catalog:
+        known = ", ".join(catalog.refs()) or "none"
+        return Decline(f"no build named {ref} (known: {known})")
+    return catalog.get(ref)
+
+
+def _reimage_plan(action_id: int, image: str, intent: Intent, catalog: BuildCatalog,
+                  plan: Callable[..., BootPlan]) -> BootPlan | Decline:
+    disk = _find(catalog, image)
+    if isinstance(disk, Decline):
+        return disk
+    if disk.kind != "disk":
+        return Decline(f"reimage: build {image} is a {disk.kind} build, not a disk image")
+    inst = intent.installer
+    if inst is None:
+        return Decline("reimage ordered but no installer configured: set [reimage] "
+                       "installer = NAME/VERSION (or a channel name)")
+    channel = None
+    if "/" not in inst:
+        channel, ref = inst, intent.channels.get(inst)
+        if ref is None:
+            return Decline(f"reimage: installer channel {inst!r} points at no build")
+        inst = ref
+    installer = _find(catalog, inst)
+    if isinstance(installer, Decline):
+        return installer
+    if installer.kind != "linux":
+        return Decline(f"reimage: installer {inst} is not a linux build")
+    return plan("reimage", installer, channel, Reimage(action_id, disk))

@@ -33,22 +33,47 @@ class RenderedFile:
 
 
 class NodeRenderer:
-    def __init__(self, env: jinja2.Environment, urls: SiteUrls, catalog: BuildCatalog) -> None:
+    def __init__(self, env: jinja2.Environment, urls: SiteUrls, catalog: BuildCatalog,
+                 reimage_target: str | None = None) -> None:
         self.env = env
+        self.reimage_target = reimage_target
         self.urls = urls
         self.catalog = catalog
         self.builds = catalog.all()  # the catalog is immutable; menus list these
 
     # -- composition rules -------------------------------------------------------------------
     def kernel_cmdline(self, plan: BootPlan, build: Build) -> str:
-        parts = [build.manifest.cmdline, plan.cmdline]
-        if build.kind == "linux":
+        own = build.manifest.cmdline
+        rootfs = build.manifest.extra.get("rootfs")
+        if isinstance(rootfs, str) and rootfs in build.manifest.files:
+            own = own.replace("${rootfs_url}", self.urls.build_file(build, rootfs))
+        parts = [own, plan.cmdline]
+        if plan.reimage is not None and build == plan.build:
+            parts += self.installer_args(plan)
+        elif build.kind == "linux":
             # cloud-init NoCloud datasource over HTTP; the URL must end with '/'.
             parts.append(f"ds=nocloud;s={self.urls.nocloud(plan.node_key, build)}")
         line = " ".join(p for p in parts if p)
         if "\n" in line or "\r" in line:
             raise RenderError(f"kernel command line for {plan.hostname} contains a newline")
         return line
+
+    def installer_args(self, plan: BootPlan) -> list[str]:
+        """The installer's contract (images/README.md): what to write, where, how to check it
+        and where to report."""
+        assert plan.reimage is not None
+        d = plan.reimage.disk
+        assert d.manifest.disk is not None
+        info = d.manifest.disk
+        args = [f"netbootd.disk_url={self.urls.build_file(d, info.file)}",
+                f"netbootd.disk_compression={info.compression}",
+                f"netbootd.disk_size={info.raw_size}", f"netbootd.disk_sha256={info.raw_sha256}",
+                "netbootd.report="
+                + self.urls.reimage_report(plan.node_key, plan.reimage.action_id)]
+        target = plan.vars.get("install_disk") or self.reimage_target
+        if isinstance(target, str) and target:
+            args.append(f"netbootd.target={target}")
+        return args
 
     def esxi_kernelopt(self, plan: BootPlan, build: Build) -> str:
         assert build.manifest.esxi is not None
@@ -127,7 +152,7 @@ class NodeRenderer:
             out.append(RenderedFile("http", self.urls.esxi_boot_cfg(plan.node_key, b), text))
             out.append(RenderedFile("http", self.urls.kickstart(plan.node_key, b),
                                     self.kickstart(plan)))
-        elif b is not None and plan.mode != "local" and b.kind == "linux":
+        elif b is not None and plan.mode not in ("local", "reimage") and b.kind == "linux":
             base = self.urls.nocloud(plan.node_key, b)
             out.append(RenderedFile("http", base + "meta-data", self.meta_data(plan)))
             out.append(RenderedFile("http", base + "user-data", self.user_data(plan)))

@@ -35,6 +35,9 @@ class SiteUrls:
     def kickstart(self, node_key: str, build: Build) -> str:
         return f"{self.http_base}/ks/{node_key}/{build.name}/{build.version}/ks.cfg"
 
+    def reimage_report(self, node_key: str, action_id: int) -> str:
+        return f"{self.http_base}/reimage/{node_key}/{action_id}/report"
+
     def ipxe_node(self) -> str:
         return f"{self.http_base}/ipxe/node.ipxe"
 

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS events (
   kind TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
+CREATE INDEX IF NOT EXISTS nodes_by_guid ON nodes (guid);
 """
 
 
@@ -64,6 +65,7 @@ class NodeRecord:
 class StateDB:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self.guid_epoch = 0
         if readonly:
             # For CLI commands and tests reading beside a running server: never creates or
             # changes anything. NotFound says what to do when there is no database yet.
@@ -98,6 +100,10 @@ class StateDB:
         """Record that a client with this identity was seen (upsert; known fields kept)."""
         if ident.mac is None:
             return
+        if ident.guid is not None:
+            row = self._db.execute("SELECT guid FROM nodes WHERE mac=?", (ident.mac,)).fetchone()
+            if row is None or row[0] != ident.guid:
+                self.guid_epoch += 1  # a new (MAC, GUID) pair: shared GUIDs may have changed
         self._db.execute(
             """INSERT INTO nodes (mac, guid, ip, arch, serial, vendor_class, node,
                                   first_seen, last_seen)
@@ -127,6 +133,23 @@ class StateDB:
             "SELECT id, ts, mac, kind, detail FROM events WHERE mac=? AND id>? ORDER BY id",
             (mac, after_id)).fetchall()
         return [BootEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def shared_guids(self) -> dict[str, set[str]]:
+        """GUIDs recorded with more than one MAC, and those MACs (cloned SMBIOS UUIDs, or one
+        machine with several NICs: the caller tells them apart with the inventory)."""
+        rows = self._db.execute(
+            "SELECT guid, mac FROM nodes WHERE guid IN (SELECT guid FROM nodes WHERE guid IS "
+            "NOT NULL GROUP BY guid HAVING COUNT(DISTINCT mac) > 1)").fetchall()
+        out: dict[str, set[str]] = {}
+        for guid, mac in rows:
+            out.setdefault(guid, set()).add(mac)
+        return out
+
+    def discovered(self) -> list[NodeRecord]:
+        """Clients seen that no inventory node matched (``node list --discovered``)."""
+        rows = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE node IS NULL "
+                                "ORDER BY last_seen DESC").fetchall()
+        return [NodeRecord(*r) for r in rows]
 
     def mac_for_guid(self, guid: str) -> str | None:
         """The MAC most recently seen with this GUID (survives a restart, unlike Sightings)."""

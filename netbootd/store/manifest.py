@@ -6,9 +6,13 @@
      "kernel": "vmlinuz", "initrds": ["initrd.img"], "cmdline": "console=ttyS0",
      "description": "...",
      "files": {"vmlinuz": {"size": 123, "sha256": "..."}, ...},
-     "esxi": {"kernel": "b.b00", "modules": ["jumpstrt.gz", ...], "kernelopt": "..."}}
+     "esxi": {"kernel": "b.b00", "modules": ["jumpstrt.gz", ...], "kernelopt": "..."},
+     "disk": {"file": "disk.img.gz", "compression": "gzip", "raw_size": 1048576,
+              "raw_sha256": "..."}}
 
-``esxi`` is present only for kind ``esxi`` (the fields of VMware's ``boot.cfg``). Parsing is
+``esxi`` is present only for kind ``esxi`` (the fields of VMware's ``boot.cfg``); ``disk`` only
+for kind ``disk`` (a disk image for lab reimage: which file, how it is compressed, and the size
+and sha256 of the raw image it expands to, which the installer checks on the disk). Parsing is
 pure: it takes the decoded JSON text and returns a ``Manifest`` or raises BuildError listing
 every problem.
 """
@@ -23,6 +27,7 @@ from typing import Any
 from netbootd.errors import BuildError
 
 KINDS = ("linux", "esxi", "disk")
+COMPRESSIONS = ("none", "gzip", "xz")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 FILE_RE = re.compile(r"^[A-Za-z0-9._+-][A-Za-z0-9._+/-]{0,200}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -45,6 +50,16 @@ class EsxiBoot:
 
 
 @dataclass(frozen=True, slots=True)
+class DiskImage:
+    """A disk image build's payload: the file served, its compression, the raw image's facts."""
+
+    file: str
+    compression: str
+    raw_size: int
+    raw_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     name: str
     version: str
@@ -55,6 +70,7 @@ class Manifest:
     cmdline: str = ""
     description: str = ""
     esxi: EsxiBoot | None = None
+    disk: DiskImage | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,16 +158,39 @@ def parse_manifest(text: str, where: str = "manifest.json") -> Manifest:
                 problems.append("esxi.kernelopt: expected one line of text")
                 opt = ""
             esxi = EsxiBoot(ed["kernel"], tuple(mods), opt, str(ed.get("title", "")))
+    disk = _parse_disk(data.get("disk"), files, problems) if kind == "disk" else None
     if problems:
         raise BuildError(f"{where}: " + "; ".join(problems))
     known = {"format", "name", "version", "kind", "files", "kernel", "initrds", "cmdline",
-             "description", "esxi"}
+             "description", "esxi", "disk"}
     return Manifest(
         name=name, version=version, kind=kind, files=files,
         kernel=kernel, initrds=tuple(initrds), cmdline=cmdline,
-        description=text_field("description", required=False), esxi=esxi,
+        description=text_field("description", required=False), esxi=esxi, disk=disk,
         extra={k: v for k, v in data.items() if k not in known},
     )
+
+
+def _parse_disk(d: object, files: dict[str, FileInfo], problems: list[str]) -> DiskImage | None:
+    if not isinstance(d, dict):
+        problems.append("disk: a disk build needs {file, compression, raw_size, raw_sha256}")
+        return None
+    before = len(problems)
+    file, comp = d.get("file"), d.get("compression")
+    raw_size, raw_sha = d.get("raw_size"), d.get("raw_sha256")
+    if not isinstance(file, str) or file not in files:
+        problems.append(f"disk.file: {file!r} is not one of the build's files")
+    if comp not in COMPRESSIONS:
+        problems.append(f"disk.compression: {comp!r} is not one of {', '.join(COMPRESSIONS)}")
+    if not isinstance(raw_size, int) or isinstance(raw_size, bool) or raw_size <= 0:
+        problems.append("disk.raw_size: expected the raw image's size in bytes (> 0)")
+    if not isinstance(raw_sha, str) or not SHA256_RE.match(raw_sha):
+        problems.append("disk.raw_sha256: expected 64 lower-case hex digits")
+    if len(problems) > before:
+        return None
+    assert isinstance(file, str) and isinstance(comp, str)
+    assert isinstance(raw_size, int) and isinstance(raw_sha, str)
+    return DiskImage(file, comp, raw_size, raw_sha)
 
 
 def manifest_to_json(m: Manifest) -> str:
@@ -167,4 +206,7 @@ def manifest_to_json(m: Manifest) -> str:
     if m.esxi is not None:
         data["esxi"] = {"kernel": m.esxi.kernel, "modules": list(m.esxi.modules),
                         "kernelopt": m.esxi.kernelopt, "title": m.esxi.title}
+    if m.disk is not None:
+        data["disk"] = {"file": m.disk.file, "compression": m.disk.compression,
+                        "raw_size": m.disk.raw_size, "raw_sha256": m.disk.raw_sha256}
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -119,6 +119,26 @@ async def phone_home(request: web.Request) -> web.Response:
     return web.Response(text="ok\n", content_type=TEXT)
 
 
+async def reimage_report(request: web.Request) -> web.Response:
+    """POST from the installer: status=done|failed, reason, sha256, bytes (images/README.md)."""
+    m = request.match_info
+    if not m["action"].isdigit() or len(m["action"]) > 12:
+        raise web.HTTPNotFound(text="the report URL ends with /<action id>/report\n")
+    if request.content_length is not None and request.content_length > 65536:
+        raise web.HTTPRequestEntityTooLarge(max_size=65536, actual_size=request.content_length)
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        normalize_mac(m["key"])
+        request.app[RESPONDER].reimage_report(m["key"], int(m["action"]), request.remote,
+                                              fields)
+    except ValueError:
+        raise web.HTTPNotFound(text="the report URL must name the node's MAC\n") from None
+    except NotFound as e:
+        raise web.HTTPNotFound(text=f"{e}\n") from e
+    return web.Response(text="ok\n", content_type=TEXT)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/ipxe/boot.ipxe", ipxe_stage1)
     app.router.add_get("/ipxe/node.ipxe", ipxe_node)
@@ -126,3 +146,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ks/{key}/{name}/{version}/ks.cfg", kickstart)
     app.router.add_get("/esxi/{key}/{name}/{version}/boot.cfg", esxi_boot_cfg)
     app.router.add_post("/phone-home/{key}", phone_home)
+    app.router.add_post("/reimage/{key}/{action}/report", reimage_report)

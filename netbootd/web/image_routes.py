@@ -22,7 +22,7 @@ async def build_file(request: web.Request) -> web.StreamResponse:
     m = request.match_info
     responder = request.app[RESPONDER]
     try:
-        build = responder.catalog.get(f"{m['name']}/{m['version']}")
+        build = responder.build(f"{m['name']}/{m['version']}")
         path = build.path_of(m["file"])
     except NotFound as e:
         raise web.HTTPNotFound(text=f"{e}\n") from e

@@ -1,0 +1,81 @@
+"""Where things live in the image store, and the store's change marker.
+
+::
+
+    <store>/builds/<name>/<version>/   one immutable build: its files and manifest.json
+    <store>/blobs/sha256/ab/abcd...     every distinct file once; build files are hard links
+    <store>/.staging/<tmp>/             imports in progress (never read by the server)
+    <store>/.generation                 replaced on every publish and removal
+    <store>/.lock                       serialises publish, remove and gc
+
+Identical files shared by several builds are stored once: a build's file and its blob are two
+names of one inode, so ``gc`` can tell an unused blob by its link count (1) without reading any
+manifest. A running server stats ``.generation`` (about a microsecond) before it decides, and
+re-reads the store only when it changed, so an import or removal is seen at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+BLOB_DIR = "blobs/sha256"
+STAGING_DIR = ".staging"
+GENERATION_FILE = ".generation"
+LOCK_FILE = ".lock"
+
+
+def builds_dir(store: Path) -> Path:
+    return store / "builds"
+
+
+def build_dir(store: Path, name: str, version: str) -> Path:
+    return store / "builds" / name / version
+
+
+def blob_path(store: Path, sha256: str) -> Path:
+    return store / BLOB_DIR / sha256[:2] / sha256
+
+
+def staging_root(store: Path) -> Path:
+    return store / STAGING_DIR
+
+
+def generation(store: Path) -> tuple[int, int]:
+    """A value that changes whenever a build is published or removed ((0, 0) if never)."""
+    try:
+        st = (store / GENERATION_FILE).stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def bump_generation(store: Path) -> None:
+    """Replace the marker (a new inode each time, so even a same-nanosecond change shows)."""
+    tmp = store / f"{GENERATION_FILE}.{uuid.uuid4().hex}"
+    tmp.write_text(uuid.uuid4().hex + "\n")
+    os.replace(tmp, store / GENERATION_FILE)
+
+
+@contextlib.contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """Hold the store's exclusive lock (publish, remove, gc); released on exit or crash."""
+    store.mkdir(parents=True, exist_ok=True)
+    with (store / LOCK_FILE).open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
