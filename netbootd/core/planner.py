@@ -5,8 +5,8 @@ unset settings fall back to mode ``appliance`` and loader ``pxelinux``. A build 
 exactly (``build = NAME/VERSION``, a pin) or through a channel (``channel = NAME``); the most
 specific setting wins, a pin over a channel at the same level. A pending reimage order boots
 the installer build with the disk image to write. An ESXi build on UEFI always uses iPXE
-(``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``). A build named by config but absent from the store is a Decline whose reason
-lists the builds that do exist.
+(``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``). A build named by config but absent
+from the store is a Decline whose reason lists the builds that do exist.
 """
 
 from __future__ import annotations
