@@ -1,4 +1,4 @@
-"""The command line: serve | check | render | boot | node.
+"""The command line: serve | check | render | boot, and image | channel | node (cli_admin).
 
 Every command calls the same functions the server uses (``make_responder``, ``decide``, the
 renderer), so ``render`` shows offline exactly what ``serve`` would answer.
@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import fcntl
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import sys
 from pathlib import Path
+from typing import Any
 
+from netbootd.cli_admin import add_admin_commands
 from netbootd.config import (
     DEFAULT_BOOTFILES,
     DEFAULT_LOADER_DIRS,
@@ -37,8 +39,15 @@ from netbootd.errors import ConfigError, NetbootdError
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
 from netbootd.service import Service, make_responder, serve
 from netbootd.state.events import StateDB
+from netbootd.state.registry import Registry
 from netbootd.store.builds import load_store, quick_build
 from netbootd.store.catalog import BuildCatalog
+
+# Every command that reads the config: --config, else $NETBOOTD_CONFIG, else the packaged path.
+CONFIG_ARG: dict[str, Any] = {
+    "type": Path, "default": Path(os.environ.get("NETBOOTD_CONFIG",
+                                                 "/etc/netbootd/netbootd.toml")),
+    "help": "the config file (default: $NETBOOTD_CONFIG or /etc/netbootd/netbootd.toml)"}
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -56,6 +65,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def check_config(config: Config) -> list[str]:
     """Every problem that would stop a node from booting, beyond what parse_config checks."""
     catalog, problems = load_store(config.server.store_dir)
+    intent_db = config.server.state_dir / "intent.sqlite3"
+    channels: dict[str, str] = {}
+    if intent_db.is_file():
+        with Registry(intent_db) as registry:
+            channels = registry.channels()
     if not config.server.store_dir.is_dir():
         problems.append(f"server.store_dir: {config.server.store_dir} does not exist; "
                         "build or import a build first")
@@ -64,6 +78,9 @@ def check_config(config: Config) -> list[str]:
         if settings.build is not None and settings.build not in catalog:
             problems.append(f"{where}.build: no build named {settings.build} "
                             f"(known: {', '.join(catalog.refs()) or 'none'})")
+        if settings.channel is not None and settings.channel not in channels:
+            problems.append(f"{where}.channel: channel {settings.channel} points at no build; "
+                            f"run `netbootd channel set {settings.channel} NAME/VERSION`")
     env = make_environment(config.server.templates_dir)
     for name in TEMPLATE_NAMES:
         try:
@@ -102,8 +119,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    # render records nothing: an in-memory state keeps the operator's database untouched
-    responder, problems = make_responder(config, StateDB(Path(":memory:")))
+    # render records nothing: an in-memory state keeps the operator's database untouched;
+    # the intent (channels, overrides, reimage orders) is read, so render shows what serve does
+    intent_db = config.server.state_dir / "intent.sqlite3"
+    registry = Registry(intent_db) if intent_db.is_file() else None
+    responder, problems = make_responder(config, StateDB(Path(":memory:")), registry=registry)
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     ident = ClientIdentity(
@@ -195,47 +215,21 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_node_timeline(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    mac = normalize_mac(args.mac)
-    with StateDB.open_readonly(config.server.state_dir / "state.sqlite3") as state:
-        events = state.timeline(mac)
-    if not events:
-        print(f"no events for {mac}")
-        return 1
-    t0 = events[0].ts
-    for e in events:
-        when = datetime.datetime.fromtimestamp(e.ts).strftime("%H:%M:%S.%f")[:-3]
-        detail = " ".join(f"{k}={v}" for k, v in sorted(e.detail.items()) if v is not None)
-        print(f"{when} +{e.ts - t0:7.2f}s {e.kind:<14} {detail}")
-    return 0
-
-
-def cmd_node_list(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    with StateDB.open_readonly(config.server.state_dir / "state.sqlite3") as state:
-        nodes = state.nodes()
-    for n in nodes:
-        print(f"{n.mac} node={n.node or '-'} guid={n.guid or '-'} ip={n.ip or '-'} "
-              f"build={n.current_build or '-'} boots={n.boot_count}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netbootd", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the ProxyDHCP, TFTP and HTTP servers")
-    s.add_argument("--config", type=Path, required=True)
+    s.add_argument("--config", **CONFIG_ARG)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("check", help="validate a config and everything it refers to")
-    s.add_argument("--config", type=Path, required=True)
+    s.add_argument("--config", **CONFIG_ARG)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("render", help="show offline what one node would be served")
-    s.add_argument("--config", type=Path, required=True)
+    s.add_argument("--config", **CONFIG_ARG)
     s.add_argument("--mac", required=True)
     s.add_argument("--uuid")
     s.add_argument("--arch", help="bios, efi64, arm64, or an option 93 number")
@@ -257,15 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir", default="/var/lib/netbootd/quick")
     s.set_defaults(func=cmd_boot)
 
-    s = sub.add_parser("node", help="nodes seen and their boot timelines")
-    nsub = s.add_subparsers(dest="node_command", required=True)
-    t = nsub.add_parser("timeline", help="one node's boot events")
-    t.add_argument("--config", type=Path, required=True)
-    t.add_argument("mac")
-    t.set_defaults(func=cmd_node_timeline)
-    t = nsub.add_parser("list", help="every node seen")
-    t.add_argument("--config", type=Path, required=True)
-    t.set_defaults(func=cmd_node_list)
+    add_admin_commands(sub, CONFIG_ARG)
     return p
 
 

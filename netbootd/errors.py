@@ -5,7 +5,9 @@
     ├── MalformedPacket      bytes from the network that are not a valid packet (dropped, counted)
     ├── PathRefused          a client path that escapes its root or is not acceptable
     ├── NotFound             a file, build or node that does not exist (message lists known ones)
-    └── BuildError           a build or manifest that is missing, inconsistent or corrupt
+    ├── BuildError           a build or manifest that is missing, inconsistent or corrupt
+    └── Conflict             a change refused because something still depends on what it
+                             would change (a build a channel points at...)
 """
 
 from __future__ import annotations
@@ -47,3 +49,7 @@ class NotFound(NetbootdError):
 
 class BuildError(NetbootdError):
     """A build or its manifest is missing, inconsistent or corrupt."""
+
+
+class Conflict(NetbootdError):
+    """A change refused because something else still depends on the current state."""
