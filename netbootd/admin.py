@@ -8,6 +8,9 @@ running server notices changes by itself (``Responder.refresh``); nothing here s
 
 from __future__ import annotations
 
+import os
+import secrets
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from netbootd.core.identity import (
 )
 from netbootd.core.intent import NodeOverride
 from netbootd.core.inventory import Inventory, apply_bindings, identity_key
-from netbootd.errors import BuildError, Conflict, NotFound
+from netbootd.errors import BuildError, ConfigError, Conflict, NotFound
 from netbootd.state.events import NodeRecord, StateDB
 from netbootd.state.registry import Registry
 from netbootd.store import importer, maintenance
@@ -341,6 +344,28 @@ class Admin:
             mac = n.macs[0]
         return {"mac": mac, "events": [{"id": e.id, "ts": e.ts, "kind": e.kind,
                                         "detail": e.detail} for e in self.state.timeline(mac)]}
+
+
+def load_or_create_token(path: Path) -> str:
+    """The admin API's bearer token: read from ``path``, or made (0600) at first start.
+
+    A token file that other users can read is refused: the token opens every change."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        st = path.stat()
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError([f"admin token file {path} is readable by other users: "
+                               f"chmod 600 {path}"], "admin") from None
+        token = path.read_text().strip()
+        if len(token) < 16:
+            raise ConfigError([f"admin token file {path} holds no token of 16+ characters; "
+                               "delete it and netbootd makes a new one"], "admin") from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 def _mac(value: str) -> str:

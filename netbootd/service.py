@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
+from netbootd.admin import Admin, load_or_create_token
 from netbootd.config import Config, load_config
 from netbootd.dhcp.endpoint import start_dhcp_endpoint
 from netbootd.dhcp.options import MessageType
@@ -33,6 +35,7 @@ from netbootd.store.catalog import BuildCatalog
 from netbootd.tftp.endpoint import TftpServer, TransferRecord
 from netbootd.tftp.session import SessionLimits, TftpSource
 from netbootd.tftp.sources import BytesSource, FileSource
+from netbootd.web.admin_routes import make_admin_app
 from netbootd.web.app import make_app
 
 log = logging.getLogger("netbootd")
@@ -74,7 +77,10 @@ class Service:
         self._transports: list[asyncio.BaseTransport] = []
         self._tftp: TftpServer | None = None
         self._http: web.AppRunner | None = None
+        self._api: web.AppRunner | None = None
+        self.admin: Admin | None = None
         self.http_port: int | None = None
+        self.api_port: int | None = None
         self.tftp_port: int | None = None
 
     # -- adapters between endpoints and the responder -----------------------------------------
@@ -126,9 +132,30 @@ class Service:
         await site.start()
         self._http = runner
         self.http_port = int(runner.addresses[0][1]) if runner.addresses else c.http.port
+        if c.admin.enabled:
+            await self._start_api()
         log.info("netbootd serving: address=%s dhcp=%s tftp=%s http=%s builds=%s",
                  c.server.address, c.dhcp.enabled, self.tftp_port, self.http_port,
                  ", ".join(self.responder.catalog.refs()) or "none")
+
+    async def _start_api(self) -> None:
+        """The admin API on its own listener: loopback TCP, or a unix socket (0600)."""
+        c = self.config
+        token = load_or_create_token(c.admin_token_file)
+        self.admin = Admin(c)
+        runner = web.AppRunner(make_admin_app(self.admin, token), access_log=None)
+        await runner.setup()
+        site: web.BaseSite
+        if c.admin.socket is not None:
+            c.admin.socket.unlink(missing_ok=True)
+            site = web.UnixSite(runner, str(c.admin.socket))
+            await site.start()
+            os.chmod(c.admin.socket, 0o600)
+        else:
+            site = web.TCPSite(runner, c.admin.listen, c.admin.port, reuse_address=True)
+            await site.start()
+            self.api_port = int(runner.addresses[0][1])
+        self._api = runner
 
     async def stop(self) -> None:
         for t in self._transports:
@@ -137,9 +164,13 @@ class Service:
         if self._tftp is not None:
             await self._tftp.stop()
             self._tftp = None
-        if self._http is not None:
-            await self._http.cleanup()
-            self._http = None
+        for runner in (self._http, self._api):
+            if runner is not None:
+                await runner.cleanup()
+        self._http = self._api = None
+        if self.admin is not None:
+            self.admin.close()
+            self.admin = None
         self.state.close()
         self.registry.close()
 
@@ -157,6 +188,8 @@ class Service:
         for p in problems:
             log.warning("store: %s", p)
         self.responder.reconfigure(new, catalog, make_renderer(new, catalog))
+        if self.admin is not None:
+            self.admin.config = new  # listener address and token need a restart
         self.config = new
         log.info("reloaded %s: builds=%s", self.config_path, ", ".join(catalog.refs()))
 

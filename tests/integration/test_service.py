@@ -92,6 +92,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
                     "relay_port": relay.getsockname()[1]}
     data["tftp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
     data["http"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)}
+    data["admin"] = {"listen": "127.0.0.1", "port": 0}
     path = tmp_path / "netbootd.toml"
     path.write_text(toml_dump(data))
     service = Service(parse_config(data, str(path)), config_path=path)
@@ -286,6 +287,7 @@ async def test_sighup_reaches_reload(tmp_path: Path) -> None:
     data["dhcp"] = {"enabled": False}
     data["tftp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
     data["http"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)}
+    data["admin"] = {"enabled": False}
     ready = asyncio.Event()
     task = asyncio.create_task(serve(Probe(parse_config(data)), ready))
     await asyncio.wait_for(ready.wait(), 10)
