@@ -36,6 +36,9 @@ from netbootd.store.channels import CHANNEL_RE, rollback_stack
 from netbootd.store.importer import Progress
 
 MODES_SETTABLE = ("appliance", "local", "menu", "discover")
+# How far back `channel rollback` is promised to work: the builds a channel had before its
+# current one, this many deep, are kept (image remove refuses them). Older ones may go.
+ROLLBACK_KEEP = 3
 
 
 @dataclass
@@ -154,8 +157,9 @@ class Admin:
 
         for ch, ref in sorted(self.registry.channels().items()):
             add(ref, f"channel {ch}")
-            for old in dict.fromkeys(rollback_stack(self.registry.history(ch))):
-                add(old, f"channel {ch}'s rollback history")
+            kept = rollback_stack(self.registry.history(ch))[-ROLLBACK_KEEP:]
+            for old in dict.fromkeys(reversed(kept)):
+                add(old, f"channel {ch}'s rollback history (last {ROLLBACK_KEEP} builds)")
         for g in self.config.groups:
             add(g.settings.build, f"config groups.{g.name}.build")
         for n in self.config.nodes:

@@ -87,6 +87,7 @@ class Staging:
     label: str
     progress: Progress = _no_progress
     files: dict[str, FileInfo] = field(default_factory=dict)
+    new_blobs: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         root = staging_root(self.store)
@@ -136,6 +137,7 @@ class Staging:
             except FileNotFoundError:
                 try:
                     os.link(target, blob)
+                    self.new_blobs.append(blob)
                     return
                 except FileExistsError:
                     continue  # another import linked it first: share theirs
@@ -186,8 +188,14 @@ class Staging:
         return manifest
 
     def abort(self) -> None:
+        """Throw the staged build away, and the blobs it added that nothing else links to,
+        so that a failed import leaves the store exactly as it was."""
         self._owner.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+        for blob in self.new_blobs:
+            with contextlib.suppress(OSError):
+                if blob.stat().st_nlink == 1:
+                    blob.unlink()
 
 
 @contextlib.contextmanager
