@@ -304,6 +304,7 @@ class Responder:
         if isinstance(plan, Decline):
             self._event(ident.mac, "ipxe-decline", reason=plan.reason)
             return f"#!ipxe\necho netbootd: not booting this node: {plan.reason}\nexit 1\n"
+        self.state.saw(plan.identity, self.clock(), node=plan.node)  # discovery, as in DHCP
         self._event(ident.mac, "ipxe-script", node=plan.node, group=plan.group,
                     build=plan.build.ref if plan.build else None, mode=plan.mode)
         return self.renderer.ipxe_script(plan)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,24 @@ def make_config(tmp: Path, overrides: dict[str, Any] | None = None) -> Config:
     for k, v in (overrides or {}).items():
         data[k] = v
     return parse_config(data, "test-config")
+
+
+def free_port(kind: int) -> int:
+    """A port free on loopback now (``socket.SOCK_DGRAM`` or ``socket.SOCK_STREAM``)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loopback_config(tmp: Path, **sections: Any) -> dict[str, Any]:
+    """BASE_CONFIG on loopback: free TFTP/HTTP ports, DHCP off, the admin API on an ephemeral
+    loopback port, state and store under ``tmp``; ``sections`` replace whole sections."""
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["server"] = {"address": "127.0.0.1", "state_dir": str(tmp / "state"),
+                      "store_dir": str(tmp / "store")}
+    data["dhcp"] = {"enabled": False}
+    data["tftp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
+    data["http"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)}
+    data["admin"] = {"listen": "127.0.0.1", "port": 0}
+    data.update(sections)
+    return data

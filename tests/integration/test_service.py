@@ -22,7 +22,7 @@ import pytest
 import yarl
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from helpers import BASE_CONFIG, make_store
+from helpers import BASE_CONFIG, free_port, make_store
 from netbootd.cli import main as cli_main
 from netbootd.config import parse_config
 from netbootd.lab.demo import toml_dump
@@ -33,12 +33,6 @@ WEB1_WIRE = bytes.fromhex("004f5a1c8e7d2b394c9a600f1e2d3c4b5a")
 WEB1_MAC = "52:54:00:00:00:01"
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Running:
