@@ -8,71 +8,26 @@ build, events), never its log text.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from e2e_helpers import LabServer
 from netbootd.core.identity import pxelinux_guid_name
-from netbootd.lab.demo import (
-    NetbootdProcess,
-    build_demo,
-    lab_config,
-    start_netbootd,
-    timeline,
-    wait_for_event,
-)
+from netbootd.lab.demo import lab_config, start_netbootd
 from netbootd.lab.netlab import Lab, lab_prerequisites
-from netbootd.state.events import BootEvent, StateDB
+from netbootd.state.events import BootEvent
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(bool(lab_prerequisites()), reason="; ".join(lab_prerequisites())),
 ]
 
-BOOT_TIMEOUT = 240.0
 WEB1 = ("52:54:00:e2:00:01", "6a1f0c3e-5b2d-4e8f-9a71-3c5d7e9f1b2a")
 DB1_MAC = "52:54:00:e2:00:02"
 SEFI_MAC = "52:54:00:e2:00:5e"
 KIOSK_MACS = ("52:54:00:e2:00:a1", "52:54:00:e2:00:a2")
-
-
-@pytest.fixture(scope="session")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("store")
-    build_demo(store, "1.0")
-    build_demo(store, "2.0")
-    return store
-
-
-@dataclass
-class LabServer:
-    lab: Lab
-    nb: NetbootdProcess
-
-    def boot(self, name: str, firmware: str, mac: str, uuid: str | None = None,
-             powers_off: bool = True) -> tuple[BootEvent, list[BootEvent]]:
-        """Power on a guest, wait for its phone-home; (phone-home event, whole timeline)."""
-        guest = self.lab.start_qemu(name, firmware=firmware,  # type: ignore[arg-type]
-                                    mac=mac, uuid=uuid)
-        try:
-            home = wait_for_event(self.nb.state_db, mac, "phone-home", BOOT_TIMEOUT,
-                                  guest=guest)
-        except TimeoutError as e:
-            raise AssertionError(f"{e}\n--- netbootd log ---\n{self.nb.log_text()[-4000:]}") \
-                from None
-        try:
-            # With power_state poweroff the agent powers off after phoning home.
-            guest.wait(60 if powers_off else 0.1)
-        except subprocess.TimeoutExpired:
-            guest.kill()
-        return home, timeline(self.nb.state_db, mac)
-
-    def node(self, mac: str):  # type: ignore[no-untyped-def]
-        with StateDB.open_readonly(self.nb.state_db) as db:
-            return db.node(mac)
 
 
 @pytest.fixture(scope="module")
