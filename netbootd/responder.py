@@ -165,6 +165,8 @@ class Responder:
         """A PXE client's packet: remember who it is (and its address, when it has one)."""
         if ident.mac is None:
             return
+        if ident.guid is not None:
+            self.state.remember_guid(ident.mac, ident.guid, self.clock())
         self.sightings.saw(ident)
         if ident.ip:
             self.learn_ip(ident.ip, ident.mac)
@@ -240,10 +242,13 @@ class Responder:
                 candidates = guid_candidates(name)
             except ValueError:
                 raise NotFound(f"pxelinux.cfg/{name}: not a GUID") from None
+            self.refresh()
             for guid in candidates:
                 # Only a node configured by this GUID answers here; anyone else gets "not
-                # found" and pxelinux goes on to 01-<mac>.
-                if self.inventory.find_node(ClientIdentity(guid=guid)) is None:
+                # found" and pxelinux goes on to 01-<mac>. So does a GUID seen on several
+                # machines: it identifies none of them.
+                if guid in self.intent.ambiguous_guids or \
+                        self.inventory.find_node(ClientIdentity(guid=guid)) is None:
                     continue
                 # The MAC that sent this GUID in DHCP; after a restart, the stored one; as a
                 # last resort, the MAC last seen at this address.
@@ -296,11 +301,9 @@ class Responder:
         return plan
 
     def ipxe_script(self, ident: ClientIdentity) -> str:
-        plan = self.plan_for(ident)
         if ident.mac:
-            self.sightings.saw(ident)
-            if ident.ip:
-                self.learn_ip(ident.ip, ident.mac)
+            self.observe_dhcp(ident)  # what iPXE tells us of itself, as in a DHCP packet
+        plan = self.plan_for(ident)
         if isinstance(plan, Decline):
             self._event(ident.mac, "ipxe-decline", reason=plan.reason)
             return f"#!ipxe\necho netbootd: not booting this node: {plan.reason}\nexit 1\n"
@@ -380,7 +383,7 @@ class Responder:
         else:
             prefixes = ()
         runs_ipxe = target is not None and (ident.arch is None or not prefixes)
-        by_guid = ident.guid is not None and \
+        by_guid = ident.guid is not None and ident.guid not in self.intent.ambiguous_guids and \
             self.inventory.find_node(ClientIdentity(guid=ident.guid)) is not None
         return self.renderer.files_for(plan, prefixes, runs_ipxe, by_guid)
 
