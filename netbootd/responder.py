@@ -165,8 +165,9 @@ class Responder:
         """A PXE client's packet: remember who it is (and its address, when it has one)."""
         if ident.mac is None:
             return
-        if ident.guid is not None:
-            self.state.remember_guid(ident.mac, ident.guid, self.clock())
+        # Recorded before deciding: an unknown machine is discovered even when declined, and a
+        # GUID that turns up on a second machine stops identifying anyone at this very boot.
+        self.state.saw(ident, self.clock())
         self.sightings.saw(ident)
         if ident.ip:
             self.learn_ip(ident.ip, ident.mac)

@@ -116,13 +116,6 @@ class StateDB:
             (ident.mac, ident.guid, ident.ip, None if ident.arch is None else int(ident.arch),
              ident.serial, ident.vendor_class, node, now, now))
 
-    def remember_guid(self, mac: str, guid: str, now: float) -> None:
-        """Record the GUID a MAC sent, before deciding: a GUID that turns up on a second
-        machine must stop identifying anyone at once, not one boot later."""
-        row = self._db.execute("SELECT guid FROM nodes WHERE mac=?", (mac,)).fetchone()
-        if row is None or row[0] != guid:
-            self.saw(ClientIdentity(mac=mac, guid=guid), now)
-
     def record(self, mac: str, kind: str, now: float, **detail: Any) -> None:
         self._db.execute("INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)",
                          (now, mac, kind, json.dumps(detail, sort_keys=True)))

@@ -50,6 +50,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     make_store(tmp_path / "store")
     data = loopback_config(tmp_path)
     data["groups"]["default"] = {"default": True, "channel": "kvm-stable"}
+    data["reimage"] = {"installer": "demo/2.0"}
     service = Service(parse_config(data, "api-test"))
     await service.start()
     try:
@@ -186,3 +187,56 @@ async def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"readable by other users: chmod 600 {token_file}"):
         await service.start()
     await service.stop()
+
+
+def documented_schema() -> dict[str, Any]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "admin-api.md").read_text()
+    block = text.split("## Schemas", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    return dict(json.loads(block))
+
+
+async def test_answers_match_the_schema_in_docs(api: Api, tmp_path: Path) -> None:
+    import jsonschema
+
+    schema = documented_schema()
+
+    def check(kind: str, value: Any) -> None:
+        jsonschema.validate(value, {**schema, "$ref": f"#/$defs/{kind}"})
+
+    await api.ipxe(UNKNOWN_MAC)
+    _, builds = await api.call("GET", "/builds")
+    for b in builds:
+        check("Build", b)
+    for ref in ("demo/1.0", "esxi/8.0u3"):
+        _, b = await api.call("GET", f"/builds/{ref}")
+        check("BuildDetail", b)
+    status, v = await api.call("POST", "/builds/verify", {})
+    check("Verify", v)
+    src = tmp_path / "img.raw"
+    src.write_bytes(b"\x01" * 4096)
+    status, b = await api.call("POST", "/builds", {"kind": "disk", "name": "lab",
+                                                   "version": "1", "paths": [str(src)]})
+    assert status == 201, b
+    check("BuildDetail", b)
+    _, e = await api.call("PUT", "/channels/kvm-stable", {"build": "demo/1.0"})
+    check("HistoryEntry", e)
+    _, hist = await api.call("GET", "/channels/kvm-stable/history")
+    for e in hist:
+        check("HistoryEntry", e)
+    _, seen = await api.call("GET", "/nodes?discovered=1")
+    for s in seen:
+        check("Seen", s)
+    _, n = await api.call("POST", "/nodes", {"mac": UNKNOWN_MAC, "name": "n1"})
+    check("NodeDetail", n)
+    _, nodes = await api.call("GET", "/nodes")
+    for n in nodes:
+        check("Node", n)
+    status, a = await api.call("POST", "/nodes/n1/reimage", {"image": "lab/1"})
+    assert status == 201, a
+    check("Action", a)
+    _, n = await api.call("GET", "/nodes/n1")
+    check("NodeDetail", n)
+    assert n["reimage"]["state"] == "pending"
+    _, tl = await api.call("GET", "/nodes/n1/timeline")
+    for ev in tl["events"]:
+        check("Event", ev)
