@@ -313,3 +313,34 @@ def test_disk_full_during_an_import_is_explained_and_changes_nothing(tmp_path: P
             assert admin.verify()["ok"]
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_long_import_shows_progress_on_a_terminal(admin: Admin, tmp_path: Path) -> None:
+    import pty
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml_dump(_config_data(admin)))
+    big = tmp_path / "vmlinuz"
+    big.write_bytes(os.urandom(24 << 20))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(_import_cmd(cfg, big), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    assert proc.wait(120) == 0
+    text = out.decode(errors="replace")
+    assert "vmlinuz" in text and "100% 25.2/25.2 MB" in text, text[-500:]
+    # not a terminal: no progress lines
+    done = subprocess.run(_import_cmd(cfg, big)[:-3] + ["--name", "big", "--version", "2",
+                                                        str(big)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "%" not in done.stderr

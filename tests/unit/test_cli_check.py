@@ -49,3 +49,33 @@ def test_invalid_toml_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
     p.write_text("[server\naddress = 1")
     assert main(["check", "--config", str(p)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_check_reports_a_channel_that_points_nowhere(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    make_store(tmp_path / "store")
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["groups"]["default"] = {"default": True, "channel": "kvm-stable"}
+    data["nodes"]["db1"] = {"mac": "52:54:00:00:00:02", "channel": "kvm-canary"}
+    config = write(tmp_path, data)
+    assert main(["check", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "groups.default.channel: channel kvm-stable points at no build; run " \
+           "`netbootd channel set kvm-stable NAME/VERSION`" in out
+    assert "nodes.db1.channel: channel kvm-canary" in out
+    assert main(["channel", "set", "--config", str(config), "kvm-stable", "demo/1.0"]) == 0
+    capsys.readouterr()
+    main(["check", "--config", str(config)])
+    out = capsys.readouterr().out
+    assert "kvm-stable" not in out and "nodes.db1.channel" in out
+
+
+def test_a_config_cannot_pin_and_follow_at_once(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["groups"]["default"]["channel"] = "kvm-stable"
+    data["reimage"] = {"target": "sda; rm -rf /"}
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 2
+    err = capsys.readouterr().err
+    assert "groups.default.: set build (pin) or channel (follow), not both" in err
+    assert "reimage.target: 'sda; rm -rf /' is not a block device path" in err
