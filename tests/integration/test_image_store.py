@@ -340,7 +340,7 @@ def test_a_long_import_shows_progress_on_a_terminal(admin: Admin, tmp_path: Path
     text = out.decode(errors="replace")
     assert "vmlinuz" in text and "100% 25.2/25.2 MB" in text, text[-500:]
     # not a terminal: no progress lines
-    done = subprocess.run(_import_cmd(cfg, big)[:-3] + ["--name", "big", "--version", "2",
-                                                        str(big)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    cmd = [*_import_cmd(cfg, big)[:-3], "--name", "big", "--version", "2", str(big)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0 and "%" not in done.stderr
