@@ -23,6 +23,7 @@ what is wrong and what to do. File data is streamed in chunks, never loaded whol
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,15 +66,15 @@ class EsxiIso:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._iso = pycdlib.PyCdlib()
+        # pycdlib decodes the image's bytes; on a damaged or crafted image it fails with its own
+        # exceptions or with whatever its decoding hits (struct.error, IndexError, and an
+        # AttributeError on a mangled Rock Ridge entry were seen by fuzzing directory sectors).
+        # Any failure while it parses is the image's fault: here and below, all are caught.
         try:
             self._iso.open(str(self.path))
         except OSError as e:
             raise BuildError(f"{self.path}: cannot read ({e.strerror or e}); "
                              "give the path of an ESXi installer ISO") from e
-        # pycdlib decodes the image's bytes; on a damaged or crafted image it fails with its own
-        # exceptions or with whatever its decoding hits (struct.error, IndexError, and an
-        # AttributeError on a mangled Rock Ridge entry were seen by fuzzing directory sectors).
-        # Any failure while it parses is the image's fault: here and below, all are caught.
         except Exception as e:
             raise BuildError(f"{self.path}: not an ISO9660 image ({e}); give the path of an "
                              "ESXi installer ISO (VMware-VMvisor-Installer-*.iso)") from e
@@ -109,7 +110,8 @@ class EsxiIso:
         # size (ECMA-119 8.4.8, in logical blocks): an image shorter than that is truncated.
         pvd = self._iso.pvd
         claimed = pvd.space_size * pvd.log_block_size
-        actual = self.path.stat().st_size
+        with self.path.open("rb") as f:
+            actual = f.seek(0, io.SEEK_END)  # also right for a block device (/dev/sr0)
         if actual < claimed:
             raise BuildError(f"{self.path}: truncated: {actual} bytes, but its volume descriptor "
                              f"says {claimed}; download the ISO again and check its checksum")
@@ -135,16 +137,20 @@ class EsxiIso:
         except Exception as e:  # the image's fault: see __init__
             raise BuildError(f"{self.path}: damaged ISO directory tree ({e}); download the "
                              "installer ISO again and check its checksum") from e
-        # Two names that differ only in case (possible with Rock Ridge) would make the lower-case
-        # store name ambiguous: such a name cannot be used, it is dropped and so reported missing
-        # if boot.cfg needs it.
+        # Two names that differ only in case (Rock Ridge and Joliet keep case) make their
+        # lower-case store name ambiguous: it is dropped, so reported missing if boot.cfg needs
+        # it.
         for name in clashes:
             del index[name]
         return namespace, index, clashes
 
     def _open(self, name: str) -> PyCdlibIO:
         key, full = self._index[name]
-        return self._iso.open_file_from_iso(**{key: full})
+        try:
+            return self._iso.open_file_from_iso(**{key: full})
+        except Exception as e:  # the image's fault (a directory or link posing as a file...)
+            raise BuildError(f"{self.path}: cannot open {name} on the ISO ({e}); "
+                             "download the ISO again") from e
 
     def _read_boot_cfg(self) -> str:
         if self.size(self.boot_cfg_name) > MAX_BOOT_CFG_BYTES:

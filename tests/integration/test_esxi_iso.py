@@ -149,18 +149,33 @@ def xorriso(tree: Path, out: Path, extra: list[str]) -> None:
                    check=True, timeout=120)
 
 
+def esxi_tree(tree: Path) -> dict[str, bytes]:
+    """The installer's files as a Linux copy of it looks (lower case); returns name -> bytes."""
+    files = {n: content(n) for n in (KERNEL, *MODULES, "mboot.c32", "efi/boot/bootx64.efi",
+                                     *UNRELATED)}
+    files["boot.cfg"] = files["efi/boot/boot.cfg"] = boot_cfg_text().encode()
+    for name, data in files.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    return files
+
+
+def test_names_that_differ_only_in_case_are_ambiguous(tmp_path: Path) -> None:
+    esxi_tree(tmp_path / "tree")
+    (tmp_path / "tree" / "K.B00").write_bytes(b"which one?")
+    xorriso(tmp_path / "tree", tmp_path / "x.iso", ["-r"])
+    with pytest.raises(BuildError) as e:
+        EsxiIso(tmp_path / "x.iso")
+    assert "does not have: k.b00 (k.b00 present in several letter cases)" in str(e.value)
+
+
 @pytest.mark.parametrize(("flags", "namespace"), [
     (["-r", "-J"], "rock ridge"), (["--norock", "-J"], "joliet"), (["--norock"], "iso9660")])
 def test_reads_an_iso_written_by_xorriso(tmp_path: Path, flags: list[str],
                                          namespace: str) -> None:
     """The installer tree as a Linux copy of it looks (lower case), mastered by xorriso."""
     tree = tmp_path / "tree"
-    keep = {n: content(n) for n in (KERNEL, *MODULES, "mboot.c32", "efi/boot/bootx64.efi",
-                                    *UNRELATED)}
-    keep["boot.cfg"] = keep["efi/boot/boot.cfg"] = boot_cfg_text().encode()
-    for name, data in keep.items():
-        (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_bytes(data)
+    keep = esxi_tree(tree)
     iso_path = tmp_path / "x.iso"
     xorriso(tree, iso_path, [*flags, "-b", "isolinux.bin", "-c", "boot.cat", "-no-emul-boot",
                              "-boot-load-size", "4"])
