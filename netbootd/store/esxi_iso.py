@@ -25,9 +25,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
@@ -36,6 +37,9 @@ from pycdlib.pycdlibio import PyCdlibIO
 from netbootd.errors import BuildError
 from netbootd.store.esxi_bootcfg import MAX_BOOT_CFG_BYTES, parse_boot_cfg
 from netbootd.store.manifest import EsxiBoot
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 CHUNK = 1024 * 1024
 BOOT_CFG_NAMES = ("boot.cfg", "efi/boot/boot.cfg")
@@ -194,6 +198,14 @@ class EsxiIso:
         with self._open(name) as f:
             return int(f.length())
 
+    def open(self, name: str) -> BinaryIO:
+        """File ``name`` as a read-only binary file (close it, or use ``with``).
+
+        Reads go through ``iter_chunks``, so a short read raises BuildError, not a silent EOF.
+        """
+        self._known(name)
+        return io.BufferedReader(_ChunkReader(self._chunks(name, CHUNK)), CHUNK)
+
     def iter_chunks(self, name: str, chunk: int = CHUNK) -> Iterator[bytes]:
         """The contents of file ``name`` in pieces of at most ``chunk`` bytes.
 
@@ -204,7 +216,7 @@ class EsxiIso:
         self._known(name)  # now, not at the first next()
         return self._chunks(name, chunk)
 
-    def _chunks(self, name: str, chunk: int) -> Iterator[bytes]:
+    def _chunks(self, name: str, chunk: int) -> Generator[bytes, None, None]:
         with self._open(name) as f:
             expected, got = int(f.length()), 0
             while got < expected:
@@ -220,3 +232,29 @@ class EsxiIso:
         if got != expected:
             raise BuildError(f"{self.path}: {name} is cut short ({got} of {expected} bytes): "
                              "the ISO is truncated; download it again and check its checksum")
+
+
+class _ChunkReader(io.RawIOBase):
+    """A raw read-only file over a chunk generator: what ``EsxiIso.open`` buffers."""
+
+    def __init__(self, chunks: Generator[bytes, None, None]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._chunk = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        if self._pos == len(self._chunk):
+            self._chunk, self._pos = next(self._chunks, b""), 0
+        with memoryview(buffer) as view:
+            n = min(view.nbytes, len(self._chunk) - self._pos)
+            view.cast("B")[:n] = self._chunk[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._chunks.close()  # closes the file inside pycdlib
+        super().close()

@@ -6,6 +6,7 @@ Joliet only, plain ISO9660), and, so that reader and writer are not the same lib
 xorriso, an independent ISO writer.
 """
 
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from esxi_iso_maker import KERNEL, MODULES, UNRELATED, boot_cfg_text, content, make_esxi8_iso
 from netbootd.errors import BuildError
 from netbootd.store.esxi_iso import EsxiIso, store_name
+from netbootd.store.importer import import_esxi_iso
 
 
 def read_all(iso: EsxiIso, name: str, chunk: int) -> bytes:
@@ -185,3 +187,31 @@ def test_reads_an_iso_written_by_xorriso(tmp_path: Path, flags: list[str],
                                "boot.cfg"]
         for name in iso.files():
             assert read_all(iso, name, 8192) == keep[name], name
+
+
+def test_open_reads_like_a_file(tmp_path: Path) -> None:
+    keep = make_esxi8_iso(tmp_path / "e.iso")
+    with EsxiIso(tmp_path / "e.iso") as iso:
+        with iso.open("s.v00") as f:
+            pieces = []
+            while piece := f.read(70_000):
+                pieces.append(piece)
+        assert b"".join(pieces) == keep["s.v00"] and len(pieces) == 5
+        with iso.open("boot.cfg") as f:
+            assert f.read() == boot_cfg_text().encode()
+        with pytest.raises(BuildError, match=r"no file 'nope\.v00' on the ISO"):
+            iso.open("nope.v00")
+
+
+def test_import_publishes_what_the_iso_holds(tmp_path: Path) -> None:
+    """The store's importer, fed by EsxiIso, keeps exactly the build's files, byte for byte."""
+    keep = make_esxi8_iso(tmp_path / "e.iso", kernelopt="runweasel cdromBoot ks=cdrom:/KS.CFG")
+    store = tmp_path / "store"
+    store.mkdir()
+    m = import_esxi_iso(store, "esxi", "8.0u3", tmp_path / "e.iso")
+    assert m.kind == "esxi" and m.esxi is not None
+    assert (m.esxi.kernel, m.esxi.modules) == (KERNEL, MODULES)
+    assert m.esxi.kernelopt == "runweasel cdromBoot ks=cdrom:/KS.CFG"
+    assert set(m.files) == set(keep)
+    for name, data in keep.items():
+        assert m.files[name].sha256 == hashlib.sha256(data).hexdigest(), name
