@@ -4,8 +4,8 @@ An edge module (it reads a file). No loop mount, no root: pycdlib parses ISO9660
 Rock Ridge itself (docs/design-choices.md, "pycdlib").
 
 Names. An ESXi ISO records ISO9660 names in upper case with a version suffix (``/B.B00;1``,
-``/EFI/BOOT/BOOTX64.EFI;1``), while its boot.cfg names files in lower case (``/b.b00``); mboot
-finds them because ISO9660 readers compare names without case. This module walks one
+``/EFI/BOOT/BOOTX64.EFI;1``), while its boot.cfg names files in lower case (``/b.b00``), as
+Linux's isofs shows plain ISO9660 names (mount option map=normal). This module walks one
 namespace, the richest the ISO has (Rock Ridge, then Joliet, then plain ISO9660), and maps every
 file to a lower-case path without leading ``/`` and without ``;N`` (``b.b00``,
 ``efi/boot/bootx64.efi``): the names netbootd's store and manifests use.
@@ -13,7 +13,7 @@ file to a lower-case path without leading ``/`` and without ``;N`` (``b.b00``,
 Which boot.cfg. The one at the root (``/BOOT.CFG``): that is the file mboot.c32 reads when the
 ISO boots in BIOS mode and the one VMware's PXE instructions tell you to copy and edit. ESXi 8
 ISOs also carry ``/EFI/BOOT/BOOT.CFG`` for mboot.efi booting from the CD; it is used only when
-the root one is missing (then the build's ``boot_cfg_name`` says so).
+the root one is missing (``EsxiIso.boot_cfg_name`` says which was used).
 
 Everything read from the ISO is hostile input: a file that is not an ISO, a damaged ISO, a
 boot.cfg naming files that are not there, or file data cut short all raise BuildError saying
@@ -63,17 +63,17 @@ def store_name(iso_path: str) -> str:
 class EsxiIso:
     """An open ESXi installer ISO. Use as a context manager; the ISO is read, never changed.
 
-    ``boot`` is the parsed boot.cfg, ``files()`` the names a build keeps, ``size()`` and
-    ``iter_chunks()`` their sizes and contents.
+    ``boot`` is the parsed boot.cfg, ``files()`` the names a build keeps, ``size()`` their
+    sizes, ``open()`` / ``iter_chunks()`` their contents, streamed.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._iso = pycdlib.PyCdlib()
         # pycdlib decodes the image's bytes; on a damaged or crafted image it fails with its own
-        # exceptions or with whatever its decoding hits (struct.error, IndexError, and an
-        # AttributeError on a mangled Rock Ridge entry were seen by fuzzing directory sectors).
-        # Any failure while it parses is the image's fault: here and below, all are caught.
+        # exceptions or with whatever its decoding hits (fuzzing directory sectors found an
+        # AttributeError on a mangled Rock Ridge entry). Any failure while it parses is the
+        # image's fault: here and below, all are caught and reported as BuildError.
         try:
             self._iso.open(str(self.path))
         except OSError as e:
