@@ -13,6 +13,7 @@ APT_PACKAGES=(
   dnsmasq-base                                # the site DHCP server in the test network
   iproute2 kmod cpio busybox-static xz-utils zstd  # namespaces; demo appliance recipe
   curl atftp tftp-hpa                         # independent TFTP clients for interop tests
+  xorriso                                     # an independent ISO writer (ESXi ISO reader tests)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
