@@ -22,7 +22,7 @@ import pytest
 import yarl
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from helpers import BASE_CONFIG, free_port, make_store
+from helpers import BASE_CONFIG, free_port, loopback_config, make_store
 from netbootd.cli import main as cli_main
 from netbootd.config import parse_config
 from netbootd.lab.demo import toml_dump
@@ -275,13 +275,7 @@ async def test_sighup_reaches_reload(tmp_path: Path) -> None:
             calls.append("reload")
 
     make_store(tmp_path / "store")
-    data = json.loads(json.dumps(BASE_CONFIG))
-    data["server"] = {"address": "127.0.0.1", "state_dir": str(tmp_path / "state"),
-                      "store_dir": str(tmp_path / "store")}
-    data["dhcp"] = {"enabled": False}
-    data["tftp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
-    data["http"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)}
-    data["admin"] = {"enabled": False}
+    data = loopback_config(tmp_path, admin={"enabled": False})
     ready = asyncio.Event()
     task = asyncio.create_task(serve(Probe(parse_config(data)), ready))
     await asyncio.wait_for(ready.wait(), 10)
