@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import fcntl
 import ipaddress
 import logging
@@ -15,6 +16,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from netbootd.errors import ConfigError, NetbootdError
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
 from netbootd.service import Service, make_responder, serve
 from netbootd.state.events import StateDB
+from netbootd.state.keyfile import read_key
 from netbootd.state.registry import Registry
 from netbootd.store.builds import load_store, quick_build
 from netbootd.store.catalog import BuildCatalog
@@ -120,10 +123,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # render records nothing: an in-memory state keeps the operator's database untouched;
-    # the intent (channels, overrides, reimage orders) is read, so render shows what serve does
+    # the intent (channels, overrides, reimage orders) is read, so render shows what serve does;
+    # the first-boot key is read, never created (that is the server's job, as its user).
     intent_db = config.server.state_dir / "intent.sqlite3"
     registry = Registry(intent_db) if intent_db.is_file() else None
-    responder, problems = make_responder(config, StateDB(Path(":memory:")), registry=registry)
+    at = args.at if args.at is not None else time.time()
+    responder, problems = make_responder(config, StateDB(Path(":memory:")), registry=registry,
+                                         key=read_key(config.firstboot_key_file),
+                                         clock=lambda: at)
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     ident = ClientIdentity(
@@ -164,6 +171,22 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"\n==> {f.channel} {f.name} <==")
         sys.stdout.write(f.content)
     return 0
+
+
+def _timestamp(text: str) -> float:
+    """``--at``: Unix seconds, or ISO 8601 (UTC when no zone is given)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected Unix seconds or ISO 8601, e.g. "
+                                         "2026-11-21T12:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
 
 
 def interface_address(interface: str) -> str:
@@ -238,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--http-boot", action="store_true", help="as a UEFI HTTP Boot client")
     s.add_argument("--list", action="store_true", help="only list the files' names")
     s.add_argument("--file", help="print one file exactly as served (a name from --list)")
+    s.add_argument("--at", type=_timestamp, metavar="TIME",
+                   help="answer as the server would at TIME (Unix seconds or ISO 8601; "
+                        "default: now); first-boot tokens depend on it")
     s.set_defaults(func=cmd_render)
 
     s = sub.add_parser("boot", help="quick mode: serve one kernel to every PXE client")

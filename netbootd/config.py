@@ -75,6 +75,15 @@ class TftpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FirstbootConfig:
+    """First-boot tokens (render/tokens.py): the HMAC key and how long a token stays valid."""
+
+    key_file: Path | None = None  # None: <state_dir>/firstboot.key, created 0600 at first start
+    # Long enough for an ESXi install to reboot into %firstboot and phone home.
+    token_ttl: int = 7200
+
+
+@dataclass(frozen=True, slots=True)
 class HttpConfig:
     listen: str = "0.0.0.0"
     port: int = 8080
@@ -165,10 +174,15 @@ class Config:
     source: str = "config"
     admin: AdminConfig = AdminConfig()
     reimage: ReimageConfig = ReimageConfig()
+    firstboot: FirstbootConfig = FirstbootConfig()
 
     @property
     def admin_token_file(self) -> Path:
         return self.admin.token_file or self.server.state_dir / "admin.token"
+
+    @property
+    def firstboot_key_file(self) -> Path:
+        return self.firstboot.key_file or self.server.state_dir / "firstboot.key"
 
     @property
     def http_base(self) -> str:
@@ -300,7 +314,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     r = _Reader()
     r.unknown(data, {"server", "dhcp", "tftp", "http", "loaders", "groups", "nodes", "admin",
-                     "reimage"}, "")
+                     "reimage", "firstboot"}, "")
 
     s = r.table(data, "server", "")
     r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir"}, "server.")
@@ -376,6 +390,12 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         r.problems.append(f"reimage.target: {target!r} is not a block device path like "
                           "/dev/sda")
     reimage = ReimageConfig(installer=installer, target=target)
+    fb = r.table(data, "firstboot", "")
+    r.unknown(fb, {"key_file", "token_ttl"}, "firstboot.")
+    key_file = r.optional_str(fb, "key_file", "firstboot.")
+    firstboot = FirstbootConfig(
+        key_file=Path(key_file) if key_file else None,
+        token_ttl=r.value(fb, "token_ttl", "firstboot.", int, 7200, _range(60, 30 * 86400)))
 
     lo = r.table(data, "loaders", "")
     r.unknown(lo, {"dirs", "bootfiles"}, "loaders.")
@@ -460,7 +480,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         raise ConfigError(r.problems, source)
     return Config(server=server, dhcp=dhcp, tftp=tftp, http=http, loaders=loaders,
                   groups=tuple(groups), nodes=tuple(nodes), source=source, admin=admin,
-                  reimage=reimage)
+                  reimage=reimage, firstboot=firstboot)
 
 
 def _valid_hostname(h: str) -> bool:

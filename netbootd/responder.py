@@ -33,8 +33,10 @@ from netbootd.core.inventory import Inventory, apply_bindings
 from netbootd.core.plan import BootPlan, Decline
 from netbootd.core.planner import decide
 from netbootd.errors import NotFound
+from netbootd.metrics import Counters
 from netbootd.paths import contain, split_client_path
 from netbootd.render.node_files import NodeRenderer, RenderedFile, RenderError
+from netbootd.render.tokens import TokenRefused
 from netbootd.render.urls import SiteUrls
 from netbootd.state.events import StateDB
 from netbootd.state.registry import Action, Registry
@@ -72,8 +74,10 @@ class Responder:
 
     def __init__(self, config: Config, catalog: BuildCatalog, state: StateDB,
                  renderer: NodeRenderer, clock: Callable[[], float] = time.time, *,
-                 registry: Registry | None = None, store_dir: Path | None = None) -> None:
+                 registry: Registry | None = None, store_dir: Path | None = None,
+                 counters: Counters | None = None) -> None:
         self.config = config
+        self.counters = counters if counters is not None else Counters()
         self.catalog = catalog
         self.state = state
         self.renderer = renderer
@@ -149,6 +153,10 @@ class Responder:
 
     def mac_for_ip(self, ip: str) -> str | None:
         return self._mac_by_ip.get(ip)
+
+    def _renderer(self) -> NodeRenderer:
+        """The renderer for an answer given now (first-boot tokens are issued per answer)."""
+        return self.renderer.at(self.clock())
 
     def plan_for(self, ident: ClientIdentity,
                  build_override: str | None = None) -> BootPlan | Decline:
@@ -235,8 +243,8 @@ class Responder:
             self.learn_ip(client_ip, mac)
             plan = self.plan_for(ClientIdentity(mac=mac, ip=client_ip))
             if isinstance(plan, Decline):
-                return self.renderer.pxelinux_decline(plan.reason)
-            return self.renderer.pxelinux_config(plan)
+                return self._renderer().pxelinux_decline(plan.reason)
+            return self._renderer().pxelinux_config(plan)
         if len(name) == 36 and name.count("-") == 4:
             # pxelinux spells the GUID in raw byte order; firmware may use the canonical one.
             try:
@@ -260,15 +268,15 @@ class Responder:
                 plan = self.plan_for(ident)
                 if isinstance(plan, BootPlan):
                     self.learn_ip(client_ip, plan.identity.mac or "")
-                    return self.renderer.pxelinux_config(plan)
+                    return self._renderer().pxelinux_config(plan)
             raise NotFound(f"pxelinux.cfg/{name}: no node with this GUID")
         if name == "default":
             known = self.mac_for_ip(client_ip)
             plan = self.plan_for(ClientIdentity(mac=known, ip=client_ip)) if known else \
                 Decline("client not identified (no MAC known for its address)")
             if isinstance(plan, Decline):
-                return self.renderer.pxelinux_decline(plan.reason)
-            return self.renderer.pxelinux_config(plan)
+                return self._renderer().pxelinux_decline(plan.reason)
+            return self._renderer().pxelinux_config(plan)
         if _HEX_IP.match(name):
             raise NotFound(f"pxelinux.cfg/{name}: configs are per GUID and MAC")
         raise NotFound(f"pxelinux.cfg/{name}: no such config")
@@ -282,7 +290,7 @@ class Responder:
     def esxi_boot_cfg(self, node_key: str, build_ref: str, client_ip: str) -> str:
         plan = self._plan_by_key(node_key, client_ip, build_ref)
         try:
-            return self.renderer.esxi_boot_cfg(plan)
+            return self._renderer().esxi_boot_cfg(plan)
         except RenderError as e:  # e.g. the build named in the path is not an ESXi build
             raise NotFound(str(e)) from e
 
@@ -311,31 +319,60 @@ class Responder:
         self.state.saw(plan.identity, self.clock(), node=plan.node)  # discovery, as in DHCP
         self._event(ident.mac, "ipxe-script", node=plan.node, group=plan.group,
                     build=plan.build.ref if plan.build else None, mode=plan.mode)
-        return self.renderer.ipxe_script(plan)
+        return self._renderer().ipxe_script(plan)
 
-    def firstboot(self, node_key: str, build_ref: str, what: str,
+    def check_token(self, node_key: str, build_ref: str, token: str, what: str,
+                    client_ip: str | None) -> str:
+        """The node's MAC if ``token`` opens ``what`` (a first-boot file or phone-home) of
+        ``node_key`` booting ``build_ref``; else TokenRefused (logged and counted, without the
+        token) or NotFound (not a node key)."""
+        try:
+            mac = normalize_mac(node_key)
+        except ValueError:
+            raise NotFound(f"{node_key!r} is not a node key (MAC with dashes)") from None
+        try:
+            self.urls.tokens.check(token, mac, build_ref, self.clock())
+        except TokenRefused as e:
+            self.counters.inc("firstboot_refused", reason=e.reason)
+            log.warning("first-boot refused: %s for mac=%s build=%s from %s: %s",
+                        what, mac, build_ref, client_ip, e)
+            raise
+        return mac
+
+    def firstboot(self, node_key: str, build_ref: str, what: str, token: str,
                   client_ip: str | None) -> str:
         """First-boot file ``what`` of the node booting ``build_ref`` (named by the URL, so a
-        node that picked a build at a menu, or booted just before a change, gets its own)."""
+        node that picked a build at a menu, or booted just before a change, gets its own),
+        for a client that shows this node's token for this build (TokenRefused otherwise)."""
+        self.check_token(node_key, build_ref, token, what, client_ip)
+        if what == "vendor-data":  # netbootd has none; asked by cloud-init, so answered empty
+            return ""
         plan = self._plan_by_key(node_key, client_ip, build_ref)
-        render = {"meta-data": self.renderer.meta_data, "user-data": self.renderer.user_data,
-                  "ks.cfg": self.renderer.kickstart}[what]
+        renderer = self._renderer()
+        render = {"meta-data": renderer.meta_data, "user-data": renderer.user_data,
+                  "ks.cfg": renderer.kickstart}[what]
         text = render(plan)
-        self._event(plan.identity.mac, "firstboot", file=what,
-                    build=plan.build.ref if plan.build else None)
+        build = plan.build.ref if plan.build else None
+        if what in ("meta-data", "ks.cfg"):  # once per boot: the first file each flow fetches
+            self.counters.inc("boots", build=str(build))
+        self._event(plan.identity.mac, "firstboot", file=what, build=build)
         return text
 
-    def phone_home(self, node_key: str, client_ip: str | None, fields: dict[str, str]) -> None:
-        mac = normalize_mac(node_key)
+    def phone_home(self, node_key: str, build_ref: str, token: str, client_ip: str | None,
+                   fields: dict[str, str]) -> None:
+        """A node reports it booted. Only with the token its first-boot config carried, so a
+        host that was never handed that config cannot fake the report (TokenRefused)."""
+        mac = self.check_token(node_key, build_ref, token, "phone-home", client_ip)
         plan = self.plan_for(ClientIdentity(mac=mac, ip=client_ip))
         node = plan.node if isinstance(plan, BootPlan) else None
-        expected = plan.build.ref if isinstance(plan, BootPlan) and plan.build else None
         build = fields.get("build", "")[:200]
         hostname = fields.get("hostname", "")[:253]
+        # expected: the build this node was served (signed into its token), not today's plan.
         log.info("phone-home mac=%s node=%s hostname=%s build=%s expected=%s",
-                 mac, node, hostname, build, expected)
+                 mac, node, hostname, build, build_ref)
+        self.counters.inc("phone_homes", build=build_ref)
         self.state.phoned_home(mac, self.clock(), build=build, hostname=hostname, ip=client_ip,
-                               node=node, expected_build=expected,
+                               node=node, expected_build=build_ref,
                                instance_id=fields.get("instance_id", "")[:200])
 
     def reimage_report(self, node_key: str, action_id: int, client_ip: str | None,
@@ -386,7 +423,7 @@ class Responder:
         runs_ipxe = target is not None and (ident.arch is None or not prefixes)
         by_guid = ident.guid is not None and ident.guid not in self.intent.ambiguous_guids and \
             self.inventory.find_node(ClientIdentity(guid=ident.guid)) is not None
-        return self.renderer.files_for(plan, prefixes, runs_ipxe, by_guid)
+        return self._renderer().files_for(plan, prefixes, runs_ipxe, by_guid)
 
 
 def _pxelinux_prefixes(config: Config) -> tuple[str, ...]:

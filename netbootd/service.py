@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +28,11 @@ from netbootd.errors import ConfigError
 from netbootd.metrics import Counters
 from netbootd.render.environment import make_environment
 from netbootd.render.node_files import NodeRenderer
+from netbootd.render.tokens import FirstbootTokens
 from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
 from netbootd.state.events import StateDB
+from netbootd.state.keyfile import KeyFileError, create_key, read_key
 from netbootd.state.registry import Registry
 from netbootd.store.builds import load_store
 from netbootd.store.catalog import BuildCatalog
@@ -42,7 +46,9 @@ log = logging.getLogger("netbootd")
 
 
 def make_responder(config: Config, state: StateDB, catalog: BuildCatalog | None = None,
-                   registry: Registry | None = None) -> tuple[Responder, list[str]]:
+                   registry: Registry | None = None, *, key: bytes,
+                   clock: Callable[[], float] = time.time,
+                   counters: Counters | None = None) -> tuple[Responder, list[str]]:
     """The Responder for ``config``; ``catalog`` given (quick mode) or read from the store,
     which is then watched for imports and removals."""
     problems: list[str] = []
@@ -50,14 +56,23 @@ def make_responder(config: Config, state: StateDB, catalog: BuildCatalog | None 
     if catalog is None:
         store_dir = config.server.store_dir
         catalog, problems = load_store(store_dir)
-    return Responder(config, catalog, state, make_renderer(config, catalog), registry=registry,
-                     store_dir=store_dir), problems
+    return Responder(config, catalog, state, make_renderer(config, catalog, key),
+                     registry=registry, store_dir=store_dir, clock=clock,
+                     counters=counters), problems
 
 
-def make_renderer(config: Config, catalog: BuildCatalog) -> NodeRenderer:
+def make_renderer(config: Config, catalog: BuildCatalog, key: bytes) -> NodeRenderer:
+    tokens = FirstbootTokens(key, config.firstboot.token_ttl)
     return NodeRenderer(make_environment(config.server.templates_dir),
-                        SiteUrls(config.http_base, config.server.address), catalog,
+                        SiteUrls(config.http_base, config.server.address, tokens), catalog,
                         config.reimage.target)
+
+
+def firstboot_key(config: Config) -> bytes:
+    """The first-boot HMAC key; the default one is created (0600) at first start."""
+    if config.firstboot.key_file is None:
+        create_key(config.firstboot_key_file)
+    return read_key(config.firstboot_key_file)
 
 
 @dataclass
@@ -66,12 +81,15 @@ class Service:
     config_path: Path | None = None
     catalog: BuildCatalog | None = None  # fixed catalog (quick mode); else the store
     counters: Counters = field(default_factory=Counters)
+    clock: Callable[[], float] = time.time  # tests pin it; `render --at` then agrees
 
     def __post_init__(self) -> None:
+        key = firstboot_key(self.config)  # before anything opens: a bad key stops the start
         self.state = StateDB(self.config.server.state_dir / "state.sqlite3")
         self.registry = Registry(self.config.server.state_dir / "intent.sqlite3")
         self.responder, problems = make_responder(self.config, self.state, self.catalog,
-                                                  self.registry)
+                                                  self.registry, key=key, clock=self.clock,
+                                                  counters=self.counters)
         for p in problems:
             log.warning("store: %s", p)
         self._transports: list[asyncio.BaseTransport] = []
@@ -181,13 +199,14 @@ class Service:
             return
         try:
             new = load_config(self.config_path)
-        except ConfigError as e:
+            key = firstboot_key(new)
+        except (ConfigError, KeyFileError) as e:
             log.error("reload refused, keeping the running config: %s", e)
             return
         catalog, problems = load_store(new.server.store_dir)
         for p in problems:
             log.warning("store: %s", p)
-        self.responder.reconfigure(new, catalog, make_renderer(new, catalog))
+        self.responder.reconfigure(new, catalog, make_renderer(new, catalog, key))
         if self.admin is not None:
             self.admin.config = new  # listener address and token need a restart
         self.config = new

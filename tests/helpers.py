@@ -9,6 +9,27 @@ from pathlib import Path
 from typing import Any
 
 from netbootd.config import Config, parse_config
+from netbootd.render.tokens import FirstbootTokens
+from netbootd.render.urls import SiteUrls
+
+# A fixed first-boot key and clock: rendered URLs (and golden files) do not change run to run.
+TEST_KEY = bytes(range(32))
+TEST_NOW = 1_795_000_000.0  # 2026-11-18T09:46:40Z
+TEST_NOW_ISO = "2026-11-18T09:46:40Z"
+
+
+def write_key(path: Path, key: bytes = TEST_KEY) -> Path:
+    """A first-boot key file as netbootd creates it (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(key)
+    path.chmod(0o600)
+    return path
+
+
+def site_urls(base: str = "http://10.0.0.1:8080", ip: str = "10.0.0.1",
+              now: float = TEST_NOW) -> SiteUrls:
+    """Site URLs with the test key, stamped ``now``."""
+    return SiteUrls(base, ip, FirstbootTokens(TEST_KEY, 7200)).at(now)
 
 
 def write_build(store: Path, name: str, version: str, files: dict[str, bytes],

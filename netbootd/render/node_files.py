@@ -9,6 +9,7 @@ under the exact name the servers answer to.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,12 @@ class NodeRenderer:
         self.urls = urls
         self.catalog = catalog
         self.builds = catalog.all()  # the catalog is immutable; menus list these
+
+    def at(self, now: float) -> NodeRenderer:
+        """This renderer answering at ``now``: first-boot tokens in its URLs are issued then."""
+        stamped = copy.copy(self)
+        stamped.urls = self.urls.at(now)
+        return stamped
 
     # -- composition rules -------------------------------------------------------------------
     def kernel_cmdline(self, plan: BootPlan, build: Build) -> str:

@@ -2,13 +2,18 @@
 
 URLs for build files name the exact build (``/builds/<name>/<version>/<file>``), so a node that
 is mid-boot while a channel moves still gets one consistent set of files. Node-specific URLs are
-keyed by the node's MAC with dashes.
+keyed by the node's MAC with dashes. First-boot URLs (NoCloud seed, kickstart, phone-home) also
+carry the node's signed token (render/tokens.py) as a path segment: NoCloud appends
+``meta-data``/``user-data`` to its seed URL, so a query string would be lost. A ``SiteUrls``
+mints tokens only once stamped with the time of the answer (``at(now)``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from netbootd.core.identity import normalize_mac
+from netbootd.render.tokens import FirstbootTokens
 from netbootd.store.catalog import Build
 
 
@@ -16,6 +21,16 @@ from netbootd.store.catalog import Build
 class SiteUrls:
     http_base: str  # e.g. http://10.77.0.1:8080, no trailing slash
     server_ip: str
+    tokens: FirstbootTokens
+    now: float | None = None  # when the answer carrying these URLs is issued
+
+    def at(self, now: float) -> SiteUrls:
+        return replace(self, now=now)
+
+    def token(self, node_key: str, build: Build) -> str:
+        if self.now is None:
+            raise ValueError("SiteUrls.at(now) first: a first-boot token needs the issue time")
+        return self.tokens.issue(normalize_mac(node_key), build.ref, self.now)
 
     def build_file(self, build: Build, name: str) -> str:
         return f"{self.http_base}/builds/{build.name}/{build.version}/{name}"
@@ -24,16 +39,19 @@ class SiteUrls:
         return f"{self.http_base}/builds/{build.name}/{build.version}/"
 
     def nocloud(self, node_key: str, build: Build) -> str:
-        return f"{self.http_base}/nocloud/{node_key}/{build.name}/{build.version}/"
+        return (f"{self.http_base}/nocloud/{node_key}/{build.name}/{build.version}/"
+                f"{self.token(node_key, build)}/")
 
-    def phone_home(self, node_key: str) -> str:
-        return f"{self.http_base}/phone-home/{node_key}"
+    def phone_home(self, node_key: str, build: Build) -> str:
+        return (f"{self.http_base}/phone-home/{node_key}/{build.name}/{build.version}/"
+                f"{self.token(node_key, build)}")
 
     def esxi_boot_cfg(self, node_key: str, build: Build) -> str:
         return f"{self.http_base}/esxi/{node_key}/{build.name}/{build.version}/boot.cfg"
 
     def kickstart(self, node_key: str, build: Build) -> str:
-        return f"{self.http_base}/ks/{node_key}/{build.name}/{build.version}/ks.cfg"
+        return (f"{self.http_base}/ks/{node_key}/{build.name}/{build.version}/"
+                f"{self.token(node_key, build)}/ks.cfg")
 
     def reimage_report(self, node_key: str, action_id: int) -> str:
         return f"{self.http_base}/reimage/{node_key}/{action_id}/report"

@@ -1,5 +1,9 @@
 """HTTP routes that answer a booting node: iPXE scripts, ESXi boot.cfg, first-boot, phone-home.
 
+First-boot files and phone-home open only with the token the node's boot config carried
+(render/tokens.py): 403 with the reason otherwise. The token is a path segment and never
+logged.
+
 Every handler parses the request into a ClientIdentity or a node key and asks the Responder;
 no decision is made here. Unknown or malformed identifiers give 400/404 with a message saying
 what was expected.
@@ -19,6 +23,7 @@ from netbootd.core.identity import (
 )
 from netbootd.errors import NotFound
 from netbootd.render.node_files import RenderError
+from netbootd.render.tokens import TokenRefused
 from netbootd.responder import Responder
 
 RESPONDER = web.AppKey("responder", Responder)
@@ -72,20 +77,25 @@ async def ipxe_node(request: web.Request) -> web.Response:
 
 
 async def firstboot(request: web.Request) -> web.Response:
-    what = request.match_info["what"]
-    if what == "vendor-data":
-        return web.Response(text="", content_type=TEXT)
-    if what not in ("meta-data", "user-data"):
-        raise web.HTTPNotFound(text="NoCloud serves meta-data, user-data and vendor-data\n")
     m = request.match_info
+    what = m["what"]
+    if what not in ("meta-data", "user-data", "vendor-data"):
+        raise web.HTTPNotFound(text="NoCloud serves meta-data, user-data and vendor-data\n")
     return _render(request, lambda r: r.firstboot(m["key"], f"{m['name']}/{m['version']}",
-                                                   what, request.remote))
+                                                   what, m["token"], request.remote))
 
 
 async def kickstart(request: web.Request) -> web.Response:
     m = request.match_info
     return _render(request, lambda r: r.firstboot(m["key"], f"{m['name']}/{m['version']}",
-                                                   "ks.cfg", request.remote))
+                                                   "ks.cfg", m["token"], request.remote))
+
+
+async def tokenless(request: web.Request) -> web.Response:
+    """A first-boot URL without its token segment (an old config, or a guess)."""
+    raise web.HTTPForbidden(text="first-boot URLs carry the node's token "
+                                 "(/<mac>/<name>/<version>/<token>/...): network-boot the node "
+                                 "for a fresh boot config\n")
 
 
 async def esxi_boot_cfg(request: web.Request) -> web.Response:
@@ -98,6 +108,8 @@ def _render(request: web.Request, produce: object) -> web.Response:
     responder = request.app[RESPONDER]
     try:
         text = produce(responder)  # type: ignore[operator]
+    except TokenRefused as e:
+        raise web.HTTPForbidden(text=f"{e}\n") from e
     except NotFound as e:
         raise web.HTTPNotFound(text=f"{e}\n") from e
     except RenderError as e:
@@ -106,16 +118,20 @@ def _render(request: web.Request, produce: object) -> web.Response:
 
 
 async def phone_home(request: web.Request) -> web.Response:
-    key = request.match_info["key"]
-    try:
-        normalize_mac(key)
-    except ValueError:
-        raise web.HTTPNotFound(text="phone-home URL must end with the node's MAC\n") from None
+    m = request.match_info
     if request.content_length is not None and request.content_length > 65536:
         raise web.HTTPRequestEntityTooLarge(max_size=65536, actual_size=request.content_length)
+    responder = request.app[RESPONDER]
+    build_ref = f"{m['name']}/{m['version']}"
+    try:  # before reading the body: a refused client does not get to make us parse it
+        responder.check_token(m["key"], build_ref, m["token"], "phone-home", request.remote)
+    except TokenRefused as e:
+        raise web.HTTPForbidden(text=f"{e}\n") from e
+    except NotFound:
+        raise web.HTTPNotFound(text="phone-home URL must name the node's MAC\n") from None
     form = await request.post()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    request.app[RESPONDER].phone_home(key, request.remote, fields)
+    responder.phone_home(m["key"], build_ref, m["token"], request.remote, fields)
     return web.Response(text="ok\n", content_type=TEXT)
 
 
@@ -142,8 +158,11 @@ async def reimage_report(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/ipxe/boot.ipxe", ipxe_stage1)
     app.router.add_get("/ipxe/node.ipxe", ipxe_node)
-    app.router.add_get("/nocloud/{key}/{name}/{version}/{what}", firstboot)
-    app.router.add_get("/ks/{key}/{name}/{version}/ks.cfg", kickstart)
+    app.router.add_get("/nocloud/{key}/{name}/{version}/{token}/{what}", firstboot)
+    app.router.add_get("/ks/{key}/{name}/{version}/{token}/ks.cfg", kickstart)
+    app.router.add_post("/phone-home/{key}/{name}/{version}/{token}", phone_home)
+    app.router.add_get("/nocloud/{key}/{name}/{version}/{what}", tokenless)
+    app.router.add_get("/ks/{key}/{name}/{version}/ks.cfg", tokenless)
+    app.router.add_post("/phone-home/{key}", tokenless)
     app.router.add_get("/esxi/{key}/{name}/{version}/boot.cfg", esxi_boot_cfg)
-    app.router.add_post("/phone-home/{key}", phone_home)
     app.router.add_post("/reimage/{key}/{action}/report", reimage_report)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import shutil
 import socket
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ import pytest
 import yarl
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from helpers import BASE_CONFIG, free_port, loopback_config, make_store
+from helpers import BASE_CONFIG, TEST_NOW, free_port, loopback_config, make_store
 from netbootd.cli import main as cli_main
 from netbootd.config import parse_config
 from netbootd.lab.demo import toml_dump
@@ -67,7 +68,8 @@ class Running:
         def run() -> str:
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
-                assert cli_main(["render", "--config", str(self.config_path), *args]) == 0
+                assert cli_main(["render", "--config", str(self.config_path),
+                                 "--at", str(TEST_NOW), *args]) == 0
             return buf.getvalue()
         return await asyncio.to_thread(run)
 
@@ -89,7 +91,9 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     data["admin"] = {"listen": "127.0.0.1", "port": 0}
     path = tmp_path / "netbootd.toml"
     path.write_text(toml_dump(data))
-    service = Service(parse_config(data, str(path)), config_path=path)
+    # A pinned clock: first-boot tokens depend on the time, and `render --at` the same time
+    # must print the same ones.
+    service = Service(parse_config(data, str(path)), config_path=path, clock=lambda: TEST_NOW)
     await service.start()
     try:
         yield Running(service, path, relay)
@@ -220,14 +224,20 @@ async def test_one_boot_lands_in_the_node_timeline(running: Running) -> None:
                              svc.config.dhcp.proxy_port)
     assert ack is not None and options_of(ack)["message-type"] == 5
     assert ack.file.rstrip(b"\0") == b"bios/lpxelinux.0" and ack.yiaddr == "0.0.0.0"
-    assert await running.tftp("bios/pxelinux.cfg/01-52-54-00-00-00-02") is not None
+    cfg = await running.tftp("bios/pxelinux.cfg/01-52-54-00-00-00-02")
+    assert cfg is not None
+    # The node follows the URLs its boot config gives it, tokens included.
+    seed = re.search(r"ds=nocloud;s=http://[^/]+(/\S+/)", cfg.decode())
+    assert seed is not None
     async with aiohttp.ClientSession() as http:
         for path in ["/builds/demo/2.0/vmlinuz", "/builds/demo/2.0/initrd.img",
-                     "/nocloud/52-54-00-00-00-02/demo/2.0/meta-data",
-                     "/nocloud/52-54-00-00-00-02/demo/2.0/user-data"]:
+                     seed[1] + "meta-data", seed[1] + "user-data"]:
             async with http.get(running.http + path) as r:
                 assert r.status == 200, path
-        async with http.post(running.http + "/phone-home/52-54-00-00-00-02",
+                user_data = await r.text()
+        phone_home = re.search(r"url: http://[^/]+(/\S+)", user_data)
+        assert phone_home is not None
+        async with http.post(running.http + phone_home[1],
                              data={"hostname": "db1", "build": "demo/2.0",
                                    "instance_id": "db1-demo-2.0"}) as r:
             assert r.status == 200

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_config, make_store
+from helpers import make_config, make_store, site_urls
 from netbootd.core.identity import ClientIdentity, pxelinux_guid_name
 from netbootd.errors import NotFound
 from netbootd.render.environment import make_environment
 from netbootd.render.node_files import NodeRenderer
-from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
 from netbootd.state.events import StateDB
 from netbootd.store.builds import load_store
@@ -22,7 +21,7 @@ def responder(tmp_path: Path) -> Responder:
     make_store(tmp_path / "store")
     config = make_config(tmp_path)
     catalog, _ = load_store(config.server.store_dir)
-    renderer = NodeRenderer(make_environment(), SiteUrls("http://10.77.0.1:8080", "10.77.0.1"),
+    renderer = NodeRenderer(make_environment(), site_urls("http://10.77.0.1:8080", "10.77.0.1"),
                             catalog)
     return Responder(config, catalog, StateDB(Path(":memory:")), renderer)
 

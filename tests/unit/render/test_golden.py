@@ -1,6 +1,8 @@
 """Golden rendered files: `netbootd render` output for representative nodes.
 
 Regenerate after an intended template change with NETBOOTD_UPDATE_GOLDEN=1, and review the diff.
+The first-boot key and the time are fixed (TEST_KEY, ``--at TEST_NOW_ISO``), so the tokens in
+first-boot URLs are the same on every run.
 """
 
 import json
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BASE_CONFIG, make_store
+from helpers import BASE_CONFIG, TEST_NOW_ISO, make_store, write_key
 from netbootd.cli import main
 from netbootd.lab.demo import toml_dump
 
@@ -34,6 +36,7 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("golden")
     # Fixed paths in the output: the store location does not appear in rendered files.
     make_store(tmp / "store")
+    write_key(tmp / "state" / "firstboot.key")
     data = json.loads(json.dumps(BASE_CONFIG))
     data["server"].update(state_dir=str(tmp / "state"), store_dir=str(tmp / "store"))
     path = tmp / "netbootd.toml"
@@ -44,7 +47,8 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_matches_golden(case: str, config_file: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["render", "--config", str(config_file), *CASES[case]]) == 0
+    assert main(["render", "--config", str(config_file), "--at", TEST_NOW_ISO,
+                 *CASES[case]]) == 0
     out = capsys.readouterr().out
     golden = GOLDEN / f"{case}.txt"
     if os.environ.get("NETBOOTD_UPDATE_GOLDEN"):

@@ -4,14 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_config, make_store
+from helpers import make_config, make_store, site_urls
 from netbootd.core.identity import ClientIdentity
 from netbootd.core.inventory import Inventory
 from netbootd.core.plan import BootPlan
 from netbootd.core.planner import decide
 from netbootd.render.environment import make_environment
 from netbootd.render.node_files import NodeRenderer, RenderError
-from netbootd.render.urls import SiteUrls
 from netbootd.store.builds import load_store
 
 
@@ -22,7 +21,7 @@ def renderer_and_plan(tmp: Path, operator: Path) -> tuple[NodeRenderer, BootPlan
     plan = decide(ClientIdentity(mac="52:54:00:00:00:02"),
                   Inventory(config.groups, config.nodes), catalog)
     assert isinstance(plan, BootPlan)
-    urls = SiteUrls("http://10.0.0.1:8080", "10.0.0.1")
+    urls = site_urls()
     return NodeRenderer(make_environment(operator), urls, catalog), plan
 
 

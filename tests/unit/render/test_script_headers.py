@@ -3,14 +3,13 @@
 
 from pathlib import Path
 
-from helpers import make_config, make_store
+from helpers import make_config, make_store, site_urls
 from netbootd.core.identity import Arch, ClientIdentity
 from netbootd.core.inventory import Inventory
 from netbootd.core.plan import BootPlan
 from netbootd.core.planner import decide
 from netbootd.render.environment import make_environment
 from netbootd.render.node_files import NodeRenderer
-from netbootd.render.urls import SiteUrls
 from netbootd.store.builds import load_store
 
 
@@ -18,7 +17,7 @@ def test_first_lines(tmp_path: Path) -> None:
     make_store(tmp_path / "store")
     config = make_config(tmp_path)
     catalog, _ = load_store(config.server.store_dir)
-    r = NodeRenderer(make_environment(), SiteUrls("http://10.0.0.1:8080", "10.0.0.1"), catalog)
+    r = NodeRenderer(make_environment(), site_urls(), catalog)
     assert r.ipxe_stage1().startswith("#!ipxe\n# netbootd")
     inv = Inventory(config.groups, config.nodes)
     for mac in ("52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:99:00:01"):
