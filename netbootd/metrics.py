@@ -24,6 +24,10 @@ class Counters:
             return self._c[(name, tuple(sorted(labels.items())))]
         return sum(v for (n, _), v in self._c.items() if n == name)
 
+    def series(self) -> list[tuple[str, dict[str, str], int]]:
+        """Every series as (name, labels, value), sorted; what /metrics exports."""
+        return [(name, dict(labels), value) for (name, labels), value in sorted(self._c.items())]
+
     def snapshot(self) -> dict[str, int]:
         """Flat ``name{k=v,...}`` -> value mapping, for logs, the API and tests."""
         out: dict[str, int] = {}

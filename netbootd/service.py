@@ -26,6 +26,7 @@ from netbootd.dhcp.options import MessageType
 from netbootd.dhcp.proxy import BootAnswer, PxeRequest
 from netbootd.errors import ConfigError
 from netbootd.metrics import Counters
+from netbootd.metrics_export import make_registry
 from netbootd.render.environment import make_environment
 from netbootd.render.node_files import NodeRenderer
 from netbootd.render.tokens import FirstbootTokens
@@ -92,6 +93,7 @@ class Service:
                                                   counters=self.counters)
         for p in problems:
             log.warning("store: %s", p)
+        self.metrics_registry = make_registry(self.counters, self._gauges)
         self._transports: list[asyncio.BaseTransport] = []
         self._tftp: TftpServer | None = None
         self._http: web.AppRunner | None = None
@@ -100,6 +102,15 @@ class Service:
         self.http_port: int | None = None
         self.api_port: int | None = None
         self.tftp_port: int | None = None
+
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        """Levels read at scrape time (help text, value)."""
+        tftp = self._tftp
+        return {
+            "tftp_active_sessions": ("TFTP transfers in flight",
+                                     tftp.active_sessions if tftp is not None else 0),
+            "builds": ("builds in the catalog being served", len(self.responder.catalog.refs())),
+        }
 
     # -- adapters between endpoints and the responder -----------------------------------------
     def _dhcp_answer(self, req: PxeRequest) -> BootAnswer | None:
@@ -144,7 +155,9 @@ class Service:
                                     max_sessions_per_client=c.tftp.max_sessions_per_client)
             await self._tftp.start(c.tftp.listen, c.tftp.port, c.server.interface)
             self.tftp_port = self._tftp.port
-        runner = web.AppRunner(make_app(self.responder), access_log=None)
+        # access_log=None: aiohttp's access log would print first-boot tokens; the app's own
+        # middleware logs requests with the token redacted.
+        runner = web.AppRunner(make_app(self.responder, self.metrics_registry), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, c.http.listen, c.http.port, reuse_address=True)
         await site.start()

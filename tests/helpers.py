@@ -111,3 +111,9 @@ def loopback_config(tmp: Path, **sections: Any) -> dict[str, Any]:
     data["admin"] = {"listen": "127.0.0.1", "port": 0}
     data.update(sections)
     return data
+
+
+def loopback_dhcp(relay_port: int) -> dict[str, Any]:
+    """A [dhcp] section on free loopback ports, answering relayed requests at ``relay_port``."""
+    return {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM),
+            "proxy_port": free_port(socket.SOCK_DGRAM), "relay_port": relay_port}

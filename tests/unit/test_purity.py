@@ -17,7 +17,8 @@ PURE = ["core/identity.py", "core/inventory.py", "core/plan.py", "core/planner.p
         "core/bootfile.py", "dhcp/options.py", "dhcp/packet.py", "dhcp/proxy.py",
         "tftp/packet.py", "tftp/session.py", "store/manifest.py", "store/catalog.py",
         "store/esxi_bootcfg.py",
-        "render/urls.py", "render/node_files.py", "render/environment.py", "config.py",
+        "render/urls.py", "render/node_files.py", "render/environment.py", "render/tokens.py",
+        "config.py",
         "errors.py", "metrics.py"]
 FORBIDDEN = {"asyncio", "socket", "aiohttp", "time", "datetime", "selectors", "threading",
              "subprocess", "os", "sqlite3", "signal", "shutil", "tempfile"}

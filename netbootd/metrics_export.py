@@ -1,0 +1,101 @@
+"""Prometheus exposition of the service's Counters (prometheus-client, a custom collector).
+
+Endpoints keep counting into ``netbootd.metrics.Counters`` (a plain object, no Prometheus
+types in the protocol code); at scrape time ``CountersCollector`` turns every series into a
+Prometheus counter ``netbootd_<name>_total`` with the same labels, adds gauges read from the
+running service (TFTP sessions in flight) and ``netbootd_limits_hit_total``, a view of the
+series that mean "a configured limit refused something". Each Service has its own
+``CollectorRegistry``: nothing is registered in prometheus-client's global registry, so two
+services in one process (tests) never share or collide.
+
+Label values are bounded by construction: drop reasons are fixed strings, routes are route
+patterns (not paths), builds are those the server signed a token for. A scanner cannot make
+a series per request, and no token, MAC or path appears in a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from netbootd.metrics import Counters
+
+PREFIX = "netbootd_"
+
+HELP: dict[str, str] = {
+    "dhcp_received": "DHCP datagrams received",
+    "dhcp_answered": "DHCP offers (udp/67) and acks (udp/4011) sent, by type",
+    "dhcp_ignored": "DHCP packets not answered, by reason (not-pxe, wrong message type...)",
+    "dhcp_malformed": "DHCP datagrams that did not parse, by reason; dropped",
+    "dhcp_declined": "PXE clients the planner chose not to boot",
+    "dhcp_errors": "unexpected errors while handling a DHCP datagram (dropped, logged)",
+    "tftp_requests": "TFTP read/write requests received",
+    "tftp_transfers": "TFTP transfers finished, by outcome",
+    "tftp_bytes_sent": "payload bytes sent in TFTP DATA packets",
+    "tftp_errors": "TFTP socket or internal errors",
+    "tftp_refused": "TFTP requests refused with an ERROR packet, by reason",
+    "tftp_malformed": "TFTP datagrams that did not parse, by reason; dropped",
+    "tftp_ignored": "TFTP datagrams ignored, by reason",
+    "tftp_retransmits": "TFTP DATA packets sent again after a timeout",
+    "http_requests": "HTTP requests, by route pattern and status",
+    "boots": "nodes that fetched their first-boot config (NoCloud meta-data, kickstart), by build",
+    "phone_homes": "authenticated phone-home reports, by the build the node was served",
+    "firstboot_refused": "first-boot or phone-home requests refused for their token, by reason",
+}
+
+# Series that count a configured limit refusing work: (counter, label, value) -> limit name.
+LIMITS: dict[tuple[str, str, str], str] = {
+    ("tftp_refused", "reason", "busy"): "tftp.max_sessions",
+    ("tftp_refused", "reason", "busy-client"): "tftp.max_sessions_per_client",
+    ("http_limited", "reason", "connections"): "http.max_connections",
+}
+
+
+class CountersCollector(Collector):
+    """Reads ``counters`` and ``gauges()`` at every scrape; holds no values of its own."""
+
+    def __init__(self, counters: Counters,
+                 gauges: Callable[[], Mapping[str, tuple[str, float]]]) -> None:
+        self._counters = counters
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        by_name: dict[str, list[tuple[dict[str, str], int]]] = {}
+        limits: dict[str, int] = {}
+        for name, labels, value in self._counters.series():
+            by_name.setdefault(name, []).append((labels, value))
+            for key, val in labels.items():
+                if (limit := LIMITS.get((name, key, val))) is not None:
+                    limits[limit] = limits.get(limit, 0) + value
+        for name, rows in by_name.items():
+            label_names = sorted({k for labels, _ in rows for k in labels})
+            family = CounterMetricFamily(PREFIX + name, HELP.get(name, name.replace("_", " ")),
+                                         labels=label_names)
+            for labels, value in rows:
+                family.add_metric([labels.get(k, "") for k in label_names], value)
+            yield family
+        hit = CounterMetricFamily(PREFIX + "limits_hit", "requests refused by a configured "
+                                  "limit, by limit (config key)", labels=["limit"])
+        for limit in sorted(set(LIMITS.values())):
+            hit.add_metric([limit], limits.get(limit, 0))
+        yield hit
+        for name, (help_text, level) in sorted(self._gauges().items()):
+            yield GaugeMetricFamily(PREFIX + name, help_text, value=level)
+
+
+def make_registry(counters: Counters,
+                  gauges: Callable[[], Mapping[str, tuple[str, float]]]) -> CollectorRegistry:
+    """A registry of its own for one service: its counters, gauges and process metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CountersCollector(counters, gauges))
+    ProcessCollector(namespace="netbootd", registry=registry)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text format (0.0.4) of ``registry``."""
+    return bytes(generate_latest(registry))
