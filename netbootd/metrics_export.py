@@ -97,5 +97,5 @@ def make_registry(counters: Counters,
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text format (0.0.4) of ``registry``."""
+    """The Prometheus text exposition format of ``registry``."""
     return bytes(generate_latest(registry))
