@@ -14,6 +14,7 @@ APT_PACKAGES=(
   iproute2 kmod cpio busybox-static xz-utils zstd  # namespaces; demo appliance recipe
   curl atftp tftp-hpa                         # independent TFTP clients for interop tests
   xorriso                                     # an independent ISO writer (ESXi ISO reader tests)
+  systemd util-linux                          # systemd-analyze verify/security; setpriv
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -32,6 +32,7 @@ from netbootd.render.node_files import NodeRenderer
 from netbootd.render.tokens import FirstbootTokens
 from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
+from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
 from netbootd.state.keyfile import KeyFileError, create_key, read_key
 from netbootd.state.registry import Registry
@@ -226,22 +227,48 @@ class Service:
         log.info("reloaded %s: builds=%s", self.config_path, ", ".join(catalog.refs()))
 
 
-async def serve(service: Service, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+async def serve(service: Service, ready: asyncio.Event | None = None,
+                notifier: Notifier | None = None) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Tells systemd (sdnotify) when every listener
+    is bound, around each reload and when stopping, and pings its watchdog if asked to."""
+    notifier = notifier if notifier is not None else Notifier.from_environment()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def reload() -> None:
+        notifier.reloading()
+        try:
+            service.reload()
+        finally:
+            notifier.ready(status=_status(service))
+
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    watchdog: asyncio.Task[None] | None = None
     try:
         # Inside the try: if one endpoint fails to bind, those already open are closed.
         await service.start()
+        notifier.ready(status=_status(service))  # only now: every listener is bound
+        if (interval := watchdog_interval()) is not None and notifier.enabled:
+            watchdog = asyncio.create_task(watchdog_loop(notifier, interval))
         if ready is not None:
             ready.set()
         await stop.wait()
     finally:
+        notifier.stopping()
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(s)
         await service.stop()
         log.info("netbootd stopped")
+
+
+def _status(service: Service) -> str:
+    """One line for `systemctl status`."""
+    return (f"serving {len(service.responder.catalog.refs())} builds; tftp port "
+            f"{service.tftp_port}, http port {service.http_port}")
