@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_service import Running, discover
 
-from helpers import TEST_NOW, loopback_config
+from helpers import TEST_NOW, loopback_config, loopback_dhcp, make_store
 from netbootd.config import parse_config
 from netbootd.service import Service
 
@@ -26,7 +26,8 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     relay.bind(("127.0.0.1", 0))
     relay.setblocking(False)
-    data = loopback_config(tmp_path, relay_port=relay.getsockname()[1])
+    make_store(tmp_path / "store")
+    data = loopback_config(tmp_path, dhcp=loopback_dhcp(relay.getsockname()[1]))
     # One transfer per client address, so the test can hit a limit from 127.0.0.1.
     data["tftp"] |= {"max_sessions_per_client": 1, "timeout": 2.0, "retries": 3}
     service = Service(parse_config(data, "test"), clock=lambda: TEST_NOW)

@@ -28,7 +28,7 @@ from scapy.layers.dhcp import BOOTP
 from test_service import discover
 
 import netbootd
-from helpers import loopback_config
+from helpers import loopback_config, make_store
 from netbootd.lab.demo import toml_dump
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "netbootd.service"
@@ -136,6 +136,7 @@ def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[No
 
 def test_serve_notifies_ready_watchdog_reload_and_stopping(notify_socket: NotifySocket,
                                                            tmp_path: Path) -> None:
+    make_store(tmp_path / "store")
     data = loopback_config(tmp_path)
     config = tmp_path / "netbootd.toml"
     config.write_text(toml_dump(data))
@@ -227,6 +228,7 @@ print(s.recv(4096).hex())
 @pytest.mark.needs_root
 def test_serves_as_an_unprivileged_user_with_only_the_units_capabilities(
         netns: str, nobody_dir: Path) -> None:
+    make_store(nobody_dir / "store")
     data = loopback_config(nobody_dir)
     data["server"]["interface"] = "lo"  # SO_BINDTODEVICE, without CAP_NET_RAW
     data["dhcp"] = {"listen": "0.0.0.0", "port": 67, "proxy_port": 4011, "relay_port": 6767}
