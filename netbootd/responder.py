@@ -321,21 +321,21 @@ class Responder:
                     build=plan.build.ref if plan.build else None, mode=plan.mode)
         return self._renderer().ipxe_script(plan)
 
-    def check_token(self, node_key: str, build_ref: str, token: str, what: str,
+    def check_token(self, node_key: str, subject: str, token: str, what: str,
                     client_ip: str | None) -> str:
-        """The node's MAC if ``token`` opens ``what`` (a first-boot file or phone-home) of
-        ``node_key`` booting ``build_ref``; else TokenRefused (logged and counted, without the
-        token) or NotFound (not a node key)."""
+        """The node's MAC if ``token`` opens ``what`` (a first-boot file, phone-home, a reimage
+        report) of ``node_key`` for ``subject`` (the build ref, or the reimage action); else
+        TokenRefused (logged and counted, without the token) or NotFound (not a node key)."""
         try:
             mac = normalize_mac(node_key)
         except ValueError:
             raise NotFound(f"{node_key!r} is not a node key (MAC with dashes)") from None
         try:
-            self.urls.tokens.check(token, mac, build_ref, self.clock())
+            self.urls.tokens.check(token, mac, subject, self.clock())
         except TokenRefused as e:
             self.counters.inc("firstboot_refused", reason=e.reason)
-            log.warning("first-boot refused: %s for mac=%s build=%s from %s: %s",
-                        what, mac, build_ref, client_ip, e)
+            log.warning("first-boot refused: %s for mac=%s (%s) from %s: %s",
+                        what, mac, subject, client_ip, e)
             raise
         return mac
 

@@ -2,7 +2,8 @@
 
 URLs for build files name the exact build (``/builds/<name>/<version>/<file>``), so a node that
 is mid-boot while a channel moves still gets one consistent set of files. Node-specific URLs are
-keyed by the node's MAC with dashes. First-boot URLs (NoCloud seed, kickstart, phone-home) also
+keyed by the node's MAC with dashes. First-boot URLs (NoCloud seed, kickstart, phone-home and
+the installer's reimage report) also
 carry the node's signed token (render/tokens.py) as a path segment: NoCloud appends
 ``meta-data``/``user-data`` to its seed URL, so a query string would be lost. A ``SiteUrls``
 mints tokens only once stamped with the time of the answer (``at(now)``).
@@ -27,10 +28,11 @@ class SiteUrls:
     def at(self, now: float) -> SiteUrls:
         return replace(self, now=now)
 
-    def token(self, node_key: str, build: Build) -> str:
+    def token(self, node_key: str, subject: str) -> str:
+        """The node's token for ``subject``: a build ref, or ``reimage_subject(action)``."""
         if self.now is None:
             raise ValueError("SiteUrls.at(now) first: a first-boot token needs the issue time")
-        return self.tokens.issue(normalize_mac(node_key), build.ref, self.now)
+        return self.tokens.issue(normalize_mac(node_key), subject, self.now)
 
     def build_file(self, build: Build, name: str) -> str:
         return f"{self.http_base}/builds/{build.name}/{build.version}/{name}"
@@ -40,24 +42,30 @@ class SiteUrls:
 
     def nocloud(self, node_key: str, build: Build) -> str:
         return (f"{self.http_base}/nocloud/{node_key}/{build.name}/{build.version}/"
-                f"{self.token(node_key, build)}/")
+                f"{self.token(node_key, build.ref)}/")
 
     def phone_home(self, node_key: str, build: Build) -> str:
         return (f"{self.http_base}/phone-home/{node_key}/{build.name}/{build.version}/"
-                f"{self.token(node_key, build)}")
+                f"{self.token(node_key, build.ref)}")
 
     def esxi_boot_cfg(self, node_key: str, build: Build) -> str:
         return f"{self.http_base}/esxi/{node_key}/{build.name}/{build.version}/boot.cfg"
 
     def kickstart(self, node_key: str, build: Build) -> str:
         return (f"{self.http_base}/ks/{node_key}/{build.name}/{build.version}/"
-                f"{self.token(node_key, build)}/ks.cfg")
+                f"{self.token(node_key, build.ref)}/ks.cfg")
 
     def reimage_report(self, node_key: str, action_id: int) -> str:
-        return f"{self.http_base}/reimage/{node_key}/{action_id}/report"
+        token = self.token(node_key, reimage_subject(action_id))
+        return f"{self.http_base}/reimage/{node_key}/{action_id}/{token}/report"
 
     def ipxe_node(self) -> str:
         return f"{self.http_base}/ipxe/node.ipxe"
+
+
+def reimage_subject(action_id: int) -> str:
+    """What a reimage report's token is bound to; never a build ref (those hold a '/')."""
+    return f"reimage-action:{action_id}"
 
 
 def tftp_esxi_boot_cfg(node_key: str, build: Build) -> str:

@@ -24,6 +24,7 @@ from netbootd.core.identity import (
 from netbootd.errors import NotFound
 from netbootd.render.node_files import RenderError
 from netbootd.render.tokens import TokenRefused
+from netbootd.render.urls import reimage_subject
 from netbootd.responder import Responder
 
 RESPONDER = web.AppKey("responder", Responder)
@@ -117,21 +118,27 @@ def _render(request: web.Request, produce: object) -> web.Response:
     return web.Response(text=str(text), content_type=TEXT)
 
 
+def _require_token(request: web.Request, subject: str, what: str) -> None:
+    """403 unless the URL's token opens ``subject`` for the node it names. Called before the
+    body is read: a refused client does not get to make us parse it."""
+    m = request.match_info
+    try:
+        request.app[RESPONDER].check_token(m["key"], subject, m["token"], what, request.remote)
+    except TokenRefused as e:
+        raise web.HTTPForbidden(text=f"{e}\n") from e
+    except NotFound:
+        raise web.HTTPNotFound(text="the URL must name the node's MAC (with dashes)\n") from None
+
+
 async def phone_home(request: web.Request) -> web.Response:
     m = request.match_info
     if request.content_length is not None and request.content_length > 65536:
         raise web.HTTPRequestEntityTooLarge(max_size=65536, actual_size=request.content_length)
-    responder = request.app[RESPONDER]
     build_ref = f"{m['name']}/{m['version']}"
-    try:  # before reading the body: a refused client does not get to make us parse it
-        responder.check_token(m["key"], build_ref, m["token"], "phone-home", request.remote)
-    except TokenRefused as e:
-        raise web.HTTPForbidden(text=f"{e}\n") from e
-    except NotFound:
-        raise web.HTTPNotFound(text="phone-home URL must name the node's MAC\n") from None
+    _require_token(request, build_ref, "phone-home")
     form = await request.post()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    responder.phone_home(m["key"], build_ref, m["token"], request.remote, fields)
+    request.app[RESPONDER].phone_home(m["key"], build_ref, m["token"], request.remote, fields)
     return web.Response(text="ok\n", content_type=TEXT)
 
 
@@ -142,10 +149,11 @@ async def reimage_report(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="the report URL ends with /<action id>/report\n")
     if request.content_length is not None and request.content_length > 65536:
         raise web.HTTPRequestEntityTooLarge(max_size=65536, actual_size=request.content_length)
+    # A report flips the node to local boot: only from whoever was handed the URL.
+    _require_token(request, reimage_subject(int(m["action"])), "reimage-report")
     form = await request.post()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     try:
-        normalize_mac(m["key"])
         request.app[RESPONDER].reimage_report(m["key"], int(m["action"]), request.remote,
                                               fields)
     except ValueError:
@@ -165,4 +173,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ks/{key}/{name}/{version}/ks.cfg", tokenless)
     app.router.add_post("/phone-home/{key}", tokenless)
     app.router.add_get("/esxi/{key}/{name}/{version}/boot.cfg", esxi_boot_cfg)
-    app.router.add_post("/reimage/{key}/{action}/report", reimage_report)
+    app.router.add_post("/reimage/{key}/{action}/{token}/report", reimage_report)
+    app.router.add_post("/reimage/{key}/{action}/report", tokenless)

@@ -165,6 +165,22 @@ async def test_phone_home_needs_the_token_its_config_carried(server: Server) -> 
     assert node is not None and node.boot_count == 1 and node.current_build == "demo/2.0"
 
 
+async def test_a_reimage_report_needs_the_token_of_its_node_and_order(server: Server) -> None:
+    """The installer's report flips a node to local boot: a forged one must not."""
+    urls = server.service.responder.urls.at(server.clock.now)  # as the installer is told
+    report = urls.reimage_report(DB1, 7)
+    assert f"/reimage/{DB1}/7/" in report and report.endswith("/report")
+    for url in [f"{server.base}/reimage/{DB1}/7/report",  # unsigned
+                with_token(report, "1.99999999999.forged"),
+                urls.reimage_report(DB1, 8).replace("/8/", "/7/"),  # another order's token
+                urls.reimage_report(WEB1, 7).replace(WEB1, DB1)]:  # another node's
+        status, text = await server.post(url, status="done")
+        assert status == 403 and "token" in text, url
+    # With its token the report reaches the order book, which has no order 7 here.
+    status, text = await server.post(report, status="done")
+    assert status == 404 and "7" in text, text
+
+
 async def test_secrets_never_reach_the_logs(server: Server,
                                             caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
