@@ -52,6 +52,7 @@ LIMITS: dict[tuple[str, str, str], str] = {
     ("tftp_refused", "reason", "busy"): "tftp.max_sessions",
     ("tftp_refused", "reason", "busy-client"): "tftp.max_sessions_per_client",
     ("http_limited", "reason", "connections"): "http.max_connections",
+    ("state_dropped", "reason", "node-cap"): "state.max_nodes",
 }
 
 
