@@ -1,11 +1,12 @@
 """Per-node, per-boot signed tokens for first-boot URLs (NoCloud, kickstart, phone-home).
 
-A token is ``<issued>.<expires>.<mac>`` where ``mac`` is HMAC-SHA256 (RFC 2104) under the
-server key over the node's MAC, the exact build (``name/version``), ``issued`` and
-``expires``, base64url without padding (RFC 4648 section 5), so it fits a URL path segment and
-a kernel command line. ``issued`` is the time the boot config was handed out, rounded down to
-``BUCKET`` seconds: a later boot gets a fresh token, while ``netbootd render`` and the server,
-asked within the same bucket (or ``render --at``), print the same one.
+A token is ``<issued>.<expires>.<sig>`` where ``sig`` is HMAC-SHA256 (RFC 2104) under the
+server key over the node's MAC, the subject (the exact build ``name/version``, or a reimage
+order), ``issued`` and ``expires``, base64url without padding (RFC 4648 section 5), so it fits
+a URL path segment and a kernel command line. ``issued`` is the time the boot config was
+handed out, rounded down to ``BUCKET`` seconds: a later boot gets a fresh token, while
+``netbootd render`` and the server, asked within the same bucket (or ``render --at``), print
+the same one.
 
 What a token proves: the holder was handed this node's boot config for this build by this
 server, less than ``ttl`` seconds ago. It cannot prove who the holder is (PXE has no client
@@ -49,23 +50,25 @@ class FirstbootTokens:
     def __repr__(self) -> str:  # never print the key, e.g. in a traceback or a debug log
         return f"FirstbootTokens(key=<{len(self.key)} bytes>, ttl={self.ttl})"
 
-    def issue(self, mac: str, build_ref: str, now: float) -> str:
+    def issue(self, mac: str, subject: str, now: float) -> str:
         issued = int(now) // BUCKET * BUCKET
         expires = issued + self.ttl
-        return f"{issued}.{expires}.{self._sign(mac, build_ref, issued, expires)}"
+        return f"{issued}.{expires}.{self._sign(mac, subject, issued, expires)}"
 
-    def check(self, token: str, mac: str, build_ref: str, now: float) -> None:
-        """Return if ``token`` opens ``mac``'s first-boot files of ``build_ref`` at ``now``;
+    def check(self, token: str, mac: str, subject: str, now: float) -> None:
+        """Return if ``token`` opens ``mac``'s files or reports for ``subject`` at ``now``;
         else raise TokenRefused saying why (never echoing the token)."""
         parts = token.split(".")
-        if len(parts) != 3 or not all(p.isdigit() and len(p) <= 12 for p in parts[:2]):
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 12
+                                      for p in parts[:2]):
             raise TokenRefused("malformed", "first-boot token missing or malformed")
         issued, expires = int(parts[0]), int(parts[1])
-        expected = self._sign(mac, build_ref, issued, expires)
+        expected = self._sign(mac, subject, issued, expires)
         # Constant time: a timing side channel must not leak the signature byte by byte.
         if not hmac.compare_digest(expected.encode(), parts[2].encode("utf-8", "replace")):
             raise TokenRefused("bad-signature", f"first-boot token is not valid for node {mac} "
-                                                f"and build {build_ref}")
+                                                f"and {subject}")
         if issued > now + CLOCK_SKEW:
             raise TokenRefused("not-yet-valid", "first-boot token issued in the future: check "
                                                 "the server clock")
@@ -73,8 +76,8 @@ class FirstbootTokens:
             raise TokenRefused("expired", f"first-boot token expired {int(now - expires)} s "
                                           "ago: network-boot the node again for a fresh one")
 
-    def _sign(self, mac: str, build_ref: str, issued: int, expires: int) -> str:
-        msg = b"\0".join([_DOMAIN, mac.lower().encode(), build_ref.encode(),
+    def _sign(self, mac: str, subject: str, issued: int, expires: int) -> str:
+        msg = b"\0".join([_DOMAIN, mac.lower().encode(), subject.encode(),
                           str(issued).encode(), str(expires).encode()])
         digest = hmac.new(self.key, msg, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -3,9 +3,9 @@
 URLs for build files name the exact build (``/builds/<name>/<version>/<file>``), so a node that
 is mid-boot while a channel moves still gets one consistent set of files. Node-specific URLs are
 keyed by the node's MAC with dashes. First-boot URLs (NoCloud seed, kickstart, phone-home and
-the installer's reimage report) also
-carry the node's signed token (render/tokens.py) as a path segment: NoCloud appends
-``meta-data``/``user-data`` to its seed URL, so a query string would be lost. A ``SiteUrls``
+the installer's reimage report) also carry the node's signed token (render/tokens.py) as a
+path segment: NoCloud appends ``meta-data``/``user-data`` to its seed URL, so a query string
+would be lost. A ``SiteUrls``
 mints tokens only once stamped with the time of the answer (``at(now)``).
 """
 

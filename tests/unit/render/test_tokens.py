@@ -39,7 +39,8 @@ def test_forged_or_altered_tokens_are_refused(tokens: FirstbootTokens) -> None:
     assert refusal(tokens, f"{issued}.{int(expires) + 86400}.{sig}") == "bad-signature"
     other_key = FirstbootTokens(bytes(32), TTL).issue(MAC, "demo/2.0", TEST_NOW)
     assert refusal(tokens, other_key) == "bad-signature"
-    for junk in ["", "x", "..", "1.2", f"{issued}.{expires}.", "a.b.c", f"{issued}.{expires}"]:
+    for junk in ["", "x", "..", "1.2", f"{issued}.{expires}.", "a.b.c", f"{issued}.{expires}",
+                 f"\u00b2.{expires}.{sig}", f"{issued}.{expires}.{sig}\u00e9"]:
         assert refusal(tokens, junk) in ("malformed", "bad-signature"), junk
     future = tokens.issue(MAC, "demo/2.0", TEST_NOW + 3600)
     assert refusal(tokens, future) == "not-yet-valid"
