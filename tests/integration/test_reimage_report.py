@@ -5,6 +5,7 @@ are refused. The whole drill with real firmware is tests/e2e/test_reimage_drill.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -54,18 +55,27 @@ async def test_failed_stays_in_reimage_done_goes_local(server: tuple[Service, Co
         order = admin.reimage("lab1", "lab-disk/1", who="test")
     _, script = await fetch(service, f"/ipxe/node.ipxe?mac={KEY}")
     assert "mode reimage" in script and "/builds/demo/2.0/vmlinuz" in script
-    report = f"/reimage/{KEY}/{order['id']}/report"
+    # The report URL carries lab1's token for this order (docs/security.md, item 6).
+    found = re.search(rf"netbootd.report=http://127.0.0.1:{service.http_port}"
+                      rf"(/reimage/{KEY}/{order['id']}/[\w.-]+/report)", script)
+    assert found is not None, script
+    report = found[1]
     for arg in ("netbootd.disk_url=http://127.0.0.1", "/builds/lab-disk/1/disk.img",
                 "netbootd.disk_compression=none", "netbootd.disk_size=16384",
                 f"netbootd.disk_sha256={hashlib.sha256(bytes(range(256)) * 64).hexdigest()}",
-                f"netbootd.report=http://127.0.0.1:{service.http_port}{report}",
                 "netbootd.target=/dev/vdb"):
         assert arg in script, arg
     assert "ds=nocloud" not in script  # the installer has no first-boot config
 
-    status, _ = await fetch(service, f"/reimage/52-54-00-00-00-02/{order['id']}/report",
+    status, _ = await fetch(service, report.replace(KEY, "52-54-00-00-00-02"),
                             {"status": "done"})
-    assert status == 404  # db1's MAC cannot close lab1's order
+    assert status == 403  # lab1's token does not open db1's report URL
+    db1 = service.responder.urls.at(service.clock()).reimage_report("52-54-00-00-00-02",
+                                                                    order["id"])
+    status, _ = await fetch(service, db1.removeprefix(config.http_base), {"status": "done"})
+    assert status == 404  # db1's MAC, even with its own token, cannot close lab1's order
+    status, _ = await fetch(service, f"/reimage/{KEY}/{order['id']}/report", {"status": "done"})
+    assert status == 403  # unsigned
     status, _ = await fetch(service, report, {"status": "failed",
                                               "reason": "sha256 mismatch: got abc"})
     assert status == 200
