@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_config, make_store
+from helpers import TEST_KEY, make_config, make_store
 from netbootd.core.identity import ClientIdentity, pxelinux_guid_name
 from netbootd.errors import NotFound
 from netbootd.responder import Responder
@@ -22,7 +22,8 @@ def responder(tmp_path: Path, **nodes: dict[str, object]) -> Responder:
     make_store(tmp_path / "store")
     config = make_config(tmp_path, {"nodes": nodes} if nodes else None)
     state = StateDB(tmp_path / "state" / "state.sqlite3")
-    r, problems = make_responder(config, state, registry=Registry(tmp_path / "i.sqlite3"))
+    r, problems = make_responder(config, state, registry=Registry(tmp_path / "i.sqlite3"),
+                                 key=TEST_KEY)
     assert problems == []
     return r
 
