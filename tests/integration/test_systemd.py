@@ -213,6 +213,32 @@ def in_netns(ns: str, *cmd: str, **kw: object) -> subprocess.CompletedProcess[by
                           timeout=60, **kw)  # type: ignore[call-overload]
 
 
+def service_user_tree(dest: Path) -> str:
+    """A PYTHONPATH the service user can read: this checkout's package and templates, and the
+    installed packages it imports, copied under ``dest``. The venv's interpreter, and maybe the
+    checkout, sit under a private home (/root is 0700), out of that user's reach as on a real
+    host; Debian's /usr/bin/python3 (the same 3.11 ABI) runs the copy."""
+    imported = ("import sys, netbootd.cli\n"
+                "for m in list(sys.modules.values()): print(getattr(m, '__file__', None) or '')")
+    probe = subprocess.run([sys.executable, "-c", imported], capture_output=True, text=True,
+                           check=True, timeout=60)
+    paths = sysconfig.get_paths()
+    sites = {Path(paths["purelib"]), Path(paths["platlib"])}
+    tops = {(site, Path(f).relative_to(site).parts[0]) for f in probe.stdout.split()
+            for site in sites if site in Path(f).parents}
+    for site, top in sorted(tops):
+        src = site / top
+        if src.is_dir():
+            shutil.copytree(src, dest / "site" / top, dirs_exist_ok=True)
+        else:
+            (dest / "site").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / "site" / top)
+    for part in ("netbootd", "pxelinux_templates"):
+        shutil.copytree(WORKTREE / part, dest / "src" / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return f"{dest / 'src'}:{dest / 'site'}"
+
+
 # A DHCP relay at 127.0.0.1:6767 inside the namespace: send one PXE DISCOVER to udp/67 and
 # print the answer (hex). The proxy answers relayed requests at giaddr:relay_port.
 RELAY = """
@@ -238,15 +264,12 @@ def test_serves_as_an_unprivileged_user_with_only_the_units_capabilities(
     config.write_text(toml_dump(data))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(nobody_dir / "notify.sock"))
-    for p in [nobody_dir, *nobody_dir.rglob("*")]:
-        os.chown(p, NOBODY, NOBODY, follow_symlinks=False)
 
     caps = ",".join(["-all", *(f"+{c}" for c in unit_capabilities())])
-    # The venv's interpreter lives under /root (0700 here), out of the service user's reach as
-    # it would be on a real host: run Debian's python3 (same 3.11 ABI) on this checkout and
-    # the venv's site-packages instead.
-    site = sysconfig.get_paths()["purelib"]
-    env = dict(os.environ, PYTHONPATH=f"{WORKTREE}:{site}",
+    pythonpath = service_user_tree(nobody_dir / "python")
+    for p in [nobody_dir, *nobody_dir.rglob("*")]:
+        os.chown(p, NOBODY, NOBODY, follow_symlinks=False)
+    env = dict(os.environ, PYTHONPATH=pythonpath,
                NOTIFY_SOCKET=str(nobody_dir / "notify.sock"), PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", netns, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
