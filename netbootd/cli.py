@@ -41,7 +41,7 @@ from netbootd.errors import ConfigError, NetbootdError
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
 from netbootd.service import Service, make_responder, serve
 from netbootd.state.events import StateDB
-from netbootd.state.keyfile import read_key
+from netbootd.state.keyfile import KeyFileError, read_key
 from netbootd.state.registry import Registry
 from netbootd.store.builds import load_store, quick_build
 from netbootd.store.catalog import BuildCatalog
@@ -76,6 +76,12 @@ def check_config(config: Config) -> list[str]:
     if not config.server.store_dir.is_dir():
         problems.append(f"server.store_dir: {config.server.store_dir} does not exist; "
                         "build or import a build first")
+    key_file = config.firstboot_key_file
+    if config.firstboot.key_file is not None or key_file.exists():  # else made at first start
+        try:
+            read_key(key_file)
+        except KeyFileError as e:
+            problems.append(f"firstboot.key_file: {e}")
     for where, settings in [*((f"groups.{g.name}", g.settings) for g in config.groups),
                             *((f"nodes.{n.name}", n.settings) for n in config.nodes)]:
         if settings.build is not None and settings.build not in catalog:

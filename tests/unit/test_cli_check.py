@@ -79,3 +79,18 @@ def test_a_config_cannot_pin_and_follow_at_once(tmp_path: Path,
     err = capsys.readouterr().err
     assert "groups.default.: set build (pin) or channel (follow), not both" in err
     assert "reimage.target: 'sda; rm -rf /' is not a block device path" in err
+
+
+def test_check_refuses_a_first_boot_key_others_can_read(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    make_store(tmp_path / "store")
+    key = tmp_path / "firstboot.key"
+    key.write_bytes(bytes(32))
+    key.chmod(0o640)
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["firstboot"] = {"key_file": str(key)}
+    config = write(tmp_path, data)
+    assert main(["check", "--config", str(config)]) == 1
+    assert f"firstboot.key_file: first-boot key {key} is accessible to group or others " \
+        f"(mode 0640): chmod 600 {key}" in capsys.readouterr().out
