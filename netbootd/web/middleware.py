@@ -9,6 +9,7 @@ first-boot token in a log would open that node's config to whoever reads the log
 from __future__ import annotations
 
 import logging
+import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -21,13 +22,18 @@ COUNTERS = web.AppKey("counters", Counters)
 REDACTED = "<token>"
 
 
+# A first-boot token's shape (render/tokens.py), also where no route matched (a client that
+# mangled its URL still must not get a live token into the log).
+TOKEN_SHAPE = re.compile(r"\d{1,12}\.\d{1,12}\.[A-Za-z0-9_-]{16,}")
+
+
 def loggable_path(request: web.Request) -> str:
     """The request path without secrets (the first-boot token segment)."""
     path = request.path
     token = request.match_info.get("token")
     if token:
         path = path.replace(token, REDACTED)
-    return path
+    return TOKEN_SHAPE.sub(REDACTED, path)
 
 
 def route_label(request: web.Request) -> str:

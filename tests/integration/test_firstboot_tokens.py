@@ -192,6 +192,7 @@ async def test_secrets_never_reach_the_logs(server: Server,
     assert found is not None
     await server.post(found[1], hostname="db1", build="demo/2.0")
     await server.get(with_token(seed, "1.99999999999.forged") + "user-data")  # refused
+    await server.get(seed + "no/such/file")  # a mangled URL, matching no route
     server.clock.now += TTL
     await server.get(ks)  # expired
 
