@@ -47,6 +47,11 @@ HELP: dict[str, str] = {
     "firstboot_refused": "first-boot or phone-home requests refused for their token, by reason",
 }
 
+# Counters without labels, exported as 0 before their first event: a scrape (and an alert on
+# rate()) sees the series from the start instead of a gap.
+UNLABELLED = ("dhcp_received", "dhcp_declined", "dhcp_errors", "tftp_requests",
+              "tftp_bytes_sent", "tftp_errors", "tftp_retransmits")
+
 # Series that count a configured limit refusing work: (counter, label, value) -> limit name.
 LIMITS: dict[tuple[str, str, str], str] = {
     ("tftp_refused", "reason", "busy"): "tftp.max_sessions",
@@ -65,7 +70,7 @@ class CountersCollector(Collector):
         self._gauges = gauges
 
     def collect(self) -> Iterator[Metric]:
-        by_name: dict[str, list[tuple[dict[str, str], int]]] = {}
+        by_name: dict[str, list[tuple[dict[str, str], int]]] = {n: [] for n in UNLABELLED}
         limits: dict[str, int] = {}
         for name, labels, value in self._counters.series():
             by_name.setdefault(name, []).append((labels, value))
@@ -76,7 +81,7 @@ class CountersCollector(Collector):
             label_names = sorted({k for labels, _ in rows for k in labels})
             family = CounterMetricFamily(PREFIX + name, HELP.get(name, name.replace("_", " ")),
                                          labels=label_names)
-            for labels, value in rows:
+            for labels, value in rows or [({}, 0)]:
                 family.add_metric([labels.get(k, "") for k in label_names], value)
             yield family
         hit = CounterMetricFamily(PREFIX + "limits_hit", "requests refused by a configured "

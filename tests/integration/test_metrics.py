@@ -107,6 +107,8 @@ async def test_scrape_after_dhcp_tftp_http_and_phone_home(running: Running) -> N
     assert value(m, "netbootd_tftp_refused_total", reason="not-found") == 1
     assert value(m, "netbootd_tftp_bytes_sent_total") >= len(b"kernel 2.0")
     assert value(m, "netbootd_tftp_active_sessions") == 1
+    assert ("netbootd_tftp_errors_total", frozenset()) in m  # exported before any error
+    assert value(m, "netbootd_tftp_errors_total") == 0
     assert value(m, "netbootd_limits_hit_total", limit="tftp.max_sessions_per_client") == 1
     assert value(m, "netbootd_limits_hit_total", limit="tftp.max_sessions") == 0
     build_route = "/builds/{name}/{version}/{file}"
