@@ -2,17 +2,20 @@
 like an ESXi 8 installer is imported with `netbootd image import --kind esxi`, and the files a
 node gets are compared with golden copies: boot.cfg with prefix= the build's URL and the
 node's kernelopt (ks= its kickstart), a pxelinux config running mboot.c32 -c .../boot.cfg, and
-an iPXE script for UEFI chaining mboot.efi. Regenerate with NETBOOTD_UPDATE_GOLDEN=1."""
+an iPXE script for UEFI chaining mboot.efi. Regenerate with NETBOOTD_UPDATE_GOLDEN=1.
+The first-boot key and the time are fixed, so the kickstart token is the same on every run."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from esxi_iso_maker import MODULES, make_esxi8_iso
+from helpers import TEST_NOW_ISO, write_key
 from netbootd.cli import main
 from netbootd.lab.demo import toml_dump
 
@@ -40,6 +43,7 @@ def config(tmp: Path) -> Path:
 def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("esxi")
     cfg = config(tmp)
+    write_key(tmp / "state" / "firstboot.key")
     iso = tmp / "VMware-VMvisor-Installer-8.0U3.x86_64.iso"
     make_esxi8_iso(iso, with_mboot_efi=True)
     assert main(["image", "import", "--config", str(cfg), "--kind", "esxi", "--name", "esxi",
@@ -50,7 +54,8 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def render(cfg: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     capsys.readouterr()
-    assert main(["render", "--config", str(cfg), "--mac", ESX9, *args]) == 0
+    assert main(["render", "--config", str(cfg), "--at", TEST_NOW_ISO, "--mac", ESX9,
+                 *args]) == 0
     return capsys.readouterr().out
 
 
@@ -84,8 +89,9 @@ def test_the_files_say_what_vmware_documents(imported: Path,
     cfg_url = f"{base}/esxi/{key}/esxi/8.0u3/boot.cfg"
     assert f"  KERNEL {base}/builds/esxi/8.0u3/mboot.c32\n  APPEND -c {cfg_url}\n" in bios
     assert f"prefix={base}/builds/esxi/8.0u3/\n" in bios
-    assert (f"kernelopt=runweasel cdromBoot systemMediaSize=min "
-            f"ks={base}/ks/{key}/esxi/8.0u3/ks.cfg\n") in bios
+    # ks= carries the node's first-boot token (docs/security.md): <issued>.<expires>.<sig>
+    assert re.search(rf"^kernelopt=runweasel cdromBoot systemMediaSize=min "
+                     rf"ks={base}/ks/{key}/esxi/8\.0u3/\d+\.\d+\.[\w-]+/ks\.cfg$", bios, re.M)
     assert "kernel=b.b00\n" in bios and f"modules={' --- '.join(MODULES)}\n" in bios
     uefi = render(imported, capsys, "--arch", "efi64", "--ipxe")
     assert f"chain {base}/builds/esxi/8.0u3/mboot.efi -c {cfg_url}\n" in uefi
