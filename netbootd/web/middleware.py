@@ -2,8 +2,9 @@
 
 The route label is the route's pattern (``/nocloud/{key}/{name}/{version}/{token}/{what}``),
 or ``unmatched``: bounded, so a scanner cannot create a series per URL, and free of tokens.
-The DEBUG access line shows the path with the token segment replaced by ``<token>``: a
-first-boot token in a log would open that node's config to whoever reads the log.
+The DEBUG access line shows the path with the token segment, and anything else shaped like a
+token, replaced by ``<token>``: a first-boot token in a log would open that node's config to
+whoever reads the log.
 """
 
 from __future__ import annotations
