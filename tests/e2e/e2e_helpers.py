@@ -1,9 +1,15 @@
-"""Shared by the QEMU e2e tests: a lab with netbootd serving, and booting a guest in it."""
+"""Shared by the QEMU e2e tests: a lab with netbootd serving, booting a guest in it, and a
+recording HTTP peer in the lab namespace."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from netbootd.lab.demo import NetbootdProcess, timeline, wait_for_event
 from netbootd.lab.netlab import Lab
@@ -47,3 +53,50 @@ class LabServer:
     def node(self, mac: str) -> NodeRecord | None:
         with StateDB.open_readonly(self.nb.state_db) as db:
             return db.node(mac)
+
+
+# Serves a directory (GET) and records every POST as one JSON line {path, content_type, body};
+# the e2e tests run it inside the lab namespace as the guests' HTTP peer.
+RECORDING_HTTP_SERVER = r"""
+import functools, http.server, json, sys
+root, addr, port, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        with open(log, "a") as f:
+            f.write(json.dumps({"path": self.path, "body": body,
+                                "content_type": self.headers.get("Content-Type")}) + "\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+
+server = http.server.ThreadingHTTPServer((addr, port), functools.partial(Handler, directory=root))
+print("recording server listening", flush=True)
+server.serve_forever()
+"""
+
+
+def start_recording_server(lab: Lab, root: Path, port: int, posts: Path,
+                           log: Path) -> subprocess.Popen[Any]:
+    """Run RECORDING_HTTP_SERVER on ``lab.server_ip:port`` in the lab namespace; wait for it.
+
+    The lab tracks the process and ends it (by PID) at teardown.
+    """
+    with log.open("wb") as out:
+        proc = lab.run([sys.executable, "-c", RECORDING_HTTP_SERVER, str(root), lab.server_ip,
+                        str(port), str(posts)], stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while "listening" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"recording HTTP server did not start: {log.read_text()}")
+        time.sleep(0.05)
+    return proc
+
+
+def read_posts(posts: Path) -> list[dict[str, Any]]:
+    """The POSTs RECORDING_HTTP_SERVER has recorded so far."""
+    if not posts.exists():
+        return []
+    return [json.loads(line) for line in posts.read_text().splitlines()]

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from e2e_helpers import read_posts, start_recording_server
 from netbootd.lab.netlab import Lab, lab_prerequisites, random_mac
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,27 +26,6 @@ MISSING = lab_prerequisites("bios")
 SEED_PORT = 8080
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-
-# Serves the seed directory and records every POST as one JSON line; run inside the lab netns.
-SEED_SERVER = r"""
-import functools, http.server, json, sys
-root, addr, port, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
-        with open(log, "a") as f:
-            f.write(json.dumps({"path": self.path, "body": body}) + "\n")
-        self.send_response(200)
-        self.send_header("Content-Length", "3")
-        self.end_headers()
-        self.wfile.write(b"ok\n")
-
-server = http.server.ThreadingHTTPServer((addr, port), functools.partial(Handler, directory=root))
-print("seed server listening", flush=True)
-server.serve_forever()
-"""
-
 
 def run_recipe(store: Path, version: str = "1.0") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -144,16 +124,7 @@ def test_demo_boots_and_phones_home(demo_build: Path, tmp_path: Path, nic_model:
             "power_state:\n"
             "  mode: poweroff\n"
         )
-        with server_log.open("wb") as out:
-            lab.run(
-                [sys.executable, "-c", SEED_SERVER, str(seed), lab.server_ip,
-                 str(SEED_PORT), str(posts)],
-                stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while "listening" not in server_log.read_text():
-            assert time.monotonic() < deadline, server_log.read_text()
-            time.sleep(0.05)
+        start_recording_server(lab, seed, SEED_PORT, posts, server_log)
 
         guest = lab.start_qemu(
             f"demo-{short}",
@@ -175,7 +146,7 @@ def test_demo_boots_and_phones_home(demo_build: Path, tmp_path: Path, nic_model:
         assert f"netbootd-agent: address {lease.ip}/24" in serial
         assert f"hostname {hostname}" in serial
 
-    records = [json.loads(line) for line in posts.read_text().splitlines()]
+    records = read_posts(posts)
     assert len(records) == 1, records
     assert records[0]["path"] == f"/phone-home/{instance_id}"
     form = parse_qs(records[0]["body"], strict_parsing=True)
