@@ -279,7 +279,7 @@ def test_wrong_sha256_is_reported_as_failed(reimage_lab: ReimageLab, installer: 
 
 
 @pytest.mark.needs_root
-def test_download_error_and_missing_disk_are_reported(
+def test_download_error_size_mismatch_and_missing_disk_are_reported(
     reimage_lab: ReimageLab, installer: Path
 ) -> None:
     info = make_disk(reimage_lab.www / "disk-fail.img", "none")
@@ -293,6 +293,15 @@ def test_download_error_and_missing_disk_are_reported(
     (reason,) = report["reason"]
     assert reason.startswith(f"download error: {reimage_lab.base}/no-such-image.img"), reason
     assert "404" in reason
+    # netbootd.disk_size smaller than the image: the installer stops one byte past it
+    short = info["raw_size"] - 4096
+    _, report = reimage_lab.install(
+        "inst-size", installer, contract(reimage_lab, info, disk_size=str(short)),
+        reimage_lab.empty_disk("target-size"),
+    )  # fmt: skip
+    assert report["status"] == ["failed"] and report["bytes"] == [str(short + 1)]
+    assert report["reason"] == [
+        f"size mismatch: the image is larger than netbootd.disk_size={short} bytes"]
     # no disk attached at all (and zstd asked for): both problems in one report, no download
     _, report = reimage_lab.install(
         "inst-nodisk", installer, contract(reimage_lab, info, disk_compression="zstd"), None
