@@ -576,7 +576,8 @@ def build_linux(
     store: Path,
     name: str,
     version: str,
-    parts: DebianParts,
+    cache: Path,
+    kernel_pkg: str | None,
     *,
     modules: Sequence[str],
     init: str,
@@ -585,9 +586,12 @@ def build_linux(
 ) -> tuple[Path, bool]:
     """Make the initramfs around ``init`` and publish kernel + initrd as a ``linux`` build.
 
-    ``description`` may use ``{release}``, ``{kernel_pkg}`` and ``{busybox_pkg}``.
-    Returns (build directory, newly created).
+    Debian's kernel (``kernel_pkg``, default: what linux-image-amd64 depends on) and
+    busybox-static come from ``cache``. ``description`` may use ``{release}``,
+    ``{kernel_pkg}`` and ``{busybox_pkg}``. Returns (build directory, newly created).
     """
+    check_name_version(name, version)
+    parts = fetch_parts(cache, kernel_pkg)
     kernel = parts.kernel
     resolved = resolve_modules(kernel, modules)
     log(f"kernel {kernel.release}; modules: {', '.join(module_name(m) for m in resolved)}")

@@ -38,6 +38,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # images/: the shared recipe code
+from recipe_common import file_entry
+
 SECTOR = 512
 BLOCK = 4096
 MIB = 1 << 20
@@ -192,12 +195,7 @@ def build(
                     stream.close()
             f.flush()
             os.fsync(f.fileno())
-        file_hash = hashlib.sha256()
-        file_size = 0
-        with tmp.open("rb") as f:
-            while chunk := f.read(MIB):
-                file_hash.update(chunk)
-                file_size += len(chunk)
+        written = file_entry(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -205,8 +203,8 @@ def build(
         "raw_size": raw_size,
         "raw_sha256": raw_hash.hexdigest(),
         "file": str(out),
-        "file_size": file_size,
-        "file_sha256": file_hash.hexdigest(),
+        "file_size": written["size"],
+        "file_sha256": written["sha256"],
         "compression": compression,
     }
 

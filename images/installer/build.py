@@ -41,8 +41,6 @@ from recipe_common import (
     SH_URLENCODE,
     RecipeError,
     build_linux,
-    check_name_version,
-    fetch_parts,
     recipe_main,
 )
 
@@ -263,13 +261,12 @@ def build(
     store: Path, name: str, version: str, cache: Path, kernel_pkg: str | None = None
 ) -> tuple[Path, bool]:
     """Build the installer into ``store``; return (build directory, newly created)."""
-    check_name_version(name, version)
-    parts = fetch_parts(cache, kernel_pkg)
     return build_linux(
         store,
         name,
         version,
-        parts,
+        cache,
+        kernel_pkg,
         modules=(*NIC_MODULES, *DISK_MODULES),
         init=INIT_SCRIPT,
         hostname="netbootd-installer",
