@@ -621,7 +621,7 @@ def build_linux(
     return publish(store, name, version, files, manifest)
 
 
-BuildFn = Callable[[Path, str, str, Path, "str | None"], tuple[Path, bool]]
+BuildFn = Callable[[Path, str, str, Path, str | None], tuple[Path, bool]]
 
 
 def recipe_main(
