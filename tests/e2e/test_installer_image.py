@@ -266,9 +266,11 @@ def test_wrong_sha256_is_reported_as_failed(reimage_lab: ReimageLab, installer: 
     info = make_disk(reimage_lab.www / "disk-badsha.img", "gzip")
     wrong = hashlib.sha256(b"not this image").hexdigest()
     disk = reimage_lab.empty_disk("target-badsha")
+    # (with the optional netbootd.target= naming the disk explicitly)
     _, report = reimage_lab.install(
-        "inst-badsha", installer, contract(reimage_lab, info, disk_sha256=wrong), disk
-    )
+        "inst-badsha", installer,
+        contract(reimage_lab, info, disk_sha256=wrong, target="/dev/vda"), disk,
+    )  # fmt: skip
     assert report["status"] == ["failed"]
     (reason,) = report["reason"]
     assert reason.startswith("sha256 mismatch: /dev/vda holds " + info["raw_sha256"]), reason
