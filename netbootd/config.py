@@ -47,6 +47,9 @@ class ServerConfig:
     state_dir: Path = Path("/var/lib/netbootd")
     store_dir: Path = Path("/var/lib/netbootd/store")
     templates_dir: Path | None = None
+    # Re-hash every build file when the store is (re)loaded and leave out builds whose files
+    # no longer match their manifest (bit rot, tampering). Costs one read of each new file.
+    verify_builds: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +320,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                      "reimage", "firstboot"}, "")
 
     s = r.table(data, "server", "")
-    r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir"}, "server.")
+    r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir",
+                  "verify_builds"}, "server.")
     address = r.value(s, "address", "server.", str, "", _ip)
     if "address" not in s:
         r.problems.append("server.address: required: the IPv4 address PXE clients reach "
@@ -328,7 +332,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     server = ServerConfig(address=address, interface=r.optional_str(s, "interface", "server."),
                           state_dir=state_dir,
                           store_dir=Path(store) if store else state_dir / "store",
-                          templates_dir=Path(templates) if templates else None)
+                          templates_dir=Path(templates) if templates else None,
+                          verify_builds=r.value(s, "verify_builds", "server.", bool, False))
 
     d = r.table(data, "dhcp", "")
     r.unknown(d, {"enabled", "listen", "port", "proxy_port", "offer_bootfile", "relay_port"},

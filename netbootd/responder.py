@@ -41,7 +41,7 @@ from netbootd.render.urls import SiteUrls
 from netbootd.state.events import StateDB
 from netbootd.state.registry import Action, Registry
 from netbootd.state.sightings import Sightings
-from netbootd.store.builds import load_store
+from netbootd.store.builds import HashCache, load_store
 from netbootd.store.catalog import Build, BuildCatalog
 from netbootd.store.layout import generation
 
@@ -75,7 +75,7 @@ class Responder:
     def __init__(self, config: Config, catalog: BuildCatalog, state: StateDB,
                  renderer: NodeRenderer, clock: Callable[[], float] = time.time, *,
                  registry: Registry | None = None, store_dir: Path | None = None,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, verify: HashCache | None = None) -> None:
         self.config = config
         self.counters = counters if counters is not None else Counters()
         self.catalog = catalog
@@ -84,6 +84,7 @@ class Responder:
         self.urls: SiteUrls = renderer.urls
         self.registry = registry
         self.store_dir = store_dir
+        self.verify = verify  # server.verify_builds: re-hash new build files on each reload
         self._store_gen = generation(store_dir) if store_dir is not None else None
         self.intent: Intent = EMPTY_INTENT
         self._guid_epoch = -1
@@ -110,7 +111,7 @@ class Responder:
             gen = generation(self.store_dir)
             if gen != self._store_gen:
                 self._store_gen = gen  # read before loading: a change during the load shows
-                catalog, problems = load_store(self.store_dir)
+                catalog, problems = load_store(self.store_dir, self.verify)
                 for p in problems:
                     log.warning("store: %s", p)
                 self.catalog = catalog

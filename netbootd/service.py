@@ -36,7 +36,7 @@ from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
 from netbootd.state.keyfile import KeyFileError, create_key, read_key
 from netbootd.state.registry import Registry
-from netbootd.store.builds import load_store
+from netbootd.store.builds import HashCache, load_store
 from netbootd.store.catalog import BuildCatalog
 from netbootd.tftp.endpoint import TftpServer, TransferRecord
 from netbootd.tftp.session import SessionLimits, TftpSource
@@ -55,12 +55,13 @@ def make_responder(config: Config, state: StateDB, catalog: BuildCatalog | None 
     which is then watched for imports and removals."""
     problems: list[str] = []
     store_dir = None
+    verify = HashCache() if config.server.verify_builds else None
     if catalog is None:
         store_dir = config.server.store_dir
-        catalog, problems = load_store(store_dir)
+        catalog, problems = load_store(store_dir, verify)
     return Responder(config, catalog, state, make_renderer(config, catalog, key),
                      registry=registry, store_dir=store_dir, clock=clock,
-                     counters=counters), problems
+                     counters=counters, verify=verify), problems
 
 
 def make_renderer(config: Config, catalog: BuildCatalog, key: bytes) -> NodeRenderer:
@@ -217,7 +218,11 @@ class Service:
         except (ConfigError, KeyFileError) as e:
             log.error("reload refused, keeping the running config: %s", e)
             return
-        catalog, problems = load_store(new.server.store_dir)
+        if not new.server.verify_builds:
+            self.responder.verify = None
+        elif self.responder.verify is None:
+            self.responder.verify = HashCache()
+        catalog, problems = load_store(new.server.store_dir, self.responder.verify)
         for p in problems:
             log.warning("store: %s", p)
         self.responder.reconfigure(new, catalog, make_renderer(new, catalog, key))

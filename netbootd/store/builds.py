@@ -18,12 +18,29 @@ from netbootd.store.catalog import Build, BuildCatalog
 from netbootd.store.manifest import FileInfo, Manifest, parse_manifest
 
 
-def load_store(store_dir: Path) -> tuple[BuildCatalog, list[str]]:
+class HashCache:
+    """sha256 of files already checked, by (device, inode, mtime, size): with
+    ``server.verify_builds`` a store reload re-hashes only files it has not seen."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int, int, int], str] = {}
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        if key not in self._known:
+            self._known[key] = sha256_file(path)
+        return self._known[key]
+
+
+def load_store(store_dir: Path,
+               verify: HashCache | None = None) -> tuple[BuildCatalog, list[str]]:
     """Read every build under ``store_dir/builds``; return the catalog and the problems seen.
 
     A build whose manifest is broken is left out and reported, not fatal: one bad build must
     not stop the others from being served. Directories starting with ``.`` are imports in
-    progress and are ignored.
+    progress and are ignored. With ``verify``, a build with a file whose size or sha256 does
+    not match its manifest is left out too.
     """
     builds: list[Build] = []
     problems: list[str] = []
@@ -56,8 +73,25 @@ def load_store(store_dir: Path) -> tuple[BuildCatalog, list[str]]:
             if missing:
                 problems.append(f"{where}: files missing on disk: {', '.join(missing)}")
                 continue
+            if verify is not None and (bad := _corrupt(m, paths, verify)):
+                problems.append(f"{m.ref}: {', '.join(bad)} do(es) not match the manifest "
+                                "(size or sha256): build left out; run `netbootd image verify`"
+                                " and re-import it")
+                continue
             builds.append(Build(m, paths))
     return BuildCatalog(builds), problems
+
+
+def _corrupt(m: Manifest, paths: dict[str, Path], verify: HashCache) -> list[str]:
+    bad = []
+    for name, info in sorted(m.files.items()):
+        p = paths[name]
+        try:
+            if p.stat().st_size != info.size or verify.sha256(p) != info.sha256:
+                bad.append(name)
+        except OSError:
+            bad.append(name)
+    return bad
 
 
 def sha256_file(path: Path) -> str:

@@ -19,13 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from helpers import make_config
+from helpers import loopback_config, make_config
 from netbootd.admin import Admin
 from netbootd.cli import main as cli_main
+from netbootd.config import parse_config
 from netbootd.errors import BuildError, Conflict
 from netbootd.lab.demo import toml_dump
+from netbootd.service import Service
 from netbootd.store.layout import BLOB_DIR, STAGING_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -344,3 +347,35 @@ def test_a_long_import_shows_progress_on_a_terminal(admin: Admin, tmp_path: Path
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0 and "%" not in done.stderr
+
+
+@pytest.mark.parametrize("verify", [True, False])
+async def test_verify_builds_refuses_a_corrupted_build_at_serve_time(
+        tmp_path: Path, verify: bool) -> None:
+    data = loopback_config(tmp_path, nodes={})
+    data["server"]["verify_builds"] = verify
+    data["groups"] = {"default": {"default": True, "build": "kvm/1"}}
+    config = parse_config(data, "verify-test")
+    with Admin(config) as a:
+        for v in "12":
+            d = tmp_path / v
+            d.mkdir()
+            a.import_build("linux", name="kvm", version=v,
+                           paths=files(d, vmlinuz=f"kernel {v}".encode()))
+    victim = config.server.store_dir / "builds/kvm/2/vmlinuz"
+    os.chmod(victim, 0o644)
+    victim.write_bytes(b"kernel X")  # same size: only a hash can tell
+    service = Service(config)
+    await service.start()
+    try:
+        base = f"http://127.0.0.1:{service.http_port}/builds"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base}/kvm/1/vmlinuz") as r:
+                assert r.status == 200 and await r.read() == b"kernel 1"
+            async with s.get(f"{base}/kvm/2/vmlinuz") as r:
+                if verify:
+                    assert r.status == 404 and "no build named kvm/2" in await r.text()
+                else:
+                    assert r.status == 200 and await r.read() == b"kernel X"
+    finally:
+        await service.stop()
