@@ -1,0 +1,455 @@
+"""netbootd side by side with tftpd-hpa, atftpd, dnsmasq and nginx: one command, one table.
+
+    python bench/run.py                 # full run (about 20 minutes on 2 cores), root
+    python bench/run.py --quick         # smoke test: every benchmark, small sizes, < 90 s
+    python bench/run.py --only tftp     # tftp, storm, dhcp, http, decision, memory, boot
+    python bench/run.py --json out.json --plots docs/img
+
+Installs the peers from Debian when missing (see bench/peers.py), runs netbootd and each peer
+in turn, each in network namespaces the bench creates and removes, on the same files with the
+same C clients, and prints one Markdown table: medians (min-max) of the runs, the ratio
+netbootd/peer, the target of issue 4 and whether it is met. Methods: docs/performance.md.
+Exit status: 0 when every benchmark produced its figures (targets met or not), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import decision, dhcp, http, peers, tftp  # noqa: E402
+from bench.report import Results, plot  # noqa: E402
+from bench.sandbox import (  # noqa: E402
+    BenchError,
+    CpuMeter,
+    NetnsPair,
+    cgroup2_root,
+    loadavg,
+    rss_kib,
+    set_affinity,
+)
+
+MB = 1 << 20
+# Lock-step TFTP is a ping-pong: server and client share one core, else a cross-core wake-up
+# is measured. Storms and rate tests: server on one core, clients on the other.
+PINGPONG_CPU = "1"
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+BENCHES = ("tftp", "storm", "dhcp", "http", "decision", "memory", "boot")
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    runs: int
+    lock_file: int  # bytes, lock-step and windowed transfers
+    storm_small: tuple[int, int]  # clients, bytes each
+    storm_big: tuple[int, int]
+    sweep_file: int
+    blksizes: tuple[int, ...]
+    windowsizes: tuple[int, ...]
+    storm_clients: tuple[int, ...]
+    dhcp_rates: tuple[int, ...]
+    dhcp_seconds: float
+    dhcp_p99_rate: int
+    http_file: int
+    wrk_seconds: float
+    decision: tuple[int, int, int]  # nodes, groups, samples
+    memory_nodes: tuple[int, int]
+
+
+FULL = Plan(False, 3, 32 * MB, (200, MB), (50, 32 * MB), 8 * MB, (512, 1024, 1468, 4096, 8192),
+            (1, 2, 4, 8, 16), (10, 50, 100, 200, 500),
+            (250, 500, 1000, 2000, 3000, 5000, 7000, 10000, 14000, 20000, 28000), 2.0, 5000,
+            300 * MB, 5.0, (10000, 1000, 20000), (10000, 1000))
+QUICK = Plan(True, 1, 4 * MB, (20, 256 * 1024), (5, 4 * MB), MB, (512, 1468), (1, 8), (5, 20),
+             (200, 500), 1.0, 500, 16 * MB, 1.0, (1000, 100, 2000), (1000, 100))
+
+
+class Bench:
+    def __init__(self, plan: Plan, workdir: Path, log: Callable[[str], None]) -> None:
+        self.plan = plan
+        self.workdir = workdir
+        self.log = log
+        self.results = Results()
+        p = plan
+        self.files = peers.make_files(workdir / "data", {
+            "lock": p.lock_file, "small": p.storm_small[1], "big": p.storm_big[1],
+            "sweep": p.sweep_file, "http": p.http_file})
+
+    # ------------------------------------------------------------------ servers
+    @contextmanager
+    def server(self, name: str, cpus: str, *, config: Path | None = None,
+               ports: tuple[str, ...] = ()) -> Iterator[tuple[NetnsPair, CpuMeter, Any]]:
+        """``name`` running in its own namespace pair, pinned to ``cpus``, in a cgroup."""
+        wd = self.workdir / f"{name}-{time.monotonic_ns()}"
+        wd.mkdir()
+        with NetnsPair(name[:5]) as ns:
+            meter = CpuMeter(name)
+            logf = (wd / "server.log").open("w")
+            try:
+                if name == "netbootd":
+                    cmd = peers.netbootd_cmd(config or peers.netbootd_config(wd, self.files))
+                elif name == "tftpd-hpa":
+                    cmd = peers.tftpd_hpa_cmd(self.files)
+                elif name == "atftpd":
+                    cmd = peers.atftpd_cmd(self.files, wd / "atftpd.log")
+                elif name == "dnsmasq":
+                    cmd = peers.dnsmasq_proxy_cmd(wd, ns.server_if)
+                elif name == "nginx":
+                    cmd = peers.nginx_cmd(wd, self.files.store)
+                else:
+                    raise BenchError(f"unknown server {name}")
+                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                proc = ns.spawn("server", cpus, cmd, meter=meter, log=logf, env=env)
+                self._wait_ports(ns, proc, ports, wd / "server.log")
+                yield ns, meter, proc
+                ns.stop(proc)
+            finally:
+                logf.close()
+                meter.close()
+
+    def _wait_ports(self, ns: NetnsPair, proc: Any, ports: tuple[str, ...], log: Path) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"server exited ({proc.returncode}): "
+                                 f"{log.read_text()[-800:]}")
+            out = ns.exec("server", "0-1", ["ss", "-Hlnu"], check=False).stdout + \
+                ns.exec("server", "0-1", ["ss", "-Hlnt"], check=False).stdout
+            listening = {line.split()[3].rsplit(":", 1)[-1] for line in out.splitlines()
+                         if len(line.split()) > 3}
+            if all(p in listening for p in ports):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"server did not listen on {ports}: {log.read_text()[-800:]}")
+            time.sleep(0.1)
+
+    # ------------------------------------------------------------------ TFTP
+    def tftp(self, storms: bool, single: bool) -> None:
+        p, r = self.plan, self.results
+        lock_mb = p.lock_file // MB
+        rows = {
+            "lock": r.row("tftp.lockstep", what=f"TFTP lock-step, curl, {lock_mb} MiB, blksize "
+                          "1468", unit="MB/s", target="≥ 0.8 x tftpd-hpa", kind="ratio",
+                          better="higher", bound=0.8, peer_name="tftpd-hpa"),
+            "win": r.row("tftp.window8", what=f"TFTP windowsize 8, atftp, {lock_mb} MiB, "
+                         "blksize 1468", unit="MB/s", target="≥ 0.9 x atftpd", kind="ratio",
+                         better="higher", bound=0.9, peer_name="atftpd"),
+            "winhpa": r.row("tftp.window8-vs-hpa", what="netbootd windowsize 8 vs tftpd-hpa "
+                            "lock-step", unit="MB/s", target="≥ 1.5 x tftpd-hpa", kind="ratio",
+                            better="higher", bound=1.5, peer_name="tftpd-hpa"),
+            "cpu": r.row("tftp.cpu-per-packet", what="server CPU per DATA packet, lock-step, "
+                         "blksize 1468", unit="µs", target="≤ 25 µs", kind="absolute",
+                         better="lower", bound=25.0, peer_name="tftpd-hpa"),
+        }
+        if storms:
+            n1, s1 = p.storm_small
+            n2, s2 = p.storm_big
+            rows["s1"] = r.row("storm.small", what=f"boot storm {n1} clients x "
+                               f"{_size(s1)}, blksize 1468", unit="s",
+                               target="≤ 0.6 x tftpd-hpa", kind="ratio", better="lower",
+                               bound=0.6, peer_name="tftpd-hpa")
+            rows["s2"] = r.row("storm.big", what=f"boot storm {n2} clients x {_size(s2)}",
+                               unit="s", target="≤ 0.5 x tftpd-hpa", kind="ratio",
+                               better="lower", bound=0.5, peer_name="tftpd-hpa")
+            rows["mem"] = r.row("memory.storm", what=f"netbootd peak RSS during the {n1}-client"
+                                " storm", unit="MB", target="≤ 150 MB", kind="absolute",
+                                better="lower", bound=150.0)
+            rows["spp"] = r.row("storm.cpu-per-packet", what=f"server CPU per DATA packet in "
+                                f"the {n1}-client storm (information)", unit="µs",
+                                target="-", kind="info", better="lower", bound=0.0,
+                                peer_name="tftpd-hpa")
+        for server in ("netbootd", "tftpd-hpa", "atftpd"):
+            self.log(f"tftp: {server}")
+            try:
+                self._tftp_server(server, rows, storms, single)
+            except Exception as e:  # one broken server must not hide the others' figures
+                self._fail([k for k in rows.values()
+                            if server in ("netbootd", k.peer_name)], server, e)
+
+    def _tftp_server(self, server: str, rows: dict[str, Any], storms: bool,
+                     single: bool) -> None:
+        p, f, series = self.plan, self.files, self.results.series
+        with self.server(server, PINGPONG_CPU, ports=("69",)) as (ns, meter, proc):
+            if single:
+                for _ in range(p.runs):
+                    t = tftp.curl_get(ns, meter, PINGPONG_CPU, f, server, "lock", 1468)
+                    if server == "netbootd":
+                        rows["lock"].netbootd.samples.append(t.mbps)
+                        rows["cpu"].netbootd.samples.append(t.cpu_per_packet_us)
+                    elif server == "tftpd-hpa":
+                        rows["lock"].peer.samples.append(t.mbps)
+                        rows["winhpa"].peer.samples.append(t.mbps)
+                        rows["cpu"].peer.samples.append(t.cpu_per_packet_us)
+                if server != "tftpd-hpa":  # tftpd-hpa has no RFC 7440 windowsize
+                    for _ in range(p.runs):
+                        t = tftp.atftp_get(ns, meter, PINGPONG_CPU, f, server, "lock", 1468, 8)
+                        target = rows["win"].netbootd if server == "netbootd" else \
+                            rows["win"].peer
+                        target.samples.append(t.mbps)
+                        if server == "netbootd":
+                            rows["winhpa"].netbootd.samples.append(t.mbps)
+                for bs in p.blksizes:
+                    for _ in range(p.runs):
+                        t = tftp.curl_get(ns, meter, PINGPONG_CPU, f, server, "sweep", bs)
+                        series.setdefault("blksize", {}).setdefault(server, {}) \
+                            .setdefault(str(bs), []).append(t.mbps)
+                if server != "tftpd-hpa":
+                    for ws in p.windowsizes:
+                        for _ in range(p.runs):
+                            t = tftp.atftp_get(ns, meter, PINGPONG_CPU, f, server, "sweep",
+                                               1468, ws)
+                            series.setdefault("windowsize", {}).setdefault(server, {}) \
+                                .setdefault(str(ws), []).append(t.mbps)
+            if not storms:
+                return
+            set_affinity(proc.pid, SERVER_CPU)
+            n1, _ = p.storm_small
+            for _ in range(p.runs):
+                s = tftp.storm(ns, meter, CLIENT_CPU, f, server, "small", n1)
+                self._storm_row(rows["s1"], server, s)
+                per_packet = s.server_cpu_us / max(1, n1 * tftp.data_packets(
+                    f.sizes["small"], 1468))
+                if server == "netbootd":
+                    rows["spp"].netbootd.samples.append(per_packet)
+                elif server == "tftpd-hpa":
+                    rows["spp"].peer.samples.append(per_packet)
+            if server == "netbootd":
+                rows["mem"].netbootd.samples.append(rss_kib(proc.pid)[1] / 1024)
+            if server in ("netbootd", "tftpd-hpa"):  # the big storm is long: only the target
+                n2, _ = p.storm_big
+                for _ in range(p.runs):
+                    s = tftp.storm(ns, meter, CLIENT_CPU, f, server, "big", n2)
+                    self._storm_row(rows["s2"], server, s)
+            for n in p.storm_clients:
+                s = tftp.storm(ns, meter, CLIENT_CPU, f, server, "small", n)
+                series.setdefault("storm", {}).setdefault(server, {})[str(n)] = s.seconds
+                series.setdefault("storm_failed", {}).setdefault(server, {})[str(n)] = s.failed
+
+    @staticmethod
+    def _storm_row(row: Any, server: str, s: tftp.Storm) -> None:
+        if server == "netbootd":
+            row.netbootd.samples.append(s.seconds)
+            row.failed += s.failed
+        elif server == row.peer_name:
+            row.peer.samples.append(s.seconds)
+            row.failed += s.failed
+
+    # ------------------------------------------------------------------ DHCP
+    def dhcp(self) -> None:
+        p, r = self.plan, self.results
+        rate = r.row("dhcp.max-rate", what="ProxyDHCP max DISCOVER→OFFER rate with zero loss "
+                     "(perfdhcp, PXE options, relayed)", unit="/s", target="≥ 1.0 x dnsmasq",
+                     kind="ratio", better="higher", bound=1.0, peer_name="dnsmasq")
+        p99 = r.row("dhcp.p99", what=f"ProxyDHCP p99 latency at {p.dhcp_p99_rate}/s",
+                    unit="ms", target="≤ 2 ms", kind="absolute", better="lower", bound=2.0,
+                    peer_name="dnsmasq")
+        for server in ("netbootd", "dnsmasq"):
+            self.log(f"dhcp: {server}")
+            try:
+                with self.server(server, SERVER_CPU, ports=("67",)) as (ns, _meter, _proc):
+                    points: dict[str, Any] = {}
+                    for i in range(p.runs):
+                        best, runs = dhcp.ladder(ns, CLIENT_CPU, list(p.dhcp_rates),
+                                                 p.dhcp_seconds)
+                        (rate.netbootd if server == "netbootd" else rate.peer) \
+                            .samples.append(best)
+                        if i == 0:
+                            for run in runs:
+                                points[str(run.offered)] = {
+                                    "p50": run.percentile(50), "p99": run.percentile(99),
+                                    "drops": run.drops, "achieved": run.achieved}
+                    self.results.series.setdefault("dhcp", {})[server] = points
+                    for _ in range(p.runs):
+                        run = dhcp.perfdhcp(ns, CLIENT_CPU, p.dhcp_p99_rate, p.dhcp_seconds)
+                        (p99.netbootd if server == "netbootd" else p99.peer) \
+                            .samples.append(run.percentile(99))
+                        if server == "netbootd" and run.drops:
+                            p99.note = f"{run.drops} of {run.sent} dropped at this rate"
+            except Exception as e:
+                self._fail([rate, p99] if server == "netbootd" else [rate], server, e)
+
+    # ------------------------------------------------------------------ HTTP
+    def http(self) -> None:
+        p, r = self.plan, self.results
+        big = r.row("http.big-file", what=f"HTTP one {_size(p.http_file)} build file, one "
+                    "client (curl)", unit="MB/s", target="≥ 0.9 x nginx", kind="ratio",
+                    better="higher", bound=0.9, peer_name="nginx")
+        ipxe = r.row("http.ipxe-scripts", what="HTTP per-node iPXE scripts, wrk 64 "
+                     "connections (nginx: static file of the same size)", unit="req/s",
+                     target="≥ 0.4 x nginx", kind="ratio", better="higher", bound=0.4,
+                     peer_name="nginx")
+        path = self.files.http_path("http")
+        for server in ("netbootd", "nginx"):
+            self.log(f"http: {server}")
+            try:
+                with self.server(server, SERVER_CPU, ports=("80",)) as (ns, _meter, _proc):
+                    for _ in range(p.runs):
+                        mbps = http.curl_http(ns, CLIENT_CPU, path, p.http_file)
+                        (big.netbootd if server == "netbootd" else big.peer).samples \
+                            .append(mbps)
+                    if server == "netbootd":
+                        script = http.fetch(ns, "/ipxe/node.ipxe?mac=52-54-00-00-00-01&arch=0")
+                        static = self.files.store / "ipxe" / "node.ipxe"
+                        static.parent.mkdir(exist_ok=True)
+                        static.parent.chmod(0o755)
+                        static.write_bytes(script)
+                        ipxe.note = f"{len(script)}-byte script"
+                    for _ in range(p.runs):
+                        w = http.wrk(ns, CLIENT_CPU, self.workdir, p.wrk_seconds)
+                        (ipxe.netbootd if server == "netbootd" else ipxe.peer).samples \
+                            .append(w.requests_per_s)
+                        ipxe.failed += w.errors
+            except Exception as e:
+                self._fail([big, ipxe], server, e)
+
+    # ------------------------------------------------------------------ decision, memory
+    def decision(self) -> None:
+        nodes, groups, samples = self.plan.decision
+        r = self.results
+        p99 = r.row("decide.p99", what=f"decide() p99, {nodes} nodes, {groups} groups",
+                    unit="µs", target="≤ 1000 µs", kind="absolute", better="lower",
+                    bound=1000.0)
+        add = r.row("decide.add-node", what=f"add a node to {nodes} (load_config + index, "
+                    "as on SIGHUP)", unit="ms", target="≤ 50 ms", kind="absolute",
+                    better="lower", bound=50.0)
+        try:
+            for i in range(self.plan.runs):
+                c = decision.measure(self.workdir / f"decision-{i}", self.files, nodes, groups,
+                                     samples)
+                p99.netbootd.samples.append(c.p99_us)
+                add.netbootd.samples.append(c.add_node_ms)
+                p99.note = f"p50 {c.p50_us:.0f} µs"
+                add.note = f"parse {c.parse_ms:.0f} ms + index {c.index_ms:.0f} ms"
+        except Exception as e:
+            self._fail([p99, add], "netbootd", e)
+
+    def memory(self) -> None:
+        nodes, groups = self.plan.memory_nodes
+        row = self.results.row("memory.nodes", what=f"netbootd peak RSS with {nodes} nodes, "
+                               f"{groups} groups, after a DHCP burst", unit="MB",
+                               target="≤ 250 MB", kind="absolute", better="lower", bound=250.0)
+        wd = self.workdir / "memory"
+        wd.mkdir(exist_ok=True)
+        try:
+            config = peers.netbootd_config(wd, self.files, extra_nodes=nodes,
+                                           extra_groups=groups)
+            with self.server("netbootd", SERVER_CPU, config=config,
+                             ports=("67", "69", "80")) as (ns, _meter, proc):
+                dhcp.perfdhcp(ns, CLIENT_CPU, 500, self.plan.dhcp_seconds)
+                row.netbootd.samples.append(rss_kib(proc.pid)[1] / 1024)
+        except Exception as e:
+            self._fail([row], "netbootd", e)
+
+    def boot(self) -> None:
+        row = self.results.row("boot.bios", what="QEMU BIOS power-on to phone-home",
+                               unit="s", target="≤ 1.0 x dnsmasq + nginx", kind="ratio",
+                               better="lower", bound=1.0, peer_name="dnsmasq+nginx")
+        row.error = "not implemented in this bench yet (see docs/performance.md)"
+
+    def _fail(self, rows: list[Any], server: str, e: Exception) -> None:
+        text = f"{server}: {e}"
+        self.log(f"FAILED {text}\n{traceback.format_exc()}")
+        for row in rows:
+            if not row.error:
+                row.error = text
+
+
+def _size(n: int) -> str:
+    return f"{n // MB} MiB" if n >= MB else f"{n // 1024} KiB"
+
+
+def machine_notes(plan: Plan) -> list[str]:
+    cg = cgroup2_root()
+    return [
+        f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"host: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
+        f"Python {platform.python_version()}",
+        f"load average at start: {loadavg()}",
+        f"server CPU read from: {'cgroup v2 at ' + str(cg) if cg else '/proc/<pid>/stat'}",
+        f"mode: {'quick' if plan.quick else 'full'}, {plan.runs} run(s) per figure",
+        "peers: " + "; ".join(peers.version_of(c) for c in (
+            ["/usr/sbin/in.tftpd", "-V"], [str(peers.atftpd_binary()), "--version"],
+            ["/usr/sbin/dnsmasq", "--version"], ["/usr/sbin/nginx", "-v"],
+            ["perfdhcp", "-v"], ["curl", "--version"], ["wrk", "-v"])),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, one run (smoke test)")
+    ap.add_argument("--only", action="append", choices=BENCHES,
+                    help="run only this benchmark (repeatable)")
+    ap.add_argument("--json", type=Path, help="write figures and plot data here")
+    ap.add_argument("--plots", type=Path, help="write PNG plots into this folder")
+    ap.add_argument("--no-install", action="store_true", help="do not apt-get install peers")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/run.py needs root (network namespaces, cgroups, port 67/69/80 inside "
+              "them)", file=sys.stderr)
+        return 2
+    only = set(args.only or BENCHES)
+    plan = QUICK if args.quick else FULL
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    if not args.no_install:
+        installed = peers.ensure_installed()
+        if installed:
+            log(f"installed: {' '.join(installed)}")
+    workdir = Path(tempfile.mkdtemp(prefix="netbootd-bench-", dir="/var/tmp"))
+    workdir.chmod(0o755)
+    started = time.monotonic()
+    try:
+        notes = machine_notes(plan)
+        bench = Bench(plan, workdir, log)
+        if "tftp" in only or "storm" in only:
+            bench.tftp(storms="storm" in only, single="tftp" in only)
+        if "dhcp" in only:
+            bench.dhcp()
+        if "http" in only:
+            bench.http()
+        if "decision" in only:
+            bench.decision()
+        if "memory" in only:
+            bench.memory()
+        if "boot" in only:
+            bench.boot()
+        results = bench.results
+        results.notes = [*notes, f"load average at end: {loadavg()}",
+                         f"bench wall time: {time.monotonic() - started:.0f} s"]
+        print("\n".join(f"- {n}" for n in results.notes))
+        print()
+        print(results.table())
+        if args.json or args.plots:
+            out = args.json or workdir / "results.json"
+            results.dump(out)
+            if args.plots:
+                for pth in plot(out, args.plots):
+                    log(f"plot: {pth}")
+        broken = [r.id for r in results.rows.values()
+                  if r.error and not r.id.startswith("boot.")]
+        return 1 if broken else 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
