@@ -4,7 +4,14 @@ Why sqlite3 rather than diskcache: a boot timeline is an append-and-query-by-nod
 which is one indexed table; diskcache is a key-value cache that pickles values (see
 docs/design-choices.md for the measurement). WAL lets ``netbootd`` CLI commands and tests read
 while the server writes. The server holds one connection; every method is short and
-synchronous (a few tens of microseconds), called from the event loop.
+synchronous, called from the event loop.
+
+Write-behind: one autocommit transaction per event cost ~250 µs here, more than the rest of a
+DHCP answer (bench/run.py, docs/performance.md). The server therefore calls
+:meth:`StateDB.defer_writes`: writes are queued and committed together, in order, in one
+transaction when the scheduled flush runs (the service flushes 50 ms after the first queued
+write), before any read through this object, and on close. Other readers (CLI, tests) see an
+event at most one flush later. Without ``defer_writes`` every write commits at once.
 
 Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent`` (completed),
 ``tftp-ended`` (aborted, timed out, refused), ``http-sent``, ``ipxe-script``, ``ipxe-decline``,
@@ -14,13 +21,17 @@ Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent`` (comp
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from netbootd.core.identity import ClientIdentity
 from netbootd.errors import NotFound
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -62,10 +73,18 @@ class NodeRecord:
     last_seen: float
 
 
+_GUID_CACHE_MAX = 100_000
+
+
 class StateDB:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self.guid_epoch = 0
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._schedule: Callable[[Callable[[], None]], object] | None = None
+        # The GUID last written per MAC by this process, so saw() need not read the table
+        # (and flush queued writes) on every packet; bounded against floods of spoofed MACs.
+        self._guid_of: dict[str, str | None] = {}
         if readonly:
             # For CLI commands and tests reading beside a running server: never creates or
             # changes anything. NotFound says what to do when there is no database yet.
@@ -94,17 +113,55 @@ class StateDB:
         self.close()
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
+
+    def defer_writes(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        """Queue writes; ``schedule(self.flush)`` is called when the first one is queued."""
+        self._schedule = schedule
+
+    def flush(self) -> None:
+        """Commit every queued write, in order, in one transaction."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            self._db.execute("BEGIN")
+            for sql, params in pending:
+                self._db.execute(sql, params)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            # A full disk must not stop the server from answering; the events are lost.
+            log.exception("state: %d queued writes lost", len(pending))
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._schedule is None:
+            self._db.execute(sql, params)
+            return
+        if not self._pending:
+            self._schedule(self.flush)
+        self._pending.append((sql, params))
 
     def saw(self, ident: ClientIdentity, now: float, node: str | None = None) -> None:
         """Record that a client with this identity was seen (upsert; known fields kept)."""
         if ident.mac is None:
             return
         if ident.guid is not None:
-            row = self._db.execute("SELECT guid FROM nodes WHERE mac=?", (ident.mac,)).fetchone()
-            if row is None or row[0] != ident.guid:
+            if ident.mac in self._guid_of:
+                known = self._guid_of[ident.mac]
+            else:
+                self.flush()
+                row = self._db.execute("SELECT guid FROM nodes WHERE mac=?",
+                                       (ident.mac,)).fetchone()
+                known = None if row is None else row[0]
+            if known != ident.guid:
                 self.guid_epoch += 1  # a new (MAC, GUID) pair: shared GUIDs may have changed
-        self._db.execute(
+            if len(self._guid_of) >= _GUID_CACHE_MAX:
+                self._guid_of.clear()
+            self._guid_of[ident.mac] = ident.guid
+        self._write(
             """INSERT INTO nodes (mac, guid, ip, arch, serial, vendor_class, node,
                                   first_seen, last_seen)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -117,18 +174,19 @@ class StateDB:
              ident.serial, ident.vendor_class, node, now, now))
 
     def record(self, mac: str, kind: str, now: float, **detail: Any) -> None:
-        self._db.execute("INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)",
-                         (now, mac, kind, json.dumps(detail, sort_keys=True)))
+        self._write("INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)",
+                    (now, mac, kind, json.dumps(detail, sort_keys=True)))
 
     def phoned_home(self, mac: str, now: float, *, build: str, hostname: str,
                     ip: str | None, node: str | None, **detail: Any) -> None:
         """A booted node reported in: count the boot and remember what it runs."""
         self.saw(ClientIdentity(mac=mac, ip=ip), now, node=node)
-        self._db.execute("UPDATE nodes SET current_build=?, hostname=?, "
-                         "boot_count=boot_count+1 WHERE mac=?", (build, hostname, mac))
+        self._write("UPDATE nodes SET current_build=?, hostname=?, "
+                    "boot_count=boot_count+1 WHERE mac=?", (build, hostname, mac))
         self.record(mac, "phone-home", now, build=build, hostname=hostname, ip=ip, **detail)
 
     def timeline(self, mac: str, after_id: int = 0) -> list[BootEvent]:
+        self.flush()
         rows = self._db.execute(
             "SELECT id, ts, mac, kind, detail FROM events WHERE mac=? AND id>? ORDER BY id",
             (mac, after_id)).fetchall()
@@ -137,6 +195,7 @@ class StateDB:
     def shared_guids(self) -> dict[str, set[str]]:
         """GUIDs recorded with more than one MAC, and those MACs (cloned SMBIOS UUIDs, or one
         machine with several NICs: the caller tells them apart with the inventory)."""
+        self.flush()
         rows = self._db.execute(
             "SELECT guid, mac FROM nodes WHERE guid IN (SELECT guid FROM nodes WHERE guid IS "
             "NOT NULL GROUP BY guid HAVING COUNT(DISTINCT mac) > 1)").fetchall()
@@ -147,21 +206,25 @@ class StateDB:
 
     def discovered(self) -> list[NodeRecord]:
         """Clients seen that no inventory node matched (``node list --discovered``)."""
+        self.flush()
         rows = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE node IS NULL "
                                 "ORDER BY last_seen DESC").fetchall()
         return [NodeRecord(*r) for r in rows]
 
     def mac_for_guid(self, guid: str) -> str | None:
         """The MAC most recently seen with this GUID (survives a restart, unlike Sightings)."""
+        self.flush()
         row = self._db.execute("SELECT mac FROM nodes WHERE guid=? ORDER BY last_seen DESC "
                                "LIMIT 1", (guid,)).fetchone()
         return str(row[0]) if row else None
 
     def node(self, mac: str) -> NodeRecord | None:
+        self.flush()
         row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE mac=?", (mac,)).fetchone()
         return NodeRecord(*row) if row else None
 
     def nodes(self) -> list[NodeRecord]:
+        self.flush()
         rows = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes ORDER BY mac").fetchall()
         return [NodeRecord(*r) for r in rows]
 
