@@ -15,6 +15,7 @@ APT_PACKAGES=(
   curl atftp tftp-hpa                         # independent TFTP clients for interop tests
   xorriso                                     # an independent ISO writer (ESXi ISO reader tests)
   systemd util-linux                          # systemd-analyze verify/security; setpriv
+  tftpd-hpa nginx kea-admin wrk               # bench/ peers and clients (perfdhcp is in kea-admin)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -27,7 +28,16 @@ if [ ${#missing[@]} -gt 0 ] || ! compgen -G "/var/lib/apt/lists/*_Packages*" >/d
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${missing[*]}"
+  # tftpd-hpa and nginx ship daemons: their postinst must not start them on host ports
+  # (the bench runs them itself, in namespaces). Remove the policy only if we created it.
+  created_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -35,3 +45,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# atftpd conflicts with tftpd-hpa in Debian: the bench unpacks its package privately.
+.venv/bin/python bench/run.py --install-only

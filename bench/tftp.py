@@ -42,8 +42,8 @@ def curl_get(ns: NetnsPair, meter: CpuMeter, cpus: str, files: Files, server: st
              blksize: int) -> Transfer:
     """One lock-step download with curl; raises when it fails or comes back short."""
     url = f"tftp://{SERVER_IP}/{files.tftp_path(server, name)}"
-    cmd = ["curl", "-sS", "-o", "/dev/null", "--tftp-blksize", str(blksize), "-w",
-           "%{size_download}", url]
+    cmd = ["curl", "-sS", "--max-time", str(int(CURL_TIMEOUT_S) - 10), "-o", "/dev/null",
+           "--tftp-blksize", str(blksize), "-w", "%{size_download}", url]
     cpu0 = meter.usage_us()
     t0 = time.perf_counter()
     proc = ns.exec("client", cpus, cmd, timeout=CURL_TIMEOUT_S, check=False)
@@ -106,11 +106,15 @@ def storm(ns: NetnsPair, meter: CpuMeter, client_cpus: str, files: Files, server
     share = [clients // processes + (1 if i < clients % processes else 0)
              for i in range(processes)]
     size = files.sizes[name]
+    # curl's TFTP can wait forever for a lost packet (seen with tftpd-hpa at 200 clients):
+    # a generous cap (1 MB/s per client) turns a hang into a counted failure.
+    max_time = max(60, size * clients // processes // 1_000_000)
     cpu0 = meter.usage_us()
     t0 = time.perf_counter()
     procs = []
     for n in share:
         cmd = ["ip", "netns", "exec", ns.client, "taskset", "-c", client_cpus, "curl", "-sS",
+               "--max-time", str(max_time),
                "--parallel", "--parallel-immediate", "--parallel-max", str(n),
                "--tftp-blksize", str(blksize), "-w", "%{exitcode} %{size_download}\n"]
         for _ in range(n):
@@ -120,7 +124,7 @@ def storm(ns: NetnsPair, meter: CpuMeter, client_cpus: str, files: Files, server
     outs = []
     for p in procs:
         try:
-            out, _ = p.communicate(timeout=CURL_TIMEOUT_S)
+            out, _ = p.communicate(timeout=max_time + 60)
         except subprocess.TimeoutExpired:
             p.kill()
             out, _ = p.communicate()
