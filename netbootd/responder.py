@@ -118,14 +118,26 @@ class Responder:
                 self.renderer = NodeRenderer(self.renderer.env, self.urls, catalog,
                                              self.renderer.reimage_target)
                 log.info("store changed: builds=%s", ", ".join(catalog.refs()) or "none")
-        if self.registry is not None and (self.registry.changed()
-                                          or self.state.guid_epoch != self._guid_epoch):
+        if self.registry is not None and (self.registry.changed() or self._guids_changed()):
             self._load_intent()
+
+    def _guids_changed(self) -> bool:
+        """Whether GUID sharing changed in a way that can change the intent.
+
+        A GUID that already identifies nobody stays so when more MACs show it: a storm of
+        machines with one cloned GUID must not rebuild the intent per DHCP packet (bench
+        dhcp.max-rate, docs/performance.md)."""
+        if self.state.guid_epoch == self._guid_epoch:
+            return False
+        self._guid_epoch = self.state.guid_epoch
+        joined, left = self.state.take_guid_changes()
+        return bool(left) or any(g not in self.intent.ambiguous_guids for g in joined)
 
     def _load_intent(self) -> None:
         """Inventory = config nodes + adopted nodes, with rebound identities moved; intent =
         channels, overrides, open reimage orders and the GUIDs that identify nobody."""
         self._guid_epoch = self.state.guid_epoch
+        self.state.take_guid_changes()
         if self.registry is None:
             self.inventory = Inventory(self.config.groups, self.config.nodes)
             self.intent = Intent(installer=self.config.reimage.installer)

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
 CREATE INDEX IF NOT EXISTS nodes_by_guid ON nodes (guid);
+CREATE INDEX IF NOT EXISTS nodes_by_guid ON nodes (guid);
 """
 
 
@@ -85,6 +86,12 @@ class StateDB:
         # The GUID last written per MAC by this process, so saw() need not read the table
         # (and flush queued writes) on every packet; bounded against floods of spoofed MACs.
         self._guid_of: dict[str, str | None] = {}
+        # GUID -> MACs whose upsert is still queued (the table does not show them yet).
+        self._queued_guids: dict[str, set[str]] = {}
+        # GUIDs that a MAC joined while another MAC had it, and GUIDs a MAC left, since the
+        # last take_guid_changes(): what can change which GUIDs identify nobody.
+        self._guids_joined: set[str] = set()
+        self._guids_left: set[str] = set()
         if readonly:
             # For CLI commands and tests reading beside a running server: never creates or
             # changes anything. NotFound says what to do when there is no database yet.
@@ -125,6 +132,7 @@ class StateDB:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        self._queued_guids.clear()
         try:
             self._db.execute("BEGIN")
             for sql, params in pending:
@@ -157,7 +165,16 @@ class StateDB:
                                        (ident.mac,)).fetchone()
                 known = None if row is None else row[0]
             if known != ident.guid:
-                self.guid_epoch += 1  # a new (MAC, GUID) pair: shared GUIDs may have changed
+                # A new (MAC, GUID) pair changes shared GUIDs only when another MAC has that
+                # GUID, or when the MAC leaves a GUID it had; a first sighting changes nothing
+                # (and must not make the service reload its intent per new machine).
+                if known is not None:
+                    self._guids_left.add(known)
+                if self._guid_is_shared(ident.guid, ident.mac):
+                    self._guids_joined.add(ident.guid)
+                if known is not None or ident.guid in self._guids_joined:
+                    self.guid_epoch += 1
+                self._queued_guids.setdefault(ident.guid, set()).add(ident.mac)
             if len(self._guid_of) >= _GUID_CACHE_MAX:
                 self._guid_of.clear()
             self._guid_of[ident.mac] = ident.guid
@@ -172,6 +189,19 @@ class StateDB:
                  node=COALESCE(excluded.node, node), last_seen=excluded.last_seen""",
             (ident.mac, ident.guid, ident.ip, None if ident.arch is None else int(ident.arch),
              ident.serial, ident.vendor_class, node, now, now))
+
+    def _guid_is_shared(self, guid: str, mac: str) -> bool:
+        if self._queued_guids.get(guid, set()) - {mac}:
+            return True
+        row = self._db.execute("SELECT 1 FROM nodes WHERE guid=? AND mac<>? LIMIT 1",
+                               (guid, mac)).fetchone()
+        return row is not None
+
+    def take_guid_changes(self) -> tuple[set[str], set[str]]:
+        """(GUIDs joined by a further MAC, GUIDs left by a MAC) since the last call."""
+        joined, left = self._guids_joined, self._guids_left
+        self._guids_joined, self._guids_left = set(), set()
+        return joined, left
 
     def record(self, mac: str, kind: str, now: float, **detail: Any) -> None:
         self._write("INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)",

@@ -24,6 +24,12 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _commit_events(request: web.Request, response: web.StreamResponse) -> None:
+    # Boot events are written behind (state/events.py); an HTTP answer is a point where a
+    # client (report, phone-home, admin) may read its own event next, so commit them first.
+    request.app[RESPONDER].state.flush()
+
+
 def make_app(responder: Responder, registry: CollectorRegistry | None = None) -> web.Application:
     app = web.Application(client_max_size=65536, middlewares=[observe])
     app[RESPONDER] = responder
@@ -34,4 +40,5 @@ def make_app(responder: Responder, registry: CollectorRegistry | None = None) ->
     if registry is not None:
         app[REGISTRY] = registry
         app.router.add_get("/metrics", metrics)
+    app.on_response_prepare.append(_commit_events)
     return app
