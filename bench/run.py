@@ -327,9 +327,9 @@ class Bench:
         p99 = r.row("decide.p99", what=f"decide() p99, {nodes} nodes, {groups} groups",
                     unit="µs", target="≤ 1000 µs", kind="absolute", better="lower",
                     bound=1000.0)
-        add = r.row("decide.add-node", what=f"add a node to {nodes} (load_config + index, "
-                    "as on SIGHUP)", unit="ms", target="≤ 50 ms", kind="absolute",
-                    better="lower", bound=50.0)
+        add = r.row("decide.add-node", what=f"add a node to {nodes} at run time (admin adopt "
+                    "until the running service decides with it)", unit="ms", target="≤ 50 ms",
+                    kind="absolute", better="lower", bound=50.0)
         try:
             for i in range(self.plan.runs):
                 c = decision.measure(self.workdir / f"decision-{i}", self.files, nodes, groups,
@@ -337,7 +337,8 @@ class Bench:
                 p99.netbootd.samples.append(c.p99_us)
                 add.netbootd.samples.append(c.add_node_ms)
                 p99.note = f"p50 {c.p50_us:.0f} µs"
-                add.note = f"parse {c.parse_ms:.0f} ms + index {c.index_ms:.0f} ms"
+                add.note = (f"by config edit + reload instead: {c.reload_ms:.0f} ms = TOML "
+                            f"parse {c.parse_ms:.0f} ms + index {c.index_ms:.0f} ms")
         except Exception as e:
             self._fail([p99, add], "netbootd", e)
 

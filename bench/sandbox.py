@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from netbootd.lab.netlab import _stop_process
+
 SERVER_IP = "10.78.0.1"
 CLIENT_IP = "10.78.0.2"
 PREFIX = 24
@@ -212,17 +214,8 @@ class NetnsPair:
 
 
 def stop_process(proc: subprocess.Popen[Any], grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM by pid, then SIGKILL after ``grace`` seconds; never by name."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(grace)
+    """SIGTERM by pid, then SIGKILL after ``grace`` seconds; never by name (the lab's helper)."""
+    _stop_process(proc, grace)
 
 
 def set_affinity(pid: int, cpus: str) -> None:
