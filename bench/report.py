@@ -146,9 +146,14 @@ def plot(results_json: Path, out_dir: Path) -> list[Path]:
         save(fig, fname)
     if "storm" in series:
         fig, ax = plt.subplots(figsize=(6, 4))
+        failed = series.get("storm_failed", {})
         for server, points in sorted(series["storm"].items()):
             xs = sorted(int(x) for x in points)
             ax.plot(xs, [points[str(x)] for x in xs], marker="o", label=server)
+            for x in xs:  # a storm with failed transfers is not a result: say so on the plot
+                if n := failed.get(server, {}).get(str(x)):
+                    ax.annotate(f"{server}: {n} failed", (x, points[str(x)]), fontsize=7,
+                                textcoords="offset points", xytext=(-90, -12))
         ax.set_xlabel("clients (1 MiB each, blksize 1468, lock-step curl)")
         ax.set_ylabel("storm wall time (s)")
         ax.grid(True, alpha=0.3)

@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# `python bench/run.py` puts bench/ first on sys.path, where a module could shadow the standard
+# library's (aiohttp imports `http`); the bench modules are imported as the `bench` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import boot, decision, dhcp, http, peers, tftp  # noqa: E402
+from bench import boot, decision, dhcp, http_load, peers, tftp  # noqa: E402
 from bench.report import Results, plot  # noqa: E402
 from bench.sandbox import (  # noqa: E402
     BenchError,
@@ -302,18 +305,18 @@ class Bench:
             try:
                 with self.server(server, SERVER_CPU, ports=("80",)) as (ns, _meter, _proc):
                     for _ in range(p.runs):
-                        mbps = http.curl_http(ns, CLIENT_CPU, path, p.http_file)
+                        mbps = http_load.curl_http(ns, CLIENT_CPU, path, p.http_file)
                         (big.netbootd if server == "netbootd" else big.peer).samples \
                             .append(mbps)
                     if server == "netbootd":
-                        script = http.fetch(ns, "/ipxe/node.ipxe?mac=52-54-00-00-00-01&arch=0")
+                        script = http_load.fetch(ns, "/ipxe/node.ipxe?mac=52-54-00-00-00-01&arch=0")
                         static = self.files.store / "ipxe" / "node.ipxe"
                         static.parent.mkdir(exist_ok=True)
                         static.parent.chmod(0o755)
                         static.write_bytes(script)
                         ipxe.note = f"{len(script)}-byte script"
                     for _ in range(p.runs):
-                        w = http.wrk(ns, CLIENT_CPU, self.workdir, p.wrk_seconds)
+                        w = http_load.wrk(ns, CLIENT_CPU, self.workdir, p.wrk_seconds)
                         (ipxe.netbootd if server == "netbootd" else ipxe.peer).samples \
                             .append(w.requests_per_s)
                         ipxe.failed += w.errors

@@ -68,10 +68,12 @@ def test_every_benchmark_produced_figures(quick: tuple[dict[str, dict[str, objec
             assert peer and all(math.isfinite(v) and v >= 0 for v in peer), (rid, peer)
 
 
-def test_transfers_and_requests_all_succeeded(
+def test_every_storm_transfer_succeeded(
         quick: tuple[dict[str, dict[str, object]], str]) -> None:
+    # Each transfer is checked by exit code and byte count; curl's time cap is generous
+    # (1 MB/s per client), so a failure here is a lost transfer, not a slow machine.
     rows, _ = quick
-    for rid in ("storm.small", "storm.big", "http.ipxe-scripts"):
+    for rid in ("storm.small", "storm.big"):
         assert rows[rid]["failed"] == 0, (rid, rows[rid])
 
 

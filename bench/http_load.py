@@ -60,7 +60,8 @@ def wrk(ns: NetnsPair, cpus: str, workdir: Path, seconds: float, connections: in
         threads: int = 2) -> WrkRun:
     script = workdir / "nodes.lua"
     script.write_text(WRK_LUA)
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+           "--latency", "-s",
            str(script), f"http://{SERVER_IP}/"]
     proc = ns.exec("client", cpus, cmd, timeout=seconds + 60, check=False)
     out = proc.stdout
