@@ -52,7 +52,8 @@ class Row:
     peer_name: str = ""
     netbootd: Stat = field(default_factory=lambda: Stat([]))
     peer: Stat = field(default_factory=lambda: Stat([]))
-    failed: int = 0  # failed transfers/requests over every run
+    failed: int = 0  # netbootd's failed transfers/requests over every run
+    peer_failed: int = 0  # the peer's
     note: str = ""
     error: str = ""
 
@@ -94,6 +95,8 @@ class Results:
                 met = f"error: {r.error[:120]}"
             elif r.failed:
                 met += f" ({r.failed} failed)"
+            if r.peer_failed:
+                met += f" ({r.peer_name}: {r.peer_failed} failed)"
             nb = r.netbootd.text() + (f" {r.unit}" if r.netbootd.samples else "")
             peer = r.peer.text() + (f" {r.unit}" if r.peer.samples else "")
             what = r.what + (f" — {r.note}" if r.note else "")

@@ -253,7 +253,7 @@ class Bench:
             row.failed += s.failed
         elif server == row.peer_name:
             row.peer.samples.append(s.seconds)
-            row.failed += s.failed
+            row.peer_failed += s.failed
 
     # ------------------------------------------------------------------ DHCP
     def dhcp(self) -> None:
@@ -319,7 +319,10 @@ class Bench:
                         w = http_load.wrk(ns, CLIENT_CPU, self.workdir, p.wrk_seconds)
                         (ipxe.netbootd if server == "netbootd" else ipxe.peer).samples \
                             .append(w.requests_per_s)
-                        ipxe.failed += w.errors
+                        if server == "netbootd":
+                            ipxe.failed += w.errors
+                        else:
+                            ipxe.peer_failed += w.errors
             except Exception as e:
                 self._fail([big, ipxe], server, e)
 
