@@ -45,7 +45,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
 CREATE INDEX IF NOT EXISTS nodes_by_guid ON nodes (guid);
-CREATE INDEX IF NOT EXISTS nodes_by_guid ON nodes (guid);
 """
 
 
@@ -160,7 +159,9 @@ class StateDB:
             if ident.mac in self._guid_of:
                 known = self._guid_of[ident.mac]
             else:
-                self.flush()
+                # No flush needed: every queued upsert that sets a GUID is in _guid_of (the
+                # cache is only cleared right after a flush), and one without a GUID keeps
+                # the column as it is (COALESCE).
                 row = self._db.execute("SELECT guid FROM nodes WHERE mac=?",
                                        (ident.mac,)).fetchone()
                 known = None if row is None else row[0]
@@ -176,6 +177,7 @@ class StateDB:
                     self.guid_epoch += 1
                 self._queued_guids.setdefault(ident.guid, set()).add(ident.mac)
             if len(self._guid_of) >= _GUID_CACHE_MAX:
+                self.flush()
                 self._guid_of.clear()
             self._guid_of[ident.mac] = ident.guid
         self._write(
