@@ -24,7 +24,7 @@ from netbootd.core.identity import (
     normalize_guid,
     normalize_mac,
 )
-from netbootd.core.intent import NodeOverride
+from netbootd.core.intent import NodeOverride, ReimageOrder
 from netbootd.core.inventory import Inventory, apply_bindings, identity_key
 from netbootd.errors import BuildError, ConfigError, Conflict, NotFound
 from netbootd.state.events import NodeRecord, StateDB
@@ -213,24 +213,31 @@ class Admin:
         adopted = {n.name for n in self.registry.adopted_nodes()}
         overrides = self.registry.overrides()
         orders = self.registry.open_orders()
-        out = []
-        for name, n in sorted(inv.nodes.items()):
-            r = records.get(name)
-            ov = overrides.get(name)
-            out.append({
-                "name": name, "source": "adopted" if name in adopted else "config",
-                "macs": list(n.macs), "guids": list(n.guids), "serials": list(n.serials),
-                "group": n.group, "hostname": n.hostname or name,
-                "override": None if ov is None else
-                {"build": ov.build, "channel": ov.channel, "mode": ov.mode},
-                "reimage": None if name not in orders else
-                self.registry.action(orders[name].action_id).as_json(),
-                "seen": None if r is None else _record_json(r)})
-        return out
+        return [self._view(n, records.get(name), name in adopted, overrides, orders)
+                for name, n in sorted(inv.nodes.items())]
+
+    def _view(self, n: NodeSpec, record: NodeRecord | None, adopted: bool,
+              overrides: dict[str, NodeOverride], orders: dict[str, ReimageOrder]
+              ) -> dict[str, Any]:
+        ov = overrides.get(n.name)
+        return {
+            "name": n.name, "source": "adopted" if adopted else "config",
+            "macs": list(n.macs), "guids": list(n.guids), "serials": list(n.serials),
+            "group": n.group, "hostname": n.hostname or n.name,
+            "override": None if ov is None else
+            {"build": ov.build, "channel": ov.channel, "mode": ov.mode},
+            "reimage": None if n.name not in orders else
+            self.registry.action(orders[n.name].action_id).as_json(),
+            "seen": None if record is None else _record_json(record)}
 
     def node(self, name: str) -> dict[str, Any]:
-        n = self._node(name)
-        view = next(v for v in self.nodes() if v["name"] == n.name)
+        return self._detail(self._node(name))
+
+    def _detail(self, n: NodeSpec) -> dict[str, Any]:
+        """One node's view, its actions and recent events; reads only what concerns it."""
+        record = self.state.node_named(n.name)
+        view = self._view(n, record, self.registry.is_adopted(n.name),
+                          self.registry.overrides(), self.registry.open_orders())
         view["actions"] = [a.as_json() for a in self.registry.actions(n.name)]
         mac = n.macs[0] if n.macs else (view["seen"] or {}).get("mac")
         view["timeline"] = [] if not mac else [
@@ -273,7 +280,7 @@ class Admin:
                         hostname=hostname)
         self.registry.adopt(spec, who=who, now=self.clock())
         self.state.saw(ClientIdentity(mac=mac), self.clock(), node=name)
-        return self.node(name)
+        return self._detail(spec)
 
     def rebind(self, name: str, *, mac: str | None = None, guid: str | None = None,
                serial: str | None = None, who: str) -> dict[str, Any]:

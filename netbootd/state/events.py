@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
 CREATE INDEX IF NOT EXISTS nodes_by_guid ON nodes (guid);
+CREATE INDEX IF NOT EXISTS nodes_by_node ON nodes (node);
 """
 
 
@@ -253,6 +254,12 @@ class StateDB:
     def node(self, mac: str) -> NodeRecord | None:
         self.flush()
         row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE mac=?", (mac,)).fetchone()
+        return NodeRecord(*row) if row else None
+
+    def node_named(self, name: str) -> NodeRecord | None:
+        """The machine last seen as inventory node ``name``."""
+        row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE node=? "
+                               "ORDER BY last_seen DESC LIMIT 1", (name,)).fetchone()
         return NodeRecord(*row) if row else None
 
     def nodes(self) -> list[NodeRecord]:

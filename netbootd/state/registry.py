@@ -154,6 +154,10 @@ class Registry:
                          guids=tuple(json.loads(r[2])), serials=tuple(json.loads(r[3])),
                          group=r[4], hostname=r[5]) for r in rows]
 
+    def is_adopted(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM adopted_nodes WHERE name=?",
+                                (name,)).fetchone() is not None
+
     def adopt(self, spec: NodeSpec, *, who: str, now: float) -> None:
         self._write("INSERT INTO adopted_nodes (name, macs, guids, serials, grp, hostname, "
                     "created, who) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
