@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -43,6 +45,7 @@ from netbootd.tftp.session import SessionLimits, TftpSource
 from netbootd.tftp.sources import BytesSource, FileSource
 from netbootd.web.admin_routes import make_admin_app
 from netbootd.web.app import make_app
+from netbootd.web.limits import limit_connections
 
 log = logging.getLogger("netbootd")
 
@@ -88,7 +91,9 @@ class Service:
 
     def __post_init__(self) -> None:
         key = firstboot_key(self.config)  # before anything opens: a bad key stops the start
-        self.state = StateDB(self.config.server.state_dir / "state.sqlite3")
+        self.state = StateDB(self.config.server.state_dir / "state.sqlite3",
+                             max_nodes=self.config.state.max_nodes,
+                             max_events=self.config.state.max_events, counters=self.counters)
         self.registry = Registry(self.config.server.state_dir / "intent.sqlite3")
         self.responder, problems = make_responder(self.config, self.state, self.catalog,
                                                   self.registry, key=key, clock=self.clock,
@@ -136,6 +141,7 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         c = self.config
+        raise_descriptor_limit(c.tftp.max_sessions + c.http.max_connections + 256)
         loop = asyncio.get_running_loop()
         if c.dhcp.enabled:
             for port in (c.dhcp.port, c.dhcp.proxy_port):
@@ -161,6 +167,8 @@ class Service:
         # middleware logs requests with the token redacted.
         runner = web.AppRunner(make_app(self.responder, self.metrics_registry), access_log=None)
         await runner.setup()
+        assert runner.server is not None
+        limit_connections(runner.server, c.http.max_connections, self.counters)
         site = web.TCPSite(runner, c.http.listen, c.http.port, reuse_address=True)
         await site.start()
         self._http = runner
@@ -206,6 +214,8 @@ class Service:
             self.admin = None
         self.state.close()
         self.registry.close()
+        # One line with every counter, so a stopped server's drops and limits stay on record.
+        log.info("counters: %s", json.dumps(self.counters.snapshot(), sort_keys=True))
 
     def reload(self) -> None:
         """Re-read config and store; keep the old ones if the new config is invalid."""
@@ -230,6 +240,21 @@ class Service:
             self.admin.config = new  # listener address and token need a restart
         self.config = new
         log.info("reloaded %s: builds=%s", self.config_path, ", ".join(catalog.refs()))
+
+
+def raise_descriptor_limit(wanted: int) -> None:
+    """Lift the soft RLIMIT_NOFILE towards ``wanted`` (each transfer and connection holds one).
+
+    systemd and most shells start services with a soft limit of 1024, below the default
+    tftp.max_sessions plus http.max_connections; the hard limit is usually far higher.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open-file limit %d is below the %d that tftp.max_sessions and "
+                    "http.max_connections need; raise LimitNOFILE", hard, wanted)
 
 
 async def serve(service: Service, ready: asyncio.Event | None = None,

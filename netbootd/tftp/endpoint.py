@@ -22,7 +22,9 @@ found by the ``resolver`` the service passes in.
 
 Counters: ``tftp_requests``, ``tftp_transfers{outcome}``, ``tftp_bytes_sent``,
 ``tftp_retransmits``, ``tftp_refused{reason}``, ``tftp_malformed{reason}``,
-``tftp_ignored{reason}``, ``tftp_unknown_tid``, ``tftp_errors``; the gauge of running
+``tftp_ignored{reason}``, ``tftp_unknown_tid``, ``tftp_errors``. ``tftp_refused`` reasons
+include the limits: ``busy`` (max_sessions), ``busy-client`` (max_sessions_per_client) and
+``no-socket`` (out of descriptors); the gauge of running
 transfers is :attr:`TftpServer.active_sessions`.
 """
 
@@ -359,7 +361,19 @@ class TftpServer:
                 Error(ErrorCode.NOT_DEFINED, "internal error"),
             )
             return
-        self._begin(packet, source, client, local_ip)
+        try:
+            self._begin(packet, source, client, local_ip)
+        except OSError as exc:
+            # No descriptor or port for a transfer socket (EMFILE, ENFILE...): the server is
+            # full in a way max_sessions did not foresee; say busy, like the limits do.
+            log.warning("tftp: no socket for a transfer to %s:%d: %s", *client, exc)
+            self._refuse(
+                client,
+                local_ip,
+                packet.filename,
+                "no-socket",
+                Error(ErrorCode.NOT_DEFINED, "server busy"),
+            )
 
     # ----------------------------------------------------------------- transfers
 
