@@ -15,9 +15,11 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,3 +245,39 @@ async def curl_tftp(port: int, name: str, *, host: str = "127.0.0.1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     out, _ = await proc.communicate()
     return out if proc.returncode == 0 else None
+
+
+def spoofed_udp(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
+    """An IPv4+UDP datagram from any source, for a raw socket (IP_HDRINCL; needs root).
+
+    The UDP checksum is 0 ("none", RFC 768), which IPv4 receivers accept.
+    """
+    udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64,
+                     socket.IPPROTO_UDP, 0, socket.inet_aton(src[0]), socket.inet_aton(dst[0]))
+    return ip + udp  # the kernel fills in the IP checksum
+
+
+def raw_sender() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    return s
+
+
+def flood(packets: Iterator[tuple[tuple[str, int], bytes]], dst: tuple[str, int],
+          rate: float, seconds: float) -> int:
+    """Send spoofed datagrams at ``rate`` per second for ``seconds``; returns how many went."""
+    sent = 0
+    with raw_sender() as s:
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds:
+            if sent > elapsed * rate:
+                time.sleep(0.001)
+                continue
+            src, payload = next(packets)
+            try:
+                s.sendto(spoofed_udp(src, dst, payload), (dst[0], 0))
+            except OSError:  # the loopback queue is full: dropped, as on a wire
+                continue
+            sent += 1
+    return sent

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hostile import PAYLOAD, Served, TftpFailure, served_config, sha256, tftp_fetch, tftp_rrq
 
 from helpers import write_build
+from hostile import PAYLOAD, Served, TftpFailure, served_config, sha256, tftp_fetch, tftp_rrq
 from netbootd.config import parse_config
 from netbootd.service import Service
 

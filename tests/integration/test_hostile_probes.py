@@ -19,8 +19,16 @@ from typing import Any
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from hostile import PAYLOAD, Served, TftpFailure, curl_tftp, served_config, sha256, tftp_fetch, \
-    tftp_rrq
+from hostile import (
+    PAYLOAD,
+    Served,
+    TftpFailure,
+    curl_tftp,
+    served_config,
+    sha256,
+    tftp_fetch,
+    tftp_rrq,
+)
 from netbootd.config import parse_config
 from netbootd.service import Service
 
