@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from netbootd.config import Config, load_config
 from netbootd.dhcp.endpoint import start_dhcp_endpoint
 from netbootd.dhcp.options import MessageType
 from netbootd.dhcp.proxy import BootAnswer, PxeRequest
-from netbootd.errors import ConfigError
+from netbootd.errors import ConfigError, StartError
 from netbootd.metrics import Counters
 from netbootd.metrics_export import make_registry
 from netbootd.render.environment import make_environment
@@ -145,13 +146,14 @@ class Service:
         loop = asyncio.get_running_loop()
         if c.dhcp.enabled:
             for port in (c.dhcp.port, c.dhcp.proxy_port):
-                transport, _ = await start_dhcp_endpoint(
-                    loop, address=c.dhcp.listen, port=port, interface=c.server.interface,
-                    handler=self._dhcp_answer, counters=self.counters,
-                    offer_bootfile=c.dhcp.offer_bootfile,
-                    role="proxy" if port == c.dhcp.proxy_port else "dhcp",
-                    relay_port=c.dhcp.relay_port,
-                    observer=lambda mac, ip: self.responder.learn_ip(ip, mac))
+                with _binding("dhcp", c.dhcp.listen, port):
+                    transport, _ = await start_dhcp_endpoint(
+                        loop, address=c.dhcp.listen, port=port, interface=c.server.interface,
+                        handler=self._dhcp_answer, counters=self.counters,
+                        offer_bootfile=c.dhcp.offer_bootfile,
+                        role="proxy" if port == c.dhcp.proxy_port else "dhcp",
+                        relay_port=c.dhcp.relay_port,
+                        observer=lambda mac, ip: self.responder.learn_ip(ip, mac))
                 self._transports.append(transport)
         if c.tftp.enabled:
             limits = SessionLimits(max_blksize=c.tftp.max_blksize,
@@ -161,17 +163,21 @@ class Service:
                                     counters=self.counters, on_transfer_done=self._tftp_done,
                                     max_sessions=c.tftp.max_sessions,
                                     max_sessions_per_client=c.tftp.max_sessions_per_client)
-            await self._tftp.start(c.tftp.listen, c.tftp.port, c.server.interface)
+            with _binding("tftp", c.tftp.listen, c.tftp.port):
+                await self._tftp.start(c.tftp.listen, c.tftp.port, c.server.interface)
             self.tftp_port = self._tftp.port
         # access_log=None: aiohttp's access log would print first-boot tokens; the app's own
         # middleware logs requests with the token redacted.
         runner = web.AppRunner(make_app(self.responder, self.metrics_registry), access_log=None)
         await runner.setup()
+        self._http = runner
         assert runner.server is not None
         limit_connections(runner.server, c.http.max_connections, self.counters)
+        # reuse_address: after a crash the port may still have connections in TIME_WAIT or
+        # FIN_WAIT; without it a restart fails with "address in use" for a minute or more.
         site = web.TCPSite(runner, c.http.listen, c.http.port, reuse_address=True)
-        await site.start()
-        self._http = runner
+        with _binding("http", c.http.listen, c.http.port):
+            await site.start()
         self.http_port = int(runner.addresses[0][1]) if runner.addresses else c.http.port
         if c.admin.enabled:
             await self._start_api()
@@ -240,6 +246,22 @@ class Service:
             self.admin.config = new  # listener address and token need a restart
         self.config = new
         log.info("reloaded %s: builds=%s", self.config_path, ", ".join(catalog.refs()))
+
+
+@contextlib.contextmanager
+def _binding(what: str, address: str, port: int) -> Iterator[None]:
+    """Turn a failed bind into a StartError that says which socket and what to check."""
+    try:
+        yield
+    except OSError as e:
+        hint = {errno.EADDRINUSE: "another server (dnsmasq, tftpd-hpa, a second netbootd) "
+                                  "holds it; stop it or change the port",
+                errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+                errno.EADDRNOTAVAIL: "the address is not on any interface of this host"}
+        # asyncio rewords the error of create_server; the errno says it plainly.
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise StartError(f"{what}: cannot listen on {address}:{port}: {reason}; "
+                         f"{hint.get(e.errno or 0, 'check the address and port')}") from e
 
 
 def raise_descriptor_limit(wanted: int) -> None:

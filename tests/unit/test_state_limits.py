@@ -34,7 +34,7 @@ def test_events_beyond_max_events_are_pruned_oldest_first(tmp_path: Path) -> Non
     with StateDB(tmp_path / "s.db", max_nodes=10, max_events=1000, counters=counters) as db:
         for i in range(5000):
             db.record("52:54:00:00:00:01", "http-sent", float(i), n=i)
-        nodes, events = db.counts()
+        _, events = db.counts()
         assert 1000 <= events < 2000
         kept = db.timeline("52:54:00:00:00:01")
         assert kept[-1].detail["n"] == 4999 and kept[0].detail["n"] >= 3000
