@@ -15,6 +15,7 @@ APT_PACKAGES=(
   curl atftp tftp-hpa                         # independent TFTP clients for interop tests
   xorriso                                     # an independent ISO writer (ESXi ISO reader tests)
   systemd util-linux                          # systemd-analyze verify/security; setpriv
+  nftables                                    # random packet loss in test namespaces
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

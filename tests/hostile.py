@@ -281,3 +281,32 @@ def flood(packets: Iterator[tuple[tuple[str, int], bytes]], dst: tuple[str, int]
                 continue
             sent += 1
     return sent
+
+
+def add_loss(netns: str, percent: int, *, bridge: bool = False) -> str:
+    """Drop ``percent`` % of packets at random inside ``netns``; returns the nft table name.
+
+    netem would be the usual tool, but this kernel is built without sch_netem
+    (CONFIG_NET_SCH_NETEM is not set); nftables' ``numgen random`` gives the same uniform
+    random loss. ``bridge``: every frame crossing the lab bridge, to the host or between
+    ports (guest <-> site DHCP), in either direction; else every UDP datagram the namespace
+    receives (on loopback, each datagram is received once: both directions of a transfer).
+    """
+    family, match = ("bridge", "") if bridge else ("inet", "meta l4proto udp ")
+    hooks = ("input", "forward", "output") if bridge else ("input",)
+    table = "".join(
+        f"table {family} netbootd_loss {{\n  chain {hook} {{\n"
+        f"    type filter hook {hook} priority 0; policy accept;\n"
+        f"    {match}numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
+        for hook in hooks)
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=table.encode(),
+                   check=True)
+    return f"{family} netbootd_loss"
+
+
+def dropped_packets(netns: str, table: str) -> int:
+    """Packets the loss rules of ``table`` dropped so far."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", *table.split()],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(int(w) for line in out.splitlines() if "counter packets" in line
+               for w in [line.split("counter packets")[1].split()[0]])
