@@ -302,11 +302,18 @@ class TftpServer:
             self.counters.inc("tftp_ignored", reason=f"{kind}-on-listener")
             return
         self.counters.inc("tftp_requests")
-        if client in self._transfers:
-            # The client resent its RRQ because our first answer was slow or lost; the running
-            # session's own timer retransmits, a second session would only double the traffic.
-            self.counters.inc("tftp_ignored", reason="duplicate-request")
-            return
+        running = self._transfers.get(client)
+        if running is not None:
+            if running.session.request == packet:
+                # The client resent its RRQ because our first answer was slow or lost; the
+                # running session's own timer retransmits, a second one would double the traffic.
+                self.counters.inc("tftp_ignored", reason="duplicate-request")
+                return
+            # Another request from the same port: the client is done with the running one
+            # (its final ACK was lost, or it gave up). Serve the new one rather than ignore it
+            # until the stale transfer times out.
+            running.session.supersede(self._loop.time() if self._loop else running.started)
+            self._end(running)
         bad_mode = refusal(packet)
         if bad_mode is not None:
             self._refuse(client, local_ip, packet.filename, "mode", bad_mode)

@@ -1,15 +1,19 @@
-"""A TFTP transfer under 20 % random packet loss completes intact (docs/security.md, "Loss").
+"""TFTP under packet loss (docs/security.md, "Loss").
 
-The server and curl run in a network namespace the test creates; nftables drops 20 % of the
-UDP datagrams received there (both directions of the transfer pass through it). The server's
-timeout-driven retransmission (RFC 1350; RFC 1123 4.2.3.1: only on timeout) carries it through.
+A transfer under 20 % random loss completes intact: the server and tftp-hpa's client run in a
+network namespace the test creates, where nftables drops 20 % of the UDP datagrams received
+(both directions of the transfer pass through it); the server's timeout-driven retransmission
+(RFC 1350; RFC 1123 4.2.3.1: only on timeout) carries it through. And a lost final ACK does not
+block the client's next request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +27,10 @@ from hostile import (
     dropped_packets,
     served_config,
     sha256,
+    tftp_rrq,
 )
+from netbootd.config import parse_config
+from netbootd.service import Service
 
 pytestmark = [
     pytest.mark.needs_root,
@@ -69,3 +76,44 @@ def test_tftp_transfer_under_20_percent_loss(netns: str, tmp_path: Path) -> None
     assert dropped > 20  # the loss was real...
     assert counters["tftp_retransmits"] > 0  # ...and the server's timer recovered from it
     assert counters["tftp_transfers{outcome=completed}"] == 1
+
+
+async def test_a_new_request_after_a_lost_final_ack_is_served(tmp_path: Path) -> None:
+    """pxelinux sends every RRQ from one port (49153). When its final ACK of one file is lost
+    it asks for the next file from the same port at once: that request must be served, not
+    ignored as a duplicate until the stale transfer times out (seen in the 10 % loss boot).
+    """
+    served = served_config(tmp_path, payload_size=2000, dhcp={"enabled": False},
+                           tftp={"timeout": 5.0})
+    service = Service(parse_config(served.data, str(served.path)), config_path=served.path)
+    await service.start()
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = served.tftp_port
+        sock.sendto(tftp_rrq(PAYLOAD), ("127.0.0.1", port))
+        got = bytearray()
+        while True:  # 2000 bytes: blocks 1-3 of 512 and a last one of 464
+            data, peer = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 5)
+            got += data[4:]
+            if len(data) - 4 < 512:
+                break  # the final ACK is "lost": never sent
+            sock.sendto(b"\x00\x04" + data[2:4], peer)
+        assert bytes(got) == served.payload
+        # The same request again is a retransmission: ignored while the transfer runs.
+        sock.sendto(tftp_rrq(PAYLOAD), ("127.0.0.1", port))
+        # The next file, from the same port, is served at once (well before the 5 s timeout).
+        sock.sendto(tftp_rrq("bios/pxelinux.cfg/01-52-54-00-00-00-02"), ("127.0.0.1", port))
+        data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 2)
+        while data[:4] == b"\x00\x03\x00\x04":  # a late retransmission of the old last block
+            data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 2)
+        assert data[:4] == b"\x00\x03\x00\x01" and b"DEFAULT" in data.upper()
+    finally:
+        sock.close()
+        await service.stop()
+    counters = service.counters
+    assert counters.get("tftp_ignored", reason="duplicate-request") == 1
+    # The first transfer counts as completed: every block was sent and the client moved on.
+    assert counters.get("tftp_transfers", outcome="completed") == 1
