@@ -10,6 +10,7 @@ cannot be made to send; ``curl_tftp`` is the real client used to prove a downloa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -19,16 +20,29 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from helpers import BASE_CONFIG, make_store
+from netbootd.config import parse_config
 from netbootd.lab.demo import toml_dump
+from netbootd.service import Service
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = "files/payload.bin"
+
+
+@contextlib.asynccontextmanager
+async def running_service(served: Served) -> AsyncIterator[Service]:
+    """The service of ``served`` started in this event loop (counters readable directly)."""
+    service = Service(parse_config(served.data, str(served.path)), config_path=served.path)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
 
 
 def free_port(kind: int) -> int:

@@ -28,12 +28,12 @@ from hostile import (
     TftpFailure,
     curl_tftp,
     flood,
+    running_service,
     served_config,
     sha256,
     tftp_fetch,
     tftp_rrq,
 )
-from netbootd.config import parse_config
 from netbootd.service import Service
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="spoofed floods need a raw socket")
@@ -185,12 +185,8 @@ async def limited(tmp_path: Path) -> AsyncIterator[tuple[Service, Served]]:
     served = served_config(tmp_path, tftp={"max_sessions": 5, "max_sessions_per_client": 2,
                                            "timeout": 0.3, "retries": 1},
                            http={"max_connections": 4})
-    service = Service(parse_config(served.data, str(served.path)), config_path=served.path)
-    await service.start()
-    try:
+    async with running_service(served) as service:
         yield service, served
-    finally:
-        await service.stop()
 
 
 async def test_tftp_sessions_are_capped_per_client_and_globally(

@@ -25,12 +25,11 @@ from hostile import (
     ServerProcess,
     add_loss,
     dropped_packets,
+    running_service,
     served_config,
     sha256,
     tftp_rrq,
 )
-from netbootd.config import parse_config
-from netbootd.service import Service
 
 pytestmark = [
     pytest.mark.needs_root,
@@ -75,7 +74,10 @@ def test_tftp_transfer_under_20_percent_loss(netns: str, tmp_path: Path) -> None
     assert sha256(out.read_bytes()) == sha256(served.payload)
     assert dropped > 20  # the loss was real...
     assert counters["tftp_retransmits"] > 0  # ...and the server's timer recovered from it
-    assert counters["tftp_transfers{outcome=completed}"] == 1
+    # The client's final ACK may itself be lost (20 %): it has the file, but the server cannot
+    # tell and ends the transfer as timed out after its retries. Either way, one transfer.
+    assert counters.get("tftp_transfers{outcome=completed}", 0) + \
+        counters.get("tftp_transfers{outcome=timed-out}", 0) == 1
 
 
 async def test_a_new_request_after_a_lost_final_ack_is_served(tmp_path: Path) -> None:
@@ -85,34 +87,29 @@ async def test_a_new_request_after_a_lost_final_ack_is_served(tmp_path: Path) ->
     """
     served = served_config(tmp_path, payload_size=2000, dhcp={"enabled": False},
                            tftp={"timeout": 5.0})
-    service = Service(parse_config(served.data, str(served.path)), config_path=served.path)
-    await service.start()
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        port = served.tftp_port
-        sock.sendto(tftp_rrq(PAYLOAD), ("127.0.0.1", port))
-        got = bytearray()
-        while True:  # 2000 bytes: blocks 1-3 of 512 and a last one of 464
-            data, peer = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 5)
-            got += data[4:]
-            if len(data) - 4 < 512:
-                break  # the final ACK is "lost": never sent
-            sock.sendto(b"\x00\x04" + data[2:4], peer)
-        assert bytes(got) == served.payload
-        # The same request again is a retransmission: ignored while the transfer runs.
-        sock.sendto(tftp_rrq(PAYLOAD), ("127.0.0.1", port))
-        # The next file, from the same port, is served at once (well before the 5 s timeout).
-        sock.sendto(tftp_rrq("bios/pxelinux.cfg/01-52-54-00-00-00-02"), ("127.0.0.1", port))
-        data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 2)
-        while data[:4] == b"\x00\x03\x00\x04":  # a late retransmission of the old last block
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        async with running_service(served) as service:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            port = served.tftp_port
+            sock.sendto(tftp_rrq(PAYLOAD), ("127.0.0.1", port))
+            got = bytearray()
+            while True:  # 2000 bytes: blocks 1-3 of 512 and a last one of 464
+                data, peer = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 5)
+                got += data[4:]
+                if len(data) - 4 < 512:
+                    break  # the final ACK is "lost": never sent
+                sock.sendto(b"\x00\x04" + data[2:4], peer)
+            assert bytes(got) == served.payload
+            # The same request again is a retransmission: ignored while the transfer runs.
+            sock.sendto(tftp_rrq(PAYLOAD), ("127.0.0.1", port))
+            # The next file, from the same port, is served at once (well before the 5 s timeout).
+            sock.sendto(tftp_rrq("bios/pxelinux.cfg/01-52-54-00-00-00-02"), ("127.0.0.1", port))
             data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 2)
-        assert data[:4] == b"\x00\x03\x00\x01" and b"DEFAULT" in data.upper()
-    finally:
-        sock.close()
-        await service.stop()
+            while data[:4] == b"\x00\x03\x00\x04":  # a late retransmission of the old last block
+                data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 2)
+            assert data[:4] == b"\x00\x03\x00\x01" and b"DEFAULT" in data.upper()
     counters = service.counters
     assert counters.get("tftp_ignored", reason="duplicate-request") == 1
     # The first transfer counts as completed: every block was sent and the client moved on.

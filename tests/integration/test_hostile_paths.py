@@ -16,8 +16,16 @@ import aiohttp
 import pytest
 
 from helpers import write_build
-from hostile import PAYLOAD, Served, TftpFailure, served_config, sha256, tftp_fetch, tftp_rrq
-from netbootd.config import parse_config
+from hostile import (
+    PAYLOAD,
+    Served,
+    TftpFailure,
+    running_service,
+    served_config,
+    sha256,
+    tftp_fetch,
+    tftp_rrq,
+)
 from netbootd.service import Service
 
 SECRET = b"root:secret-that-must-not-leave\n"
@@ -39,12 +47,8 @@ async def live(tmp_path: Path) -> AsyncIterator[tuple[Service, Served]]:
                         kind="linux", kernel="vmlinuz", initrds=[])
     (build / "vmlinuz").unlink()
     (build / "vmlinuz").symlink_to(outside / "secret")
-    service = Service(parse_config(served.data, str(served.path)), config_path=served.path)
-    await service.start()
-    try:
+    async with running_service(served) as service:
         yield service, served
-    finally:
-        await service.stop()
 
 
 # name -> TFTP error code

@@ -24,12 +24,12 @@ from hostile import (
     Served,
     TftpFailure,
     curl_tftp,
+    running_service,
     served_config,
     sha256,
     tftp_fetch,
     tftp_rrq,
 )
-from netbootd.config import parse_config
 from netbootd.service import Service
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
@@ -84,12 +84,10 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     relay.bind(("127.0.0.1", 0))
     relay.setblocking(False)
     served = served_config(tmp_path, relay_port=relay.getsockname()[1])
-    service = Service(parse_config(served.data, str(served.path)), config_path=served.path)
-    await service.start()
     try:
-        yield Live(service, served, relay)
+        async with running_service(served) as service:
+            yield Live(service, served, relay)
     finally:
-        await service.stop()
         relay.close()
 
 
