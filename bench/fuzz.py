@@ -87,7 +87,8 @@ def _targets() -> dict[str, Target]:
 
     def tftp_session(data: bytes) -> None:
         # Layout: size (2 bytes), then a request datagram (length-prefixed), then steps, each
-        # a kind byte (even: datagram, odd: timer), a time step in 1/16 s, a length, the bytes.
+        # a kind byte (even: datagram, 1 mod 4: timer, 3 mod 4: the client's new request
+        # supersedes the transfer), a time step in 1/16 s, a length, the bytes.
         if len(data) < 3:
             return
         size = struct.unpack_from("!H", data)[0] * 3
@@ -121,7 +122,11 @@ def _targets() -> dict[str, Target]:
             chunk = data[i + 3:i + 3 + length]
             i += 3 + length
             now += dt / 16
-            out = session.on_timer(now) if kind & 1 else session.on_datagram(chunk, now)
+            if kind & 3 == 3:
+                session.supersede(now)
+                out = []
+            else:
+                out = session.on_timer(now) if kind & 1 else session.on_datagram(chunk, now)
 
     return {"dhcp": dhcp, "tftp-codec": tftp_codec, "tftp-session": tftp_session}
 
