@@ -26,6 +26,9 @@ pytestmark = [
 MAC = "52:54:00:e2:10:01"
 
 
+# lpxelinux's TCP (lwIP) fetches the 9 MB kernel slowly under loss: about 4 minutes of a
+# 5-minute boot here; the limits leave room for a loaded CI machine.
+@pytest.mark.timeout(1500)
 def test_bios_pxe_boot_to_phone_home_under_10_percent_loss(tmp_path: Path) -> None:
     store = tmp_path / "store"
     build_demo(store, "1.0")
@@ -38,7 +41,7 @@ def test_bios_pxe_boot_to_phone_home_under_10_percent_loss(tmp_path: Path) -> No
         table = add_loss(lab.netns, 10, bridge=True)
         guest = lab.start_qemu("lossy", firmware="bios", mac=MAC)
         try:
-            home = wait_for_event(nb.state_db, MAC, "phone-home", 480, guest=guest)
+            home = wait_for_event(nb.state_db, MAC, "phone-home", 1200, guest=guest)
         except TimeoutError as e:
             raise AssertionError(f"{e}\n--- netbootd log ---\n{nb.log_text()[-4000:]}") from None
         dropped = dropped_packets(lab.netns, table)
