@@ -189,11 +189,11 @@ class Config:
     admin: AdminConfig = AdminConfig()
     reimage: ReimageConfig = ReimageConfig()
     firstboot: FirstbootConfig = FirstbootConfig()
+    state: StateConfig = StateConfig()
 
     @property
     def admin_token_file(self) -> Path:
         return self.admin.token_file or self.server.state_dir / "admin.token"
-    state: StateConfig = StateConfig()
 
     @property
     def firstboot_key_file(self) -> Path:
