@@ -311,9 +311,12 @@ class TftpServer:
                 return
             # Another request from the same port: the client is done with the running one
             # (its final ACK was lost, or it gave up). Serve the new one rather than ignore it
-            # until the stale transfer times out.
-            running.session.supersede(self._loop.time() if self._loop else running.started)
-            self._end(running)
+            # until the stale transfer times out. First read what the client already sent to
+            # the old transfer: EDK2's ERROR 8 after a tsize probe races its next RRQ.
+            self._on_transfer_readable(running)
+            if not running.closed:
+                running.session.supersede(self._loop.time() if self._loop else running.started)
+                self._end(running)
         bad_mode = refusal(packet)
         if bad_mode is not None:
             self._refuse(client, local_ip, packet.filename, "mode", bad_mode)

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def test_tftp_transfer_under_20_percent_loss(netns: str, tmp_path: Path) -> None
                                str(out)], capture_output=True, text=True, timeout=400,
                               check=False)
         dropped = dropped_packets(netns, table)
+        # If the final ACK was lost the server retransmits until its retries run out
+        # (0.2 s x 11): let it conclude before stopping it.
+        time.sleep(4)
     finally:
         counters = server.stop()
     print(f"20 % loss: dropped={dropped} counters={counters}")
