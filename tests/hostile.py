@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,6 @@ class ServerProcess:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     netns: str | None = None
-    extra: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
