@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import private_netns
 from hostile import (
     PAYLOAD,
     ServerProcess,
@@ -42,13 +42,8 @@ pytestmark = [
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"nbdloss-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with private_netns("nbdloss") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def test_tftp_transfer_under_20_percent_loss(netns: str, tmp_path: Path) -> None:
