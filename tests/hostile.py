@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import BASE_CONFIG, make_store
+from helpers import BASE_CONFIG, free_port, make_store
 from netbootd.config import parse_config
 from netbootd.lab.demo import toml_dump
 from netbootd.service import Service
@@ -43,12 +43,6 @@ async def running_service(served: Served) -> AsyncIterator[Service]:
         yield service
     finally:
         await service.stop()
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sha256(data: bytes) -> str:
