@@ -16,6 +16,7 @@ APT_PACKAGES=(
   xorriso                                     # an independent ISO writer (ESXi ISO reader tests)
   systemd util-linux                          # systemd-analyze verify/security; setpriv
   tftpd-hpa nginx kea-admin wrk               # bench/ peers and clients (perfdhcp is in kea-admin)
+  nftables                                    # random packet loss in test namespaces
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

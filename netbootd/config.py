@@ -91,6 +91,17 @@ class HttpConfig:
     listen: str = "0.0.0.0"
     port: int = 8080
     public_url: str | None = None
+    # Concurrent connections; one more is answered 503 and closed (counted as http_limited).
+    max_connections: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Bounds on what the server remembers about clients, so spoofed MACs cannot fill it."""
+
+    max_clients: int = 100_000  # identities and IP -> MAC pairs kept in memory (LRU)
+    max_nodes: int = 50_000  # MACs the state database records; configured nodes always are
+    max_events: int = 1_000_000  # boot events kept; the oldest are pruned beyond this
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +189,7 @@ class Config:
     admin: AdminConfig = AdminConfig()
     reimage: ReimageConfig = ReimageConfig()
     firstboot: FirstbootConfig = FirstbootConfig()
+    state: StateConfig = StateConfig()
 
     @property
     def admin_token_file(self) -> Path:
@@ -316,8 +328,8 @@ def _selector(r: _Reader, t: Mapping[str, Any], where: str) -> Selector:
 def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     r = _Reader()
-    r.unknown(data, {"server", "dhcp", "tftp", "http", "loaders", "groups", "nodes", "admin",
-                     "reimage", "firstboot"}, "")
+    r.unknown(data, {"server", "dhcp", "tftp", "http", "state", "loaders", "groups", "nodes",
+                     "admin", "reimage", "firstboot"}, "")
 
     s = r.table(data, "server", "")
     r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir",
@@ -367,13 +379,24 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     )
 
     h = r.table(data, "http", "")
-    r.unknown(h, {"listen", "port", "public_url"}, "http.")
+    r.unknown(h, {"listen", "port", "public_url", "max_connections"}, "http.")
     public_url = r.optional_str(h, "public_url", "http.")
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         r.problems.append("http.public_url: must start with http:// or https://")
     http = HttpConfig(listen=r.value(h, "listen", "http.", str, "0.0.0.0", _ip),
                       port=r.value(h, "port", "http.", int, 8080, _port),
-                      public_url=public_url)
+                      public_url=public_url,
+                      max_connections=r.value(h, "max_connections", "http.", int, 1024,
+                                              _range(1, 1_000_000)))
+
+    sd = r.table(data, "state", "")
+    r.unknown(sd, {"max_clients", "max_nodes", "max_events"}, "state.")
+    state = StateConfig(
+        max_clients=r.value(sd, "max_clients", "state.", int, 100_000, _range(1, 10_000_000)),
+        max_nodes=r.value(sd, "max_nodes", "state.", int, 50_000, _range(1, 10_000_000)),
+        max_events=r.value(sd, "max_events", "state.", int, 1_000_000,
+                           _range(1000, 1_000_000_000)),
+    )
 
     a = r.table(data, "admin", "")
     r.unknown(a, {"enabled", "listen", "port", "socket", "token_file"}, "admin.")
@@ -485,7 +508,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         raise ConfigError(r.problems, source)
     return Config(server=server, dhcp=dhcp, tftp=tftp, http=http, loaders=loaders,
                   groups=tuple(groups), nodes=tuple(nodes), source=source, admin=admin,
-                  reimage=reimage, firstboot=firstboot)
+                  reimage=reimage, firstboot=firstboot, state=state)
 
 
 def _valid_hostname(h: str) -> bool:

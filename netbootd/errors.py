@@ -6,8 +6,9 @@
     ├── PathRefused          a client path that escapes its root or is not acceptable
     ├── NotFound             a file, build or node that does not exist (message lists known ones)
     ├── BuildError           a build or manifest that is missing, inconsistent or corrupt
-    └── Conflict             a change refused because something still depends on what it
+    ├── Conflict             a change refused because something still depends on what it
                              would change (a build a channel points at...)
+    └── StartError           the service cannot start: a port in use, no permission to bind
 """
 
 from __future__ import annotations
@@ -53,3 +54,7 @@ class BuildError(NetbootdError):
 
 class Conflict(NetbootdError):
     """A change refused because something else still depends on the current state."""
+
+
+class StartError(NetbootdError):
+    """The service cannot start; the message names the socket and what to check."""

@@ -91,7 +91,7 @@ class Responder:
         self.inventory = Inventory(config.groups, config.nodes)
         # TFTP folders holding a pxelinux binary; each gets a dynamic pxelinux.cfg/.
         self.pxelinux_prefixes = _pxelinux_prefixes(config)
-        self.sightings = Sightings()
+        self.sightings = Sightings(config.state.max_clients)
         self.clock = clock
         self._mac_by_ip: OrderedDict[str, str] = OrderedDict()
         self._load_intent()
@@ -104,6 +104,7 @@ class Responder:
         self.renderer = renderer
         self.urls = renderer.urls
         self.pxelinux_prefixes = _pxelinux_prefixes(config)
+        self.sightings.capacity = config.state.max_clients
         self._load_intent()
 
     def refresh(self) -> None:
@@ -161,7 +162,7 @@ class Responder:
             return
         self._mac_by_ip.pop(ip, None)
         self._mac_by_ip[ip] = mac
-        while len(self._mac_by_ip) > 100_000:
+        while len(self._mac_by_ip) > self.config.state.max_clients:
             self._mac_by_ip.popitem(last=False)
 
     def mac_for_ip(self, ip: str) -> str | None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import logging
 import os
+import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from netbootd.config import Config, load_config
 from netbootd.dhcp.endpoint import start_dhcp_endpoint
 from netbootd.dhcp.options import MessageType
 from netbootd.dhcp.proxy import BootAnswer, PxeRequest
-from netbootd.errors import ConfigError
+from netbootd.errors import ConfigError, StartError
 from netbootd.metrics import Counters
 from netbootd.metrics_export import make_registry
 from netbootd.render.environment import make_environment
@@ -43,6 +46,7 @@ from netbootd.tftp.session import SessionLimits, TftpSource
 from netbootd.tftp.sources import BytesSource, FileSource
 from netbootd.web.admin_routes import make_admin_app
 from netbootd.web.app import make_app
+from netbootd.web.limits import limit_connections
 
 log = logging.getLogger("netbootd")
 
@@ -92,7 +96,9 @@ class Service:
 
     def __post_init__(self) -> None:
         key = firstboot_key(self.config)  # before anything opens: a bad key stops the start
-        self.state = StateDB(self.config.server.state_dir / "state.sqlite3")
+        self.state = StateDB(self.config.server.state_dir / "state.sqlite3",
+                             max_nodes=self.config.state.max_nodes,
+                             max_events=self.config.state.max_events, counters=self.counters)
         self.registry = Registry(self.config.server.state_dir / "intent.sqlite3")
         self.responder, problems = make_responder(self.config, self.state, self.catalog,
                                                   self.registry, key=key, clock=self.clock,
@@ -140,17 +146,19 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         c = self.config
+        raise_descriptor_limit(c.tftp.max_sessions + c.http.max_connections + 256)
         loop = asyncio.get_running_loop()
         self.state.defer_writes(lambda flush: loop.call_later(STATE_FLUSH_S, flush))
         if c.dhcp.enabled:
             for port in (c.dhcp.port, c.dhcp.proxy_port):
-                transport, _ = await start_dhcp_endpoint(
-                    loop, address=c.dhcp.listen, port=port, interface=c.server.interface,
-                    handler=self._dhcp_answer, counters=self.counters,
-                    offer_bootfile=c.dhcp.offer_bootfile,
-                    role="proxy" if port == c.dhcp.proxy_port else "dhcp",
-                    relay_port=c.dhcp.relay_port,
-                    observer=lambda mac, ip: self.responder.learn_ip(ip, mac))
+                with _binding("dhcp", c.dhcp.listen, port):
+                    transport, _ = await start_dhcp_endpoint(
+                        loop, address=c.dhcp.listen, port=port, interface=c.server.interface,
+                        handler=self._dhcp_answer, counters=self.counters,
+                        offer_bootfile=c.dhcp.offer_bootfile,
+                        role="proxy" if port == c.dhcp.proxy_port else "dhcp",
+                        relay_port=c.dhcp.relay_port,
+                        observer=lambda mac, ip: self.responder.learn_ip(ip, mac))
                 self._transports.append(transport)
         if c.tftp.enabled:
             limits = SessionLimits(max_blksize=c.tftp.max_blksize,
@@ -160,15 +168,21 @@ class Service:
                                     counters=self.counters, on_transfer_done=self._tftp_done,
                                     max_sessions=c.tftp.max_sessions,
                                     max_sessions_per_client=c.tftp.max_sessions_per_client)
-            await self._tftp.start(c.tftp.listen, c.tftp.port, c.server.interface)
+            with _binding("tftp", c.tftp.listen, c.tftp.port):
+                await self._tftp.start(c.tftp.listen, c.tftp.port, c.server.interface)
             self.tftp_port = self._tftp.port
         # access_log=None: aiohttp's access log would print first-boot tokens; the app's own
         # middleware logs requests with the token redacted.
         runner = web.AppRunner(make_app(self.responder, self.metrics_registry), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, c.http.listen, c.http.port, reuse_address=True)
-        await site.start()
         self._http = runner
+        assert runner.server is not None
+        limit_connections(runner.server, c.http.max_connections, self.counters)
+        # reuse_address: after a crash the port may still have connections in TIME_WAIT or
+        # FIN_WAIT; without it a restart fails with "address in use" for a minute or more.
+        site = web.TCPSite(runner, c.http.listen, c.http.port, reuse_address=True)
+        with _binding("http", c.http.listen, c.http.port):
+            await site.start()
         self.http_port = int(runner.addresses[0][1]) if runner.addresses else c.http.port
         if c.admin.enabled:
             await self._start_api()
@@ -211,6 +225,8 @@ class Service:
             self.admin = None
         self.state.close()
         self.registry.close()
+        # One line with every counter, so a stopped server's drops and limits stay on record.
+        log.info("counters: %s", json.dumps(self.counters.snapshot(), sort_keys=True))
 
     def reload(self) -> None:
         """Re-read config and store; keep the old ones if the new config is invalid."""
@@ -235,6 +251,37 @@ class Service:
             self.admin.config = new  # listener address and token need a restart
         self.config = new
         log.info("reloaded %s: builds=%s", self.config_path, ", ".join(catalog.refs()))
+
+
+@contextlib.contextmanager
+def _binding(what: str, address: str, port: int) -> Iterator[None]:
+    """Turn a failed bind into a StartError that says which socket and what to check."""
+    try:
+        yield
+    except OSError as e:
+        hint = {errno.EADDRINUSE: "another server (dnsmasq, tftpd-hpa, a second netbootd) "
+                                  "holds it; stop it or change the port",
+                errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+                errno.EADDRNOTAVAIL: "the address is not on any interface of this host"}
+        # asyncio rewords the error of create_server; the errno says it plainly.
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise StartError(f"{what}: cannot listen on {address}:{port}: {reason}; "
+                         f"{hint.get(e.errno or 0, 'check the address and port')}") from e
+
+
+def raise_descriptor_limit(wanted: int) -> None:
+    """Lift the soft RLIMIT_NOFILE towards ``wanted`` (each transfer and connection holds one).
+
+    systemd and most shells start services with a soft limit of 1024, below the default
+    tftp.max_sessions plus http.max_connections; the hard limit is usually far higher.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open-file limit %d is below the %d that tftp.max_sessions and "
+                    "http.max_connections need; raise LimitNOFILE", hard, wanted)
 
 
 async def serve(service: Service, ready: asyncio.Event | None = None,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import secrets
 import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +121,15 @@ def loopback_dhcp(relay_port: int) -> dict[str, Any]:
     """A [dhcp] section on free loopback ports, answering relayed requests at ``relay_port``."""
     return {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM),
             "proxy_port": free_port(socket.SOCK_DGRAM), "relay_port": relay_port}
+
+
+@contextlib.contextmanager
+def private_netns(prefix: str) -> Iterator[str]:
+    """A network namespace of the test's own (loopback up), deleted afterwards; needs root."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)

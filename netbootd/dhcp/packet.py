@@ -124,6 +124,11 @@ class DhcpPacket:
             areas.append(decode_options(self.file, area="file")[0])
         if overload[0] & _OVERLOAD_SNAME:
             areas.append(decode_options(self.sname, area="sname")[0])
+        if any(find_option(area, DhcpOption.OVERLOAD) is not None for area in areas[1:]):
+            # RFC 2132 section 9.3 allows option 52 only in the option area. One inside an
+            # overloaded field would point at fields again: a loop a naive decoder follows
+            # forever (a classic DHCP parser bug), and never sent by a real client.
+            raise MalformedPacket("overload-loop", "option 52 inside an overloaded file/sname")
         order: list[int] = []
         merged: dict[int, bytes] = {}
         for area in areas:

@@ -16,6 +16,12 @@ event at most one flush later. Without ``defer_writes`` every write commits at o
 Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent`` (completed),
 ``tftp-ended`` (aborted, timed out, refused), ``http-sent``, ``ipxe-script``, ``ipxe-decline``,
 ``firstboot``, ``phone-home``.
+
+Bounded, because every MAC in a DHCP packet is client-chosen: a flood of spoofed MACs must not
+grow the database without limit. At most ``max_nodes`` distinct MACs are recorded (a node the
+config names is always recorded); events of any other MAC are dropped and counted as
+``state_dropped{reason=node-cap}``. At most ``max_events`` events are kept: every
+``_PRUNE_EVERY`` inserts the oldest beyond that are deleted (``state_events_pruned``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ from typing import Any
 
 from netbootd.core.identity import ClientIdentity
 from netbootd.errors import NotFound
+from netbootd.metrics import Counters
+
+# Inserts between two prunes of the oldest events: pruning is one indexed DELETE, cheap when
+# batched, and the table overshoots max_events by at most this many rows.
+_PRUNE_EVERY = 1000
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +89,8 @@ _GUID_CACHE_MAX = 100_000
 
 
 class StateDB:
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, max_nodes: int | None = None,
+                 max_events: int | None = None, counters: Counters | None = None) -> None:
         self.path = path
         self.guid_epoch = 0
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
@@ -92,6 +104,11 @@ class StateDB:
         # last take_guid_changes(): what can change which GUIDs identify nobody.
         self._guids_joined: set[str] = set()
         self._guids_left: set[str] = set()
+        self.max_nodes = max_nodes
+        self.max_events = max_events
+        self.counters = counters if counters is not None else Counters()
+        self._since_prune = 0
+        self._macs: set[str] = set()
         if readonly:
             # For CLI commands and tests reading beside a running server: never creates or
             # changes anything. NotFound says what to do when there is no database yet.
@@ -108,6 +125,9 @@ class StateDB:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        if max_nodes is not None:
+            self._macs = {r[0] for r in self._db.execute(
+                "SELECT mac FROM nodes UNION SELECT mac FROM events")}
 
     @classmethod
     def open_readonly(cls, path: Path) -> StateDB:
@@ -154,7 +174,7 @@ class StateDB:
 
     def saw(self, ident: ClientIdentity, now: float, node: str | None = None) -> None:
         """Record that a client with this identity was seen (upsert; known fields kept)."""
-        if ident.mac is None:
+        if ident.mac is None or not self._admit(ident.mac, configured=node is not None):
             return
         if ident.guid is not None:
             if ident.mac in self._guid_of:
@@ -207,8 +227,39 @@ class StateDB:
         return joined, left
 
     def record(self, mac: str, kind: str, now: float, **detail: Any) -> None:
+        if not self._admit(mac, configured=False):
+            return
         self._write("INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)",
                     (now, mac, kind, json.dumps(detail, sort_keys=True)))
+        if self.max_events is not None:
+            self._since_prune += 1
+            if self._since_prune >= _PRUNE_EVERY:
+                self._prune()
+
+    def _admit(self, mac: str, *, configured: bool) -> bool:
+        """Whether ``mac`` may be recorded: known already, configured, or room under the cap."""
+        if self.max_nodes is None or mac in self._macs:
+            return True
+        if configured or len(self._macs) < self.max_nodes:
+            self._macs.add(mac)
+            return True
+        self.counters.inc("state_dropped", reason="node-cap")
+        return False
+
+    def _prune(self) -> None:
+        self._since_prune = 0
+        self.flush()
+        cur = self._db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
+                               (self.max_events,))
+        if cur.rowcount > 0:
+            self.counters.inc("state_events_pruned", cur.rowcount)
+
+    def counts(self) -> tuple[int, int]:
+        """(nodes, events) rows on disk."""
+        self.flush()
+        nodes = self._db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0]
+        events = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return int(nodes), int(events)
 
     def phoned_home(self, mac: str, now: float, *, build: str, hostname: str,
                     ip: str | None, node: str | None, **detail: Any) -> None:

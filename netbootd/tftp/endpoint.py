@@ -22,7 +22,9 @@ found by the ``resolver`` the service passes in.
 
 Counters: ``tftp_requests``, ``tftp_transfers{outcome}``, ``tftp_bytes_sent``,
 ``tftp_retransmits``, ``tftp_refused{reason}``, ``tftp_malformed{reason}``,
-``tftp_ignored{reason}``, ``tftp_unknown_tid``, ``tftp_errors``; the gauge of running
+``tftp_ignored{reason}``, ``tftp_unknown_tid``, ``tftp_errors``. ``tftp_refused`` reasons
+include the limits: ``busy`` (max_sessions), ``busy-client`` (max_sessions_per_client) and
+``no-socket`` (out of descriptors); the gauge of running
 transfers is :attr:`TftpServer.active_sessions`.
 """
 
@@ -300,11 +302,21 @@ class TftpServer:
             self.counters.inc("tftp_ignored", reason=f"{kind}-on-listener")
             return
         self.counters.inc("tftp_requests")
-        if client in self._transfers:
-            # The client resent its RRQ because our first answer was slow or lost; the running
-            # session's own timer retransmits, a second session would only double the traffic.
-            self.counters.inc("tftp_ignored", reason="duplicate-request")
-            return
+        running = self._transfers.get(client)
+        if running is not None:
+            if running.session.request == packet:
+                # The client resent its RRQ because our first answer was slow or lost; the
+                # running session's own timer retransmits, a second one would double the traffic.
+                self.counters.inc("tftp_ignored", reason="duplicate-request")
+                return
+            # Another request from the same port: the client is done with the running one
+            # (its final ACK was lost, or it gave up). Serve the new one rather than ignore it
+            # until the stale transfer times out. First read what the client already sent to
+            # the old transfer: EDK2's ERROR 8 after a tsize probe races its next RRQ.
+            self._on_transfer_readable(running)
+            if not running.closed:
+                running.session.supersede(self._loop.time() if self._loop else running.started)
+                self._end(running)
         bad_mode = refusal(packet)
         if bad_mode is not None:
             self._refuse(client, local_ip, packet.filename, "mode", bad_mode)
@@ -359,7 +371,19 @@ class TftpServer:
                 Error(ErrorCode.NOT_DEFINED, "internal error"),
             )
             return
-        self._begin(packet, source, client, local_ip)
+        try:
+            self._begin(packet, source, client, local_ip)
+        except OSError as exc:
+            # No descriptor or port for a transfer socket (EMFILE, ENFILE...): the server is
+            # full in a way max_sessions did not foresee; say busy, like the limits do.
+            log.warning("tftp: no socket for a transfer to %s:%d: %s", *client, exc)
+            self._refuse(
+                client,
+                local_ip,
+                packet.filename,
+                "no-socket",
+                Error(ErrorCode.NOT_DEFINED, "server busy"),
+            )
 
     # ----------------------------------------------------------------- transfers
 

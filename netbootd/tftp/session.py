@@ -266,6 +266,24 @@ class ReadSession:
         # first unacknowledged block and resend the window (RFC 7440 section 4).
         return self._send_window(now)
 
+    def supersede(self, now: float) -> None:
+        """The client sent a new request from this transfer's port: it has moved on.
+
+        RFC 1350 section 6 lets a client end its side as soon as it sends the final ACK; when
+        that ACK is lost, its next request is the only sign (pxelinux sends every request from
+        one port, 49153, and was seen stuck behind a stale transfer under packet loss). With
+        every block sent the transfer counts as completed, otherwise as aborted by the client.
+        """
+        if self._state is _State.DONE:
+            return
+        if self._state is _State.SENDING and self._sent >= self.total_blocks:
+            self._acked = self.total_blocks
+            self._finish(now, Outcome(OutcomeKind.COMPLETED, None,
+                                      "final ACK not seen; the client sent a new request"))
+        else:
+            self._finish(now, Outcome(OutcomeKind.ABORTED, None,
+                                      "the client sent a new request"))
+
     def abort(self, now: float, message: str) -> list[bytes]:
         """End the transfer from our side (shutdown); returns the ERROR to tell the client."""
         if self._state is _State.DONE:

@@ -28,7 +28,7 @@ from scapy.layers.dhcp import BOOTP
 from test_service import discover
 
 import netbootd
-from helpers import loopback_config, make_store
+from helpers import loopback_config, make_store, private_netns
 from netbootd.lab.demo import toml_dump
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "netbootd.service"
@@ -189,13 +189,8 @@ needs_root_tools = pytest.mark.skipif(
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"nbdsvc-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with private_netns("nbdsvc") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture

@@ -353,3 +353,24 @@ def test_limits_validated() -> None:
     with pytest.raises(ValueError):
         SessionLimits(timeout=0)
 
+
+
+def test_superseded_after_the_last_block_is_completed() -> None:
+    """The client's final ACK was lost and it asked for its next file from the same port."""
+    session = ReadSession(rrq(), BytesSource(pattern(1000)), SessionLimits())
+    session.start(0.0)
+    assert session.on_datagram(Ack(1).to_bytes(), 0.1)  # block 2, the last (488 bytes)
+    session.supersede(0.2)
+    assert session.finished and session.deadline is None
+    assert session.outcome is not None and session.outcome.kind is OutcomeKind.COMPLETED
+    assert session.bytes_acked == 1000
+
+
+def test_superseded_mid_transfer_is_aborted_by_the_client() -> None:
+    session = ReadSession(rrq(), BytesSource(pattern(5000)), SessionLimits())
+    session.start(0.0)
+    session.supersede(0.1)
+    assert session.outcome is not None and session.outcome.kind is OutcomeKind.ABORTED
+    assert session.bytes_acked == 0
+    session.supersede(0.2)  # already over: nothing changes
+    assert session.outcome.kind is OutcomeKind.ABORTED
