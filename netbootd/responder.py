@@ -43,7 +43,7 @@ from netbootd.state.registry import Action, Registry
 from netbootd.state.sightings import Sightings
 from netbootd.store.builds import HashCache, load_store
 from netbootd.store.catalog import Build, BuildCatalog
-from netbootd.store.layout import generation
+from netbootd.store.layout import GenerationWatch
 
 log = logging.getLogger("netbootd.decision")
 
@@ -85,7 +85,7 @@ class Responder:
         self.registry = registry
         self.store_dir = store_dir
         self.verify = verify  # server.verify_builds: re-hash new build files on each reload
-        self._store_gen = generation(store_dir) if store_dir is not None else None
+        self._store_watch = GenerationWatch(store_dir) if store_dir is not None else None
         self.intent: Intent = EMPTY_INTENT
         self._guid_epoch = -1
         self.inventory = Inventory(config.groups, config.nodes)
@@ -108,17 +108,15 @@ class Responder:
         self._load_intent()
 
     def refresh(self) -> None:
-        if self.store_dir is not None:
-            gen = generation(self.store_dir)
-            if gen != self._store_gen:
-                self._store_gen = gen  # read before loading: a change during the load shows
-                catalog, problems = load_store(self.store_dir, self.verify)
-                for p in problems:
-                    log.warning("store: %s", p)
-                self.catalog = catalog
-                self.renderer = NodeRenderer(self.renderer.env, self.urls, catalog,
-                                             self.renderer.reimage_target)
-                log.info("store changed: builds=%s", ", ".join(catalog.refs()) or "none")
+        if self.store_dir is not None and self._store_watch is not None \
+                and self._store_watch.changed():
+            catalog, problems = load_store(self.store_dir, self.verify)
+            for p in problems:
+                log.warning("store: %s", p)
+            self.catalog = catalog
+            self.renderer = NodeRenderer(self.renderer.env, self.urls, catalog,
+                                         self.renderer.reimage_target)
+            log.info("store changed: builds=%s", ", ".join(catalog.refs()) or "none")
         if self.registry is not None and (self.registry.changed() or self._guids_changed()):
             self._load_intent()
 
@@ -212,7 +210,8 @@ class Responder:
             log.info("decline mac=%s arch=%s: %s", ident.mac, _arch_name(ident.arch), e)
             self._event(ident.mac, "dhcp-decline", reason=str(e))
             return None
-        self.state.saw(plan.identity, self.clock(), node=plan.node)
+        if plan.node is not None:  # observe_dhcp recorded the rest; this adds the node's name
+            self.state.saw(plan.identity, self.clock(), node=plan.node)
         log.info("%s mac=%s guid=%s arch=%s node=%s group=%s build=%s mode=%s bootfile=%s",
                  message, ident.mac, ident.guid, _arch_name(ident.arch), plan.node, plan.group,
                  plan.build.ref if plan.build else None, plan.mode, target.bootfile)
@@ -330,7 +329,8 @@ class Responder:
         if isinstance(plan, Decline):
             self._event(ident.mac, "ipxe-decline", reason=plan.reason)
             return f"#!ipxe\necho netbootd: not booting this node: {plan.reason}\nexit 1\n"
-        self.state.saw(plan.identity, self.clock(), node=plan.node)  # discovery, as in DHCP
+        if plan.node is not None:  # observe_dhcp recorded the rest; this adds the node's name
+            self.state.saw(plan.identity, self.clock(), node=plan.node)
         self._event(ident.mac, "ipxe-script", node=plan.node, group=plan.group,
                     build=plan.build.ref if plan.build else None, mode=plan.mode)
         return self._renderer().ipxe_script(plan)

@@ -45,13 +45,31 @@ def staging_root(store: Path) -> Path:
     return store / STAGING_DIR
 
 
-def generation(store: Path) -> tuple[int, int]:
+def _generation_at(marker: str) -> tuple[int, int]:
     """A value that changes whenever a build is published or removed ((0, 0) if never)."""
     try:
-        st = (store / GENERATION_FILE).stat()
+        st = os.stat(marker)
     except OSError:
         return (0, 0)
     return (st.st_ino, st.st_mtime_ns)
+
+
+class GenerationWatch:
+    """Tells whether the store changed since the last look; one stat(2) of a path string
+    built once, because a running server looks before every decision (a per-packet path)."""
+
+    def __init__(self, store: Path) -> None:
+        self._marker = str(store / GENERATION_FILE)
+        self._seen = _generation_at(self._marker)
+
+    def changed(self) -> bool:
+        """True once per change; the new value is taken before the caller reloads, so a
+        change made during the reload shows at the next look."""
+        now = _generation_at(self._marker)
+        if now == self._seen:
+            return False
+        self._seen = now
+        return True
 
 
 def bump_generation(store: Path) -> None:
