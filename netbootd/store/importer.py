@@ -21,7 +21,6 @@ import fcntl
 import functools
 import gzip
 import hashlib
-import io
 import json
 import lzma
 import os
@@ -29,7 +28,7 @@ import shutil
 import tarfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -435,7 +434,7 @@ class _TarReader(_TreeReader):
     def open(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         f = self.tar.extractfile(self.members[name])
         assert f is not None
-        return contextlib.closing(f) if not isinstance(f, io.BufferedReader) else f
+        return f  # tarfile's ExFileObject is a BufferedReader: a context manager
 
 
 def import_esxi_iso(store: Path, name: str, version: str, iso: Path, *,
@@ -451,4 +450,4 @@ def import_esxi_iso(store: Path, name: str, version: str, iso: Path, *,
         return st.publish(Manifest(
             name=name, version=version, kind="esxi", files=dict(st.files),
             description=description or boot.title or f"ESXi from {iso.name}",
-            esxi=replace(boot)))
+            esxi=boot))
