@@ -218,7 +218,7 @@ def test_installed_package_serves_a_node(installed: Installed, tmp_path: Path,
         assert bootfile == "bios/lpxelinux.0"
         # ... TFTP serves that loader from Debian's package and the node's pxelinux config.
         prefix, _, rest = bootfile.partition("/")
-        loader = next(d / rest for d in DEFAULT_LOADER_DIRS[prefix] if (d / rest).is_file())
+        loader = next(Path(d, rest) for d in DEFAULT_LOADER_DIRS[prefix] if Path(d, rest).is_file())
         assert _tftp(tftp_port, bootfile) == loader.read_bytes()
         cfg = _tftp(tftp_port, f"bios/pxelinux.cfg/01-{NODE_KEY}").decode()
         assert f"{http}/builds/tiny/1.0/vmlinuz" in cfg and "console=ttyS0" in cfg
