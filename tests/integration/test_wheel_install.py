@@ -109,7 +109,8 @@ def test_wheel_holds_every_module_and_template(installed: Installed) -> None:
     assert {f"netbootd/pxelinux_templates/{t}.j2" for t in ("ipxe-node.ipxe", "pxelinux.cfg",
                                                             "nocloud-user-data")} <= templates
     assert {f for f in tracked if f.endswith(".j2")} and templates
-    assert sorted(modules - names) == [] and sorted(templates - names) == []
+    assert sorted(modules - names) == []
+    assert sorted(templates - names) == []
     # Nothing else lands at the top of site-packages (no stray pxelinux_templates/ there).
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"netbootd", f"netbootd-{installed.wheel.name.split('-')[1]}.dist-info"}
@@ -191,7 +192,15 @@ def test_installed_package_serves_a_node(installed: Installed, tmp_path: Path,
     kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
     kernel.write_bytes(b"tiny kernel\n" * 4096)
     initrd.write_bytes(b"tiny initrd\n" * 1024)
+    # The operator's folder overrides one template (the build stanza the packaged node
+    # script includes); every other one comes from the wheel.
+    site = tmp_path / "site-templates"
+    site.mkdir()
+    (site / "ipxe-build.ipxe.j2").write_text(
+        "echo netbootd: site template\n"
+        + (REPO / "pxelinux_templates" / "ipxe-build.ipxe.j2").read_text())
     data = loopback_config(tmp_path, dhcp=loopback_dhcp(relay.getsockname()[1]))
+    data["server"]["templates_dir"] = str(site)
     data["groups"] = {"default": {"default": True, "build": "tiny/1.0"}}
     data["nodes"] = {NODE: {"mac": NODE_MAC, "hostname": NODE}}
     config = tmp_path / "netbootd.toml"
@@ -228,6 +237,7 @@ def test_installed_package_serves_a_node(installed: Installed, tmp_path: Path,
         script = body.decode()
         assert status == 200 and script.startswith("#!ipxe"), script
         assert f"# netbootd: {NODE} ({NODE}, group default" in script
+        assert "echo netbootd: site template\n" in script
         assert _get(f"{http}/builds/tiny/1.0/vmlinuz") == (200, kernel.read_bytes())
 
         # First boot: the seed the script hands the kernel, and phone-home with its token.
