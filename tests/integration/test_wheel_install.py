@@ -197,8 +197,8 @@ def test_installed_package_serves_a_node(installed: Installed, tmp_path: Path,
     site = tmp_path / "site-templates"
     site.mkdir()
     (site / "ipxe-build.ipxe.j2").write_text(
-        "echo netbootd: site template\n"
-        + (REPO / "pxelinux_templates" / "ipxe-build.ipxe.j2").read_text())
+        (REPO / "pxelinux_templates" / "ipxe-build.ipxe.j2").read_text()
+        + "echo netbootd: site template\n")
     data = loopback_config(tmp_path, dhcp=loopback_dhcp(relay.getsockname()[1]))
     data["server"]["templates_dir"] = str(site)
     data["groups"] = {"default": {"default": True, "build": "tiny/1.0"}}
