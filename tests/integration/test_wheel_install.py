@@ -33,6 +33,7 @@ import netbootd
 from helpers import loopback_config, loopback_dhcp
 from netbootd.config import DEFAULT_LOADER_DIRS
 from netbootd.lab.demo import toml_dump
+from netbootd.render.environment import builtin_templates_dir
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "pkg1"
@@ -114,6 +115,12 @@ def test_wheel_holds_every_module_and_template(installed: Installed) -> None:
     # Nothing else lands at the top of site-packages (no stray pxelinux_templates/ there).
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"netbootd", f"netbootd-{installed.wheel.name.split('-')[1]}.dist-info"}
+
+
+def test_the_checkout_reads_its_own_top_level_templates() -> None:
+    """The suite's editable install (and a bare checkout) read the folder the wheel packs."""
+    assert builtin_templates_dir() == REPO / "pxelinux_templates"
+    assert not (REPO / "netbootd" / "pxelinux_templates").exists()
 
 
 def test_version_and_templates_come_from_the_installed_package(installed: Installed) -> None:
