@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import datetime
 import fcntl
+import importlib.metadata
 import ipaddress
 import logging
 import os
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import netbootd
 from netbootd.cli_admin import add_admin_commands
 from netbootd.config import (
     DEFAULT_BOOTFILES,
@@ -244,9 +246,19 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (its metadata, which pyproject.toml derives from
+    ``netbootd.__version__``); that attribute itself when run from a checkout not installed."""
+    try:
+        return importlib.metadata.version("netbootd")
+    except importlib.metadata.PackageNotFoundError:
+        return netbootd.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netbootd", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"netbootd {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the ProxyDHCP, TFTP and HTTP servers")
