@@ -193,5 +193,8 @@ def test_a_var_cloud_init_would_reject_is_refused(var: str, value: Any,
                   Inventory(config.groups, config.nodes), catalog)
     assert isinstance(plan, BootPlan)
     renderer = NodeRenderer(make_environment(), site_urls(), catalog)
-    with pytest.raises(RenderError, match=f"vars.{var}"):
-        renderer.user_data(plan)
+    for seed_file in (renderer.user_data, renderer.meta_data, renderer.network_config):
+        with pytest.raises(RenderError, match=f"vars.{var}"):
+            seed_file(plan)
+    # the boot config itself still renders: the node boots and its seed says what is wrong
+    assert "ds=nocloud-net;s=" in renderer.pxelinux_config(plan)
