@@ -41,6 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
+from netbootd.config import Config
 from netbootd.dhcp.options import DhcpOption, MessageType
 from netbootd.dhcp.packet import BOOTREPLY, BOOTREQUEST, ZERO_IP, DhcpPacket
 from netbootd.dhcp.proxy import (
@@ -534,3 +535,17 @@ def with_boot(reply: DhcpPacket, packet: DhcpPacket, request: PxeRequest, answer
                                     offer_bootfile=offer_bootfile)
     return replace(reply, siaddr=answer.server_ip, file=file_field,
                    options=reply.options + tuple(boot))
+
+
+def lease_server_for(config: Config, leases: Iterable[Lease], *,
+                     relay_port: int = DHCP_SERVER_PORT) -> LeaseServer:
+    """The lease logic for ``config``'s pools and nodes (``ip`` reservations, host names)."""
+    d = config.dhcp
+    pools = tuple(Pool.make(p.name, p.subnet, p.first, p.last, router=p.router, dns=p.dns,
+                            domain=p.domain, lease_time=p.lease_time) for p in d.pools)
+    reservations = {mac: n.ip for n in config.nodes if n.ip for mac in n.macs}
+    hostnames = {mac: n.hostname or n.name for n in config.nodes for mac in n.macs}
+    return LeaseServer(pools, config.server.address, reservations=reservations,
+                       hostnames=hostnames, max_leases=d.max_leases,
+                       offer_hold=float(d.offer_hold), decline_hold=float(d.decline_hold),
+                       leases=leases, relay_port=relay_port)
