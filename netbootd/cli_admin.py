@@ -157,7 +157,8 @@ def cmd_node_list(args: argparse.Namespace) -> int:
         mode = (n["override"] or {}).get("mode") or "-"
         lines.append(f"{n['name']:<20} {','.join(n['macs']) or '-':<18} group={n['group'] or '-'}"
                      f" mode={'reimage' if n['reimage'] else mode} "
-                     f"build={seen.get('current_build') or '-'} boots={seen.get('boot_count', 0)}")
+                     f"build={seen.get('current_build') or '-'} boots={seen.get('boot_count', 0)}"
+                     f"{' ip=' + n['lease']['ip'] if n.get('lease') else ''}")
     return _out(args, nodes, "\n".join(lines) or "no nodes")
 
 
