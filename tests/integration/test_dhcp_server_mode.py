@@ -136,7 +136,7 @@ async def node_with_lease(service: Service, name: str, timeout: float = 10.0) ->
     deadline = loop.time() + timeout
     while True:
         node = await api_get(service, f"/nodes/{name}")
-        if node["lease"] is not None and node["timeline"] or loop.time() > deadline:
+        if (node["lease"] is not None and node["timeline"]) or loop.time() > deadline:
             return node
         await asyncio.sleep(0.05)
 
