@@ -17,6 +17,7 @@ APT_PACKAGES=(
   systemd util-linux                          # systemd-analyze verify/security; setpriv
   tftpd-hpa nginx kea-admin wrk               # bench/ peers and clients (perfdhcp is in kea-admin)
   nftables                                    # random packet loss in test namespaces
+  isc-dhcp-client                             # an independent DHCP client for server mode
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
