@@ -189,9 +189,16 @@ def netbootd_server_config(workdir: Path, files: Files) -> Path:
 SERVER_POOL = ("10.78.0.0/16", "10.78.1.1", "10.78.250.254")
 
 
-def dnsmasq_server_cmd(workdir: Path, server_if: str) -> list[str]:
+def dnsmasq_server_cmd(workdir: Path, server_if: str, *, lease_file: bool = False) -> list[str]:
     """dnsmasq as a DHCP server with the same pool; per-exchange logging off (--quiet-dhcp),
-    as netbootd logs no line per plain client."""
+    as netbootd logs no line per plain client. Without ``lease_file`` dnsmasq keeps its leases
+    in memory only (--leasefile-ro): its fastest setting. With it, dnsmasq rewrites its whole
+    lease file after changes (its default), which costs more as the leases grow."""
+    return [*_dnsmasq_server_args(workdir, server_if),
+            *(() if lease_file else ("--leasefile-ro",))]
+
+
+def _dnsmasq_server_args(workdir: Path, server_if: str) -> list[str]:
     return ["/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
             f"--interface={server_if}", "--bind-interfaces", "--no-ping",
             f"--dhcp-range={SERVER_POOL[1]},{SERVER_POOL[2]},255.255.0.0,1h",
