@@ -199,6 +199,9 @@ class LeaseServer:
         self._by_ip[lease.ip] = lease
         if changes is not None:
             changes.append(lease)
+        # A record that now ends sooner (RELEASE) may make room at the cap before the time
+        # _admit computed.
+        self._full_until = min(self._full_until, lease.expires)
         if not self._configured(lease):
             self._unconfigured += 1
         return lease

@@ -518,3 +518,16 @@ def test_lease_server_for_config() -> None:
     assert s.reservations == {NODE_MAC: NODE_IP}
     assert s.hostnames == {NODE_MAC: "first", "52:54:00:00:00:0b": "n2"}
     assert s.pools[0].lease_time == 900 and s.lease_of("10.77.0.150") is not None
+
+
+def test_a_release_at_the_cap_makes_room_at_once() -> None:
+    s = make(max_leases=2)
+    _, ack = dora(s, 1)
+    dora(s, 2)
+    assert s.handle(pkt(MessageType.DISCOVER, 3), now=T0 + 1, source=ZERO_IP).reason == \
+        "lease-cap"
+    assert ack.reply is not None
+    s.handle(pkt(MessageType.RELEASE, 1, ciaddr=ack.reply.yiaddr), now=T0 + 2,
+             source=ack.reply.yiaddr)
+    out = s.handle(pkt(MessageType.DISCOVER, 3), now=T0 + 3, source=ZERO_IP)
+    assert out.kind == "offer" and Removed(ack.reply.yiaddr) in out.changes
