@@ -81,12 +81,49 @@ class Pool:
 
     def holds(self, ip: str) -> bool:
         """``ip`` is a host address of the subnet (the range is only where dynamic ones go)."""
-        try:
-            addr = ipaddress.IPv4Address(ip)
-        except ValueError:
-            return False
-        return (addr in self.network and addr != self.network.network_address
-                and addr != self.network.broadcast_address)
+        n = ip_int(ip)
+        net = self.network
+        return (n is not None and n & int(net.netmask) == int(net.network_address)
+                and n != int(net.network_address) and n != int(net.broadcast_address))
+
+    def in_range(self, ip: str) -> bool:
+        n = ip_int(ip)
+        return n is not None and self.first <= n <= self.last
+
+    def network_options(self) -> tuple[tuple[int, bytes], ...]:
+        """Options 1, 28, 3, 6, 15: the same in every reply from this pool."""
+        net = self.network
+        options: list[tuple[int, bytes]] = [
+            (DhcpOption.SUBNET_MASK, net.netmask.packed),
+            (DhcpOption.BROADCAST_ADDRESS, net.broadcast_address.packed)]
+        if self.router is not None:
+            options.append((DhcpOption.ROUTER, ipaddress.IPv4Address(self.router).packed))
+        if self.dns:
+            options.append((DhcpOption.DOMAIN_NAME_SERVER,
+                            b"".join(ipaddress.IPv4Address(a).packed for a in self.dns)))
+        if self.domain is not None:
+            options.append((DhcpOption.DOMAIN_NAME, self.domain.encode()))
+        return tuple(options)
+
+
+# Addresses are converted per packet; ipaddress objects cost more than the rest of the reply.
+_OCTETS = {str(i): i for i in range(256)}
+
+
+def ip_int(ip: str) -> int | None:
+    """A dotted quad as an integer; None when it is not one."""
+    parts = ip.split(".")
+    if len(parts) != 4:
+        return None
+    try:
+        a, b, c, d = (_OCTETS[x] for x in parts)
+    except KeyError:
+        return None
+    return a << 24 | b << 16 | c << 8 | d
+
+
+def int_ip(n: int) -> str:
+    return f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +179,7 @@ def _ip_option(packet: DhcpPacket, code: int) -> str | None:
     raw = packet.option(code)
     if raw is None or len(raw) != 4:
         return None
-    return str(ipaddress.IPv4Address(raw))
+    return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
 
 
 @dataclass
@@ -173,6 +210,7 @@ class LeaseServer:
         self._cursor: dict[str, int] = {p.name: p.first for p in self.pools}
         self._pool_by_name = {p.name: p for p in self.pools}
         self._local = next((p for p in self.pools if p.holds(self.server_ip)), None)
+        self._network_options = {p.name: p.network_options() for p in self.pools}
         self._unconfigured = 0  # records of clients that are not configured nodes
         self._full_until = 0.0  # at the cap with nothing expired before this time
         for lease in self.leases:
@@ -274,7 +312,7 @@ class LeaseServer:
         reserved_for = self._reserved_ip.get(ip)
         if reserved_for is not None:
             return reserved_for == mac and pool.holds(ip)
-        if not pool.holds(ip) or not pool.first <= int(ipaddress.IPv4Address(ip)) <= pool.last:
+        if not pool.in_range(ip) or not pool.holds(ip):
             return False
         if mac is not None and mac in self.reservations and \
                 pool.holds(self.reservations[mac]):
@@ -303,13 +341,13 @@ class LeaseServer:
         start = self._cursor[pool.name]
         for i in range(size):
             n = pool.first + (start - pool.first + i) % size
-            ip = str(ipaddress.IPv4Address(n))
+            ip = int_ip(n)
             if ip not in self._by_ip and ip not in self._reserved_ip and ip != self.server_ip:
                 self._cursor[pool.name] = n + 1 if n < pool.last else pool.first
                 return ip
         best: Lease | None = None
         for n in range(pool.first, pool.last + 1):
-            lease = self._by_ip.get(str(ipaddress.IPv4Address(n)))
+            lease = self._by_ip.get(int_ip(n))
             if lease is not None and lease.expires <= now and (
                     best is None or lease.expires < best.expires):
                 best = lease
@@ -488,7 +526,6 @@ class LeaseServer:
 
     def _reply(self, packet: DhcpPacket, mtype: MessageType, pool: Pool, yiaddr: str, *,
                lease_time: int | None, hostname: str | None) -> DhcpPacket:
-        net = pool.network
         options: list[tuple[int, bytes]] = [
             (DhcpOption.MESSAGE_TYPE, bytes((mtype,))),
             (DhcpOption.SERVER_ID, self._server_id),
@@ -498,15 +535,7 @@ class LeaseServer:
             options += [(DhcpOption.LEASE_TIME, lease_time.to_bytes(4, "big")),
                         (DhcpOption.RENEWAL_TIME, (lease_time // 2).to_bytes(4, "big")),
                         (DhcpOption.REBINDING_TIME, (lease_time * 7 // 8).to_bytes(4, "big"))]
-        options.append((DhcpOption.SUBNET_MASK, net.netmask.packed))
-        options.append((DhcpOption.BROADCAST_ADDRESS, net.broadcast_address.packed))
-        if pool.router is not None:
-            options.append((DhcpOption.ROUTER, ipaddress.IPv4Address(pool.router).packed))
-        if pool.dns:
-            options.append((DhcpOption.DOMAIN_NAME_SERVER,
-                            b"".join(ipaddress.IPv4Address(a).packed for a in pool.dns)))
-        if pool.domain is not None:
-            options.append((DhcpOption.DOMAIN_NAME, pool.domain.encode()))
+        options += self._network_options[pool.name]
         if hostname is not None:
             options.append((DhcpOption.HOST_NAME, hostname.encode()))
         return DhcpPacket(
