@@ -251,3 +251,34 @@ async def test_flood_of_random_macs_is_capped_and_nodes_still_served(
     assert service.dhcp_server.leases.lease_of(DB1_IP) is not None
     lease = service.dhcp_server.leases.lease_of(DB1_IP)
     assert lease is not None and lease.state == "bound"
+    # The lease DB is as bounded as the table: the cap plus the configured node.
+    assert service.leases_db is not None
+    service.leases_db.flush()
+    stored = service.leases_db.load()
+    assert len(stored) == 20 + 1 and {x.ip for x in stored} >= {DB1_IP}
+
+
+async def test_malformed_and_hostile_datagrams_are_dropped_and_counted(
+        running: Callable[[], Any], relay: Relay, tmp_path: Path) -> None:
+    service = await running()
+    good = packet(MessageType.DISCOVER, "52:54:00:aa:00:09")
+    probes = {
+        "truncated": [b"", b"\x01", good[:100]],
+        "bad-magic-cookie": [good[:236] + b"\x00\x00\x00\x00" + good[240:]],
+        "bad-opcode": [b"\x09" + good[1:]],
+        "truncated-option": [good[:240] + b"\x35\x01"[:1]],
+    }
+    for datagrams in probes.values():
+        for data in datagrams:
+            assert await relay.silent(data, wait=0.2)
+    for reason, datagrams in probes.items():
+        assert service.counters.get("dhcp_malformed", reason=reason) == len(datagrams), reason
+    # Well-formed but not for a server: a BOOTREPLY, a message without option 53.
+    reply = bytearray(good)
+    reply[0] = 2
+    assert await relay.silent(bytes(reply), wait=0.2)
+    assert service.counters.get("dhcp_server_silent", reason="not-bootrequest") == 1
+    # Still serving, and nothing reached the catch-all error counter.
+    _, ack = await relay.dora("52:54:00:aa:00:09")
+    assert ack.message_type is MessageType.ACK
+    assert service.counters.get("dhcp_errors") == 0
