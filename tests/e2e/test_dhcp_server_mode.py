@@ -13,6 +13,7 @@ admin API, /metrics) or what the client itself was told, never netbootd's log.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.77.0.0/16"  # room for perfdhcp's thousands of clients
 POOL_FIRST, POOL_LAST = "10.77.1.1", "10.77.250.254"
 PXE_MAC, PXE_IP = "52:54:00:d5:00:01", "10.77.0.20"
+UEFI_MAC = "52:54:00:d5:00:07"  # no reservation: a dynamic address from the pool
 UDHCPC_MAC = "52:54:00:d5:00:02"
 DHCLIENT_MAC = "52:54:00:d5:00:03"
 PERF_ADDR = "10.77.0.250"
@@ -122,6 +124,7 @@ def server_mode_config(lab: Lab, work: Path, store: Path, **dhcp: Any) -> Path:
         "default": {"default": True, "build": "demo/1.0", "vars": {"power_state": "poweroff"}},
     }, nodes={
         "srv1": {"mac": PXE_MAC, "ip": PXE_IP, "hostname": "srv1"},
+        "uefi1": {"mac": UEFI_MAC, "hostname": "uefi1"},
         "udh1": {"mac": UDHCPC_MAC, "mode": "local"},
         "dhc1": {"mac": DHCLIENT_MAC, "hostname": "dhc1", "mode": "local"},
     }, dhcp={"mode": "server", "max_leases": 20000, "pools": {"lab": {
@@ -227,6 +230,19 @@ def test_pxe_guest_boots_to_phone_home_on_netbootds_addresses(served: Served) ->
     assert offer.detail["bootfile"] == "bios/lpxelinux.0" and offer.detail["node"] == "srv1"
     assert served.lease_of(PXE_MAC).ip == PXE_IP
     assert served.node_show("srv1")["lease"]["ip"] == PXE_IP
+
+
+@pytest.mark.skipif(lab_prerequisites("uefi") != [], reason="; ".join(lab_prerequisites("uefi")))
+def test_uefi_guest_boots_on_a_dynamic_address(served: Served) -> None:
+    home, events = LabServer(served.lab, served.nb).boot("srv-uefi", "uefi", UEFI_MAC)
+    assert home.detail["hostname"] == "uefi1" and home.detail["build"] == "demo/1.0"
+    offer = next(e for e in events if e.kind == "dhcp-offer")
+    # OVMF sends arch 7 (EFI BC): the efi64 loader.
+    assert offer.detail["bootfile"] == "efi64/syslinux.efi" and offer.detail["arch"] == "efi_bc"
+    lease = served.lease_of(UEFI_MAC)
+    assert lease.pool == "lab" and ipaddress.IPv4Address(lease.ip) in ipaddress.IPv4Network(
+        SUBNET) and ipaddress.IPv4Address(POOL_FIRST) <= ipaddress.IPv4Address(lease.ip)
+    assert served.node_show("uefi1")["lease"]["ip"] == lease.ip
 
 
 def test_perfdhcp_full_exchanges_at_1000_per_second_get_no_nak(served: Served) -> None:
