@@ -206,8 +206,14 @@ class Service:
         c = self.config
         interface = c.server.interface or interface_of(c.server.address)
         if c.dhcp.probe:
-            others = [s for s in await probe(interface=interface, timeout=c.dhcp.probe_timeout)
-                      if s != c.server.address]
+            try:
+                found = await probe(interface=interface, timeout=c.dhcp.probe_timeout)
+            except OSError as e:
+                raise StartError(f"dhcp: cannot probe for other DHCP servers from udp/68 on "
+                                 f"{interface or 'this host'}: {os.strerror(e.errno or 0)}; "
+                                 "run as root (or with CAP_NET_RAW and CAP_NET_BIND_SERVICE), "
+                                 "or set dhcp.probe = false") from e
+            others = [s for s in found if s != c.server.address]
             if others:
                 raise OtherDhcpServer(
                     f"dhcp: another DHCP server answers on {interface or 'this link'}: "

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from helpers import free_port, loopback_config, make_store
+from helpers import free_port, loopback_config, make_store, private_netns
 from netbootd.config import parse_config
 from netbootd.dhcp.options import DhcpOption, MessageType
 from netbootd.dhcp.packet import BOOTREQUEST, ZERO_IP, DhcpPacket
@@ -282,3 +285,38 @@ async def test_malformed_and_hostile_datagrams_are_dropped_and_counted(
     _, ack = await relay.dora("52:54:00:aa:00:09")
     assert ack.message_type is MessageType.ACK
     assert service.counters.get("dhcp_errors") == 0
+
+
+@pytest.mark.needs_root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
+def test_a_probe_that_cannot_bind_is_a_clear_start_error(tmp_path: Path) -> None:
+    """In a namespace of the test's own, udp/68 is held without SO_REUSEADDR: the probe cannot
+    bind, and `netbootd serve` says so and what to do, exit status 2, no traceback."""
+    from netbootd.lab.demo import toml_dump
+
+    make_store(tmp_path / "store")
+    config = tmp_path / "netbootd.toml"
+    config.write_text(toml_dump({
+        "server": {"address": LO, "state_dir": str(tmp_path / "state"),
+                   "store_dir": str(tmp_path / "store")},
+        "dhcp": {"mode": "server", "pools": {"lo": {"subnet": "127.0.0.0/24",
+                                                    "range": ["127.0.0.100", "127.0.0.119"]}}},
+        "tftp": {"enabled": False}, "admin": {"enabled": False},
+        "groups": {"default": {"default": True, "build": "demo/1.0"}}}))
+    hold = ("import socket, sys, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('0.0.0.0', 68)); print('held', flush=True); time.sleep(120)")
+    with private_netns("nbdprb") as ns:
+        holder = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", hold],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "netbootd",
+                                   "serve", "--config", str(config)], capture_output=True,
+                                  text=True, timeout=120, cwd=Path(__file__).parents[2])
+        finally:
+            holder.kill()
+            holder.wait()
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot probe for other DHCP servers from udp/68 on lo: Address already in use" \
+        in proc.stderr and "dhcp.probe = false" in proc.stderr
+    assert "Traceback" not in proc.stderr
