@@ -36,6 +36,7 @@ unconfigured clients are kept: beyond that, new clients are not answered (``leas
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -213,6 +214,13 @@ class LeaseServer:
         self._network_options = {p.name: p.network_options() for p in self.pools}
         self._unconfigured = 0  # records of clients that are not configured nodes
         self._full_until = 0.0  # at the cap with nothing expired before this time
+        # Per pool: records at non-reserved addresses of the range (so a full range is known
+        # without a scan), reserved addresses in the range, and a heap of (expires, ip) with
+        # stale entries skipped lazily (so the longest-expired address is found in log time).
+        self._used: dict[str, int] = {p.name: 0 for p in self.pools}
+        self._reserved_in_range = {p.name: sum(1 for ip in self._reserved_ip if p.in_range(ip))
+                                   for p in self.pools}
+        self._expiry: dict[str, list[tuple[float, str]]] = {p.name: [] for p in self.pools}
         for lease in self.leases:
             self._put(lease)
 
@@ -235,6 +243,16 @@ class LeaseServer:
                     changes.append(removed)
             self._by_client[lease.client] = lease.ip
         self._by_ip[lease.ip] = lease
+        pool = self._pool_by_name.get(lease.pool)
+        if pool is not None and pool.in_range(lease.ip) and lease.ip not in self._reserved_ip:
+            if old is None:
+                self._used[pool.name] += 1
+            heap = self._expiry[pool.name]
+            heapq.heappush(heap, (lease.expires, lease.ip))
+            if len(heap) > 2 * len(self._by_ip) + 64:  # too many stale entries: rebuild
+                heap[:] = [(x.expires, x.ip) for x in self._by_ip.values()
+                           if x.pool == pool.name and pool.in_range(x.ip)]
+                heapq.heapify(heap)
         if changes is not None:
             changes.append(lease)
         # A record that now ends sooner (RELEASE) may make room at the cap before the time
@@ -254,6 +272,9 @@ class LeaseServer:
     def _remove(self, ip: str) -> Removed:
         lease = self._by_ip.pop(ip)
         self._drop(lease)
+        pool = self._pool_by_name.get(lease.pool)
+        if pool is not None and pool.in_range(ip) and ip not in self._reserved_ip:
+            self._used[pool.name] -= 1
         return Removed(ip)
 
     def lease_of(self, ip: str) -> Lease | None:
@@ -338,20 +359,24 @@ class LeaseServer:
     def _free_address(self, pool: Pool, now: float) -> str | None:
         """A never-used address (round-robin from a cursor), else the longest-expired one."""
         size = pool.last - pool.first + 1
-        start = self._cursor[pool.name]
-        for i in range(size):
-            n = pool.first + (start - pool.first + i) % size
-            ip = int_ip(n)
-            if ip not in self._by_ip and ip not in self._reserved_ip and ip != self.server_ip:
-                self._cursor[pool.name] = n + 1 if n < pool.last else pool.first
-                return ip
-        best: Lease | None = None
-        for n in range(pool.first, pool.last + 1):
-            lease = self._by_ip.get(int_ip(n))
-            if lease is not None and lease.expires <= now and (
-                    best is None or lease.expires < best.expires):
-                best = lease
-        return best.ip if best is not None else None
+        if self._used[pool.name] + self._reserved_in_range[pool.name] < size:
+            start = self._cursor[pool.name]
+            for i in range(size):
+                n = pool.first + (start - pool.first + i) % size
+                ip = int_ip(n)
+                if ip not in self._by_ip and ip not in self._reserved_ip and \
+                        ip != self.server_ip:
+                    self._cursor[pool.name] = n + 1 if n < pool.last else pool.first
+                    return ip
+        heap = self._expiry[pool.name]
+        while heap:
+            expires, ip = heap[0]
+            lease = self._by_ip.get(ip)
+            if lease is None or lease.expires != expires or lease.pool != pool.name:
+                heapq.heappop(heap)  # stale: the record changed or went
+                continue
+            return ip if expires <= now else None
+        return None
 
     def _admit(self, mac: str | None, client: str, now: float) -> tuple[bool, list[Change]]:
         """Room for one more record of an unconfigured client? Evicts expired ones if full."""

@@ -531,3 +531,25 @@ def test_a_release_at_the_cap_makes_room_at_once() -> None:
              source=ack.reply.yiaddr)
     out = s.handle(pkt(MessageType.DISCOVER, 3), now=T0 + 3, source=ZERO_IP)
     assert out.kind == "offer" and Removed(ack.reply.yiaddr) in out.changes
+
+
+def test_a_full_range_reuses_the_longest_expired_address_first() -> None:
+    s = make(pools=(Pool.make("three", "10.77.0.0/24", "10.77.0.100", "10.77.0.102",
+                              lease_time=60),))
+    ips = []
+    for mac, at in ((1, T0), (2, T0 + 10), (3, T0 + 20)):  # expire at +60.1, +70.1, +80.1
+        _, ack = dora(s, mac, now=at)
+        assert ack.reply is not None
+        ips.append(ack.reply.yiaddr)
+    # Client 2 renews: its lease now ends last.
+    s.handle(pkt(MessageType.REQUEST, 2, ciaddr=ips[1]), now=T0 + 50, source=ips[1])
+    assert s.handle(pkt(MessageType.DISCOVER, 4), now=T0 + 60, source=ZERO_IP).reason == \
+        "pool-exhausted"
+    first = s.handle(pkt(MessageType.DISCOVER, 4), now=T0 + 200, source=ZERO_IP)
+    second = s.handle(pkt(MessageType.DISCOVER, 5), now=T0 + 200, source=ZERO_IP)
+    third = s.handle(pkt(MessageType.DISCOVER, 6), now=T0 + 200, source=ZERO_IP)
+    assert first.reply and second.reply and third.reply
+    assert [first.reply.yiaddr, second.reply.yiaddr, third.reply.yiaddr] == \
+        [ips[0], ips[2], ips[1]]
+    assert s.handle(pkt(MessageType.DISCOVER, 7), now=T0 + 200, source=ZERO_IP).reason == \
+        "pool-exhausted"
