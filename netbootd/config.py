@@ -386,7 +386,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     dhcp_mode = r.value(d, "mode", "dhcp.", str, "proxy",
                         lambda v: None if v in DHCP_MODES else
                         f"{v!r} is not one of {', '.join(DHCP_MODES)}")
-    pools = _pools(r, r.table(d, "pools", "dhcp."), dhcp_mode, address)
+    pools, subnets = _pools(r, r.table(d, "pools", "dhcp."), dhcp_mode, address)
     dhcp = DhcpConfig(
         mode=dhcp_mode, pools=pools,
         max_leases=r.value(d, "max_leases", "dhcp.", int, 10_000, _range(1, 10_000_000)),
@@ -543,7 +543,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
             r.problems.append(f"{where}hostname: {hostname!r} is not a valid host name")
         ip = r.value(n, "ip", where, str, "", _ip) or None
         if ip is not None:
-            _check_reservation(r, where, name, ip, bool(macs), pools, dhcp_mode, reserved)
+            _check_reservation(r, where, name, ip, bool(macs), subnets, dhcp_mode, reserved)
         nodes.append(NodeSpec(name=name, settings=_settings(r, n, where), macs=tuple(macs),
                               guids=tuple(guids), serials=serials, group=group,
                               hostname=hostname, ip=ip))
@@ -558,10 +558,11 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                   reimage=reimage, firstboot=firstboot, state=state)
 
 
-def _pools(r: _Reader, table: Mapping[str, Any], mode: str,
-           address: str) -> tuple[PoolConfig, ...]:
-    """``[dhcp.pools.NAME]`` tables; in server mode at least one, one holding server.address
-    or reached through relays, and no two overlapping."""
+def _pools(r: _Reader, table: Mapping[str, Any], mode: str, address: str
+           ) -> tuple[tuple[PoolConfig, ...], tuple[ipaddress.IPv4Network, ...]]:
+    """``[dhcp.pools.NAME]`` tables (in server mode at least one, no two overlapping) and the
+    subnets that parsed, also of pools with other problems (reservations are checked
+    against them, so every problem is listed at once)."""
     pools: list[PoolConfig] = []
     networks: list[tuple[str, ipaddress.IPv4Network]] = []
     for name, t in table.items():
@@ -627,11 +628,11 @@ def _pools(r: _Reader, table: Mapping[str, Any], mode: str,
                     <= ipaddress.IPv4Address(p.last):
                 r.problems.append(f"dhcp.pools.{p.name}.range: holds server.address {address}"
                                   "; the server's own address cannot be handed out")
-    return tuple(pools)
+    return tuple(pools), tuple(n for _, n in networks)
 
 
 def _check_reservation(r: _Reader, where: str, name: str, ip: str, has_mac: bool,
-                       pools: tuple[PoolConfig, ...], mode: str,
+                       nets: tuple[ipaddress.IPv4Network, ...], mode: str,
                        reserved: dict[str, str]) -> None:
     if not has_mac:
         r.problems.append(f"{where}ip: a reserved address needs the node's mac (DHCP "
@@ -639,13 +640,12 @@ def _check_reservation(r: _Reader, where: str, name: str, ip: str, has_mac: bool
     if ip in reserved:
         r.problems.append(f"{where}ip: {ip} is also reserved for nodes.{reserved[ip]}")
     reserved.setdefault(ip, name)
-    if mode == "server" and pools:
+    if mode == "server" and nets:
         addr = ipaddress.IPv4Address(ip)
-        nets = [ipaddress.IPv4Network(p.subnet) for p in pools]
         if not any(addr in n and addr not in (n.network_address, n.broadcast_address)
                    for n in nets):
             r.problems.append(f"{where}ip: {ip} is not a host address of any dhcp pool subnet "
-                              f"({', '.join(p.subnet for p in pools)})")
+                              f"({', '.join(map(str, nets))})")
 
 
 def _valid_hostname(h: str) -> bool:

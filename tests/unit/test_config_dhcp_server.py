@@ -90,3 +90,13 @@ def test_range_may_not_hold_the_servers_address() -> None:
     assert problems(config({"mode": "server", "pools": {"lab": pool}})) == [
         "dhcp.pools.lab.range: holds server.address 10.77.0.1; the server's own address "
         "cannot be handed out"]
+
+
+def test_a_bad_range_does_not_hide_a_reservation_problem() -> None:
+    pool = dict(POOL, range=["10.77.0.100", "10.77.0.300"])
+    found = problems(config({"mode": "server", "pools": {"lab": pool}},
+                            {"c": {"mac": "52:54:00:00:00:03", "ip": "10.78.0.5"}}))
+    assert found == ["dhcp.pools.lab.range: ['10.77.0.100', '10.77.0.300'] must be two IPv4 "
+                     "addresses",
+                     "nodes.c.ip: 10.78.0.5 is not a host address of any dhcp pool subnet "
+                     "(10.77.0.0/24)"]
