@@ -21,6 +21,7 @@ APT_PACKAGES=(
   # schema validator and network parsers import under the system python3:
   python3-yaml python3-jsonschema python3-jinja2 python3-configobj python3-jsonpatch
   python3-netifaces python3-requests
+  isc-dhcp-client                             # an independent DHCP client for server mode
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -29,6 +29,7 @@ from netbootd.core.intent import NodeOverride, ReimageOrder
 from netbootd.core.inventory import Inventory, apply_bindings, identity_key
 from netbootd.errors import BuildError, ConfigError, Conflict, NotFound
 from netbootd.state.events import BootEvent, NodeRecord, StateDB
+from netbootd.state.leases import LeaseDB
 from netbootd.state.registry import Registry
 from netbootd.store import importer, maintenance
 from netbootd.store.builds import load_store
@@ -51,10 +52,20 @@ class Admin:
         state_dir = self.config.server.state_dir
         self.registry = Registry(state_dir / "intent.sqlite3")
         self.state = StateDB(state_dir / "state.sqlite3")
+        self._leases_path = state_dir / "leases.sqlite3"
+        self._leases: LeaseDB | None = None
+
+    def leases(self) -> LeaseDB | None:
+        """Server mode's lease table (opened once it exists), or None."""
+        if self._leases is None:
+            self._leases = LeaseDB.open_readonly(self._leases_path)
+        return self._leases
 
     def close(self) -> None:
         self.registry.close()
         self.state.close()
+        if self._leases is not None:
+            self._leases.close()
 
     def __enter__(self) -> Admin:
         return self
@@ -229,7 +240,22 @@ class Admin:
             {"build": ov.build, "channel": ov.channel, "mode": ov.mode},
             "reimage": None if n.name not in orders else
             self.registry.action(orders[n.name].action_id).as_json(),
-            "seen": None if record is None else _record_json(record)}
+            "seen": None if record is None else _record_json(record),
+            "lease": self._lease_json(n.macs)}
+
+    def _lease_json(self, macs: tuple[str, ...]) -> dict[str, Any] | None:
+        """The node's DHCP lease in server mode: its bound address first, else its last
+        record (offered, released); None in proxy mode or before its first exchange."""
+        db = self.leases()
+        if db is None or not macs:
+            return None
+        records = db.for_macs(macs)
+        if not records:
+            return None
+        now = self.clock()
+        best = next((x for x in records if x.state == "bound" and x.expires > now), records[0])
+        return {"ip": best.ip, "mac": best.mac, "state": best.state, "expires": best.expires,
+                "pool": best.pool, "active": best.state == "bound" and best.expires > now}
 
     def node(self, name: str) -> dict[str, Any]:
         return self._detail(self._node(name))

@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (NetbootdError, ValueError) as e:
         print(f"netbootd: {e}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":

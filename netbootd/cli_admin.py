@@ -158,7 +158,8 @@ def cmd_node_list(args: argparse.Namespace) -> int:
         lines.append(f"{n['name']:<20} {','.join(n['macs']) or '-':<18} group={n['group'] or '-'}"
                      f" mode={'reimage' if n['reimage'] else mode} "
                      f"build={seen.get('current_build') or '-'} boots={seen.get('boot_count', 0)}"
-                     f" state={seen.get('state') or '-'}")
+                     f" state={seen.get('state') or '-'}"
+                     f"{' ip=' + n['lease']['ip'] if n.get('lease') else ''}")
     return _out(args, nodes, "\n".join(lines) or "no nodes")
 
 

@@ -307,6 +307,7 @@ class Lab:
         self.dhcp_ping = dhcp_ping
         self.ra_responder = ra_responder
         tag = secrets.token_hex(3)
+        self.tag = tag
         self.netns = f"nbdlab-{tag}"
         self.site_netns = f"nbdsite-{tag}"
         self.tmpdir: Path = Path(tempfile.mkdtemp(prefix=f"nbdlab-{tag}-"))
@@ -531,6 +532,13 @@ class Lab:
 
     # ---- site DHCP -----------------------------------------------------------------------
 
+    def start_site_dhcp(self) -> None:
+        """Start the site DHCP server now, in a lab made with ``site_dhcp=False`` (a second
+        DHCP server appearing on the link)."""
+        if self.dnsmasq is not None and self.dnsmasq.poll() is None:
+            raise LabError("the site DHCP server is already running")
+        self._start_dnsmasq()
+
     def dnsmasq_text(self) -> str:
         """The site DHCP server's log so far."""
         try:
@@ -564,6 +572,38 @@ class Lab:
             f"no lease for {mac} within {timeout:.0f} s; dnsmasq log tail: "
             f"{self.dnsmasq_text()[-1000:]!r}"
         )
+
+    # ---- client namespaces ---------------------------------------------------------------
+
+    def add_client_netns(self, name: str, mac: str, address: str | None = None) -> str:
+        """A namespace of its own on br0 for a DHCP client program (udhcpc, dhclient,
+        perfdhcp), so it configures nothing of the host's; its link is ``eth0`` with ``mac``
+        (and ``address``, ``a.b.c.d/len``, if given). Deleted at teardown; the namespace name.
+        """
+        if not re.fullmatch(r"[a-z0-9]{1,8}", name):
+            raise LabError(f"bad client name {name!r}: 1-8 of [a-z0-9]")
+        netns = f"nbdcl-{self.tag}-{name}"
+        veth = f"vc-{name}"
+        _ip("netns", "add", netns)
+        self._namespaces.append(netns)
+        _ip("-n", netns, "link", "set", "lo", "up")
+        self._sysctl(netns, "net.ipv6.conf.all.disable_ipv6", "1")
+        self._sysctl(netns, "net.ipv6.conf.default.disable_ipv6", "1")
+        _ip("-n", self.netns, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+            "netns", netns)
+        _ip("-n", self.netns, "link", "set", veth, "master", BRIDGE, "up")
+        _ip("-n", netns, "link", "set", "eth0", "address", _valid_mac(mac))
+        if address is not None:
+            _ip("-n", netns, "addr", "add", address, "dev", "eth0")
+        _ip("-n", netns, "link", "set", "eth0", "up")
+        return netns
+
+    def run_in(self, netns: str, cmd: Sequence[str | os.PathLike[str]],
+               **popen_kw: Any) -> subprocess.Popen[Any]:
+        """Like :meth:`run`, in a namespace from :meth:`add_client_netns`."""
+        if netns not in self._namespaces:
+            raise LabError(f"namespace {netns} is not one of this lab's")
+        return self._spawn(netns, cmd, **popen_kw)
 
     # ---- taps and guests -----------------------------------------------------------------
 
