@@ -271,8 +271,8 @@ def test_installed_package_serves_a_node(installed: Installed, tmp_path: Path,
             time.sleep(0.2)
         assert "phone-home" in kinds, kinds
         home_event = next(e for e in timeline["events"] if e["kind"] == "phone-home")
-        # expected_build: the build the token was signed for, the one this node was served.
-        assert home_event["detail"]["expected_build"] == "tiny/1.0"
+        # build: the one the phone-home URL's token was signed for, the one this node was served.
+        assert home_event["detail"]["build"] == "tiny/1.0"
         assert home_event["detail"]["hostname"] == NODE
 
         proc.send_signal(signal.SIGTERM)
