@@ -610,6 +610,7 @@ class Lab:
         boot_order: str = "n",
         extra_args: Sequence[str] = (),
         secure_boot: bool = False,
+        net_then_disk: bool = False,
     ) -> QemuGuest:
         """Boot a QEMU guest (TCG) on br0 through a new tap; serial console to a log file.
 
@@ -619,7 +620,8 @@ class Lab:
         ``kernel``/``initrd``/``append`` boot a kernel directly instead of from the network.
         ``disk`` is attached as a virtio disk (qcow2 by suffix, raw otherwise).
         ``secure_boot`` (UEFI): OVMF's Secure Boot build with Microsoft's keys enrolled and
-        Secure Boot on (q35 with SMM, secure pflash).
+        Secure Boot on (q35 with SMM, secure pflash). ``net_then_disk``: boot order by
+        ``bootindex``, which OVMF follows: the NIC first, then ``disk``.
         """
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
             raise LabError(f"bad guest name {name!r}: 1-32 of [A-Za-z0-9_-]")
@@ -674,6 +676,8 @@ class Lab:
             ]
             if stock_efi_pxe:
                 nic += ",romfile="
+        if net_then_disk:
+            nic += ",bootindex=1"
         args += ["-device", nic]
         if kernel is not None:
             args += ["-kernel", str(kernel)]
@@ -689,7 +693,11 @@ class Lab:
             args += ["-smbios", f"type=1,uuid={uuid}"]
         if disk is not None:
             fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
-            args += ["-drive", f"file={disk},format={fmt},if=virtio"]
+            if net_then_disk:
+                args += ["-drive", f"file={disk},format={fmt},if=none,id=disk0",
+                         "-device", "virtio-blk-pci,drive=disk0,bootindex=2"]
+            else:
+                args += ["-drive", f"file={disk},format={fmt},if=virtio"]
         args += list(extra_args)
         log = self._log_file(f"{name}.qemu.log")
         started = time.monotonic()
