@@ -10,6 +10,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip            # the service itself
   pxelinux syslinux-common syslinux-efi ipxe  # bootloaders netbootd serves
   grub-common grub-pc-bin grub-efi-amd64-bin  # grub-mknetdir and GRUB's modules (no grub-install)
+  fdisk dosfstools mtools                     # images/disk-efi: GPT + FAT ESP without mounting
   qemu-system-x86 ipxe-qemu ovmf              # real PXE clients (SeaBIOS+iPXE ROM, OVMF)
   dnsmasq-base                                # the site DHCP server in the test network
   iproute2 kmod cpio busybox-static xz-utils zstd  # namespaces; demo appliance recipe

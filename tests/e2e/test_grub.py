@@ -9,6 +9,7 @@ who phoned home, and what the guest reported of itself), never netbootd's log te
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from netbootd.lab.demo import (
     timeline,
     wait_for_event,
 )
-from netbootd.lab.netlab import Lab, lab_prerequisites, secure_boot_ovmf_files
+from netbootd.lab.netlab import Lab, QemuGuest, lab_prerequisites, secure_boot_ovmf_files
 from netbootd.state.registry import Registry
 from netbootd.store.authenticode import inspect_pe, strip_signature
 from netbootd.store.importer import import_disk, import_linux
@@ -108,6 +109,11 @@ def grub_lab(grub_store: Path, tmp_path_factory: pytest.TempPathFactory,
         nb = start_netbootd(lab, ["serve", "--config", str(config)], work,
                             work / "state" / "state.sqlite3")
         yield LabServer(lab, nb), config
+
+
+def console(guest: QemuGuest) -> str:
+    """The serial console without terminal escapes (OVMF's setup screen is mostly those)."""
+    return re.sub(r"\x1b\[[0-9;=?]*[A-Za-z]", "", guest.serial_text())[-3000:]
 
 
 def sent_files(events: list) -> list[str]:  # type: ignore[type-arg]
@@ -232,10 +238,8 @@ def test_secure_boot_reimage_drill(grub_lab: tuple[LabServer, Path], grub_store:
             status = guest.wait(BOOT_TIMEOUT)
         except subprocess.TimeoutExpired:
             guest.kill()
-            raise AssertionError(f"the disk never booted:\n{guest.serial_text()[-3000:]}")\
-                from None
-        serial = guest.serial_text()
-        assert status == 0 and DISK_MARKER in serial, serial[-3000:]
+            raise AssertionError(f"the disk never booted:\n{console(guest)}") from None
+        assert status == 0 and DISK_MARKER in guest.serial_text(), console(guest)
         events = timeline(db, SB_LAB_MAC, after)
         offer = next(e for e in events if e.kind == "dhcp-offer")
         assert offer.detail["mode"] == "local" and offer.detail["bootfile"] == \
