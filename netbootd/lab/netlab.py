@@ -86,6 +86,15 @@ def ovmf_files() -> tuple[Path, Path] | None:
     return None
 
 
+SB_OVMF = ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")
+
+
+def secure_boot_ovmf_files() -> tuple[Path, Path] | None:
+    """(OVMF Secure Boot code, vars with Microsoft's keys and Secure Boot on), or None."""
+    code, vars_ = OVMF_DIR / SB_OVMF[0], OVMF_DIR / SB_OVMF[1]
+    return (code, vars_) if code.is_file() and vars_.is_file() else None
+
+
 def _base_prerequisites() -> list[str]:
     """What the lab itself needs, whatever the guests' firmware."""
     missing: list[str] = []
@@ -287,6 +296,7 @@ class Lab:
         ra_responder: bool = True,
         lease_time: str = "1h",
         dhcp_ping: bool = False,
+        site_next_server: str | None = None,
     ) -> None:
         net = ipaddress.IPv4Network(subnet)
         if net.num_addresses < 8:
@@ -305,6 +315,9 @@ class Lab:
         self.lease_time = lease_time
         self.site_dhcp = site_dhcp
         self.dhcp_ping = dhcp_ping
+        # The site server's siaddr (next-server) in its DHCPACK, without a boot file: how a
+        # site points GRUB, which ignores ProxyDHCP, at the netboot server.
+        self.site_next_server = site_next_server
         self.ra_responder = ra_responder
         tag = secrets.token_hex(3)
         self.tag = tag
@@ -503,6 +516,8 @@ class Lab:
             # dnsmasq pings an address before offering it, which delays every first OFFER
             # by ~3 s; the lab's addresses are known to be free.
             cmd.append("--no-ping")
+        if self.site_next_server is not None:
+            cmd.append(f"--dhcp-boot=,,{self.site_next_server}")
         log = self._log_file("dnsmasq.log")
         self.dnsmasq = self.run_site(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 5
@@ -634,6 +649,8 @@ class Lab:
         memory_mb: int = 512,
         boot_order: str = "n",
         extra_args: Sequence[str] = (),
+        secure_boot: bool = False,
+        net_then_disk: bool = False,
     ) -> QemuGuest:
         """Boot a QEMU guest (TCG) on br0 through a new tap; serial console to a log file.
 
@@ -642,6 +659,9 @@ class Lab:
         EDK2 PXE client runs instead of iPXE (OVMF has no e1000 driver: use virtio-net-pci).
         ``kernel``/``initrd``/``append`` boot a kernel directly instead of from the network.
         ``disk`` is attached as a virtio disk (qcow2 by suffix, raw otherwise).
+        ``secure_boot`` (UEFI): OVMF's Secure Boot build with Microsoft's keys enrolled and
+        Secure Boot on (q35 with SMM, secure pflash). ``net_then_disk``: boot order by
+        ``bootindex``, which OVMF follows: the NIC first, then ``disk``.
         """
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
             raise LabError(f"bad guest name {name!r}: 1-32 of [A-Za-z0-9_-]")
@@ -678,6 +698,14 @@ class Lab:
             if files is None:
                 raise LabError("OVMF not installed (apt-get install -y ovmf)")
             code, vars_template = files
+            if secure_boot:
+                sb = secure_boot_ovmf_files()
+                if sb is None:
+                    raise LabError(f"{OVMF_DIR}/{SB_OVMF[0]} and {SB_OVMF[1]} not found "
+                                   "(package ovmf)")
+                code, vars_template = sb
+                args += ["-machine", "q35,smm=on", "-global",
+                         "driver=cfi.pflash01,property=secure,value=on"]
             vars_copy = self.tmpdir / f"{name}.OVMF_VARS.fd"
             shutil.copyfile(vars_template, vars_copy)
             args += [
@@ -688,6 +716,8 @@ class Lab:
             ]
             if stock_efi_pxe:
                 nic += ",romfile="
+        if net_then_disk:
+            nic += ",bootindex=1"
         args += ["-device", nic]
         if kernel is not None:
             args += ["-kernel", str(kernel)]
@@ -703,7 +733,11 @@ class Lab:
             args += ["-smbios", f"type=1,uuid={uuid}"]
         if disk is not None:
             fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
-            args += ["-drive", f"file={disk},format={fmt},if=virtio"]
+            if net_then_disk:
+                args += ["-drive", f"file={disk},format={fmt},if=none,id=disk0",
+                         "-device", "virtio-blk-pci,drive=disk0,bootindex=2"]
+            else:
+                args += ["-drive", f"file={disk},format={fmt},if=virtio"]
         args += list(extra_args)
         log = self._log_file(f"{name}.qemu.log")
         started = time.monotonic()

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from netbootd.errors import BuildError, PathRefused
 from netbootd.paths import contain
+from netbootd.store.builds import kernel_signature
 from netbootd.store.layout import (
     blob_path,
     build_dir,
@@ -244,6 +245,11 @@ def import_linux(store: Path, name: str, version: str, kernel: Path, initrds: li
     with staging(store, name, version, progress) as st:
         for p in paths:
             st.add(path_source(p.name, p))
+        # Read from the staged copy (the source may be a pipe): a PE (EFI stub) kernel's
+        # signer, for Secure Boot (docs/secure-boot.md).
+        sig = kernel_signature(st.dir / kernel.name)
+        if sig is not None:
+            extra["kernel_signature"] = sig.to_json()
         return st.publish(Manifest(
             name=name, version=version, kind="linux", files=dict(st.files),
             kernel=kernel.name, initrds=tuple(p.name for p in initrds), cmdline=cmdline,
