@@ -247,11 +247,13 @@ class Service:
         if c.admin.socket is not None:
             c.admin.socket.unlink(missing_ok=True)
             site = web.UnixSite(runner, str(c.admin.socket))
-            await site.start()
+            with _binding("admin", str(c.admin.socket), None):
+                await site.start()
             os.chmod(c.admin.socket, 0o600)
         else:
             site = web.TCPSite(runner, c.admin.listen, c.admin.port, reuse_address=True)
-            await site.start()
+            with _binding("admin", c.admin.listen, c.admin.port):
+                await site.start()
             self.api_port = int(runner.addresses[0][1])
         self._api = runner
 
@@ -303,7 +305,7 @@ class Service:
 
 
 @contextlib.contextmanager
-def _binding(what: str, address: str, port: int) -> Iterator[None]:
+def _binding(what: str, address: str, port: int | None) -> Iterator[None]:
     """Turn a failed bind into a StartError that says which socket and what to check."""
     try:
         yield
@@ -314,7 +316,8 @@ def _binding(what: str, address: str, port: int) -> Iterator[None]:
                 errno.EADDRNOTAVAIL: "the address is not on any interface of this host"}
         # asyncio rewords the error of create_server; the errno says it plainly.
         reason = os.strerror(e.errno) if e.errno else str(e)
-        raise StartError(f"{what}: cannot listen on {address}:{port}: {reason}; "
+        where = address if port is None else f"{address}:{port}"  # a unix socket has no port
+        raise StartError(f"{what}: cannot listen on {where}: {reason}; "
                          f"{hint.get(e.errno or 0, 'check the address and port')}") from e
 
 

@@ -98,6 +98,8 @@ def served_config(tmp: Path, payload_size: int = 300_000, *, relay_port: int | N
                     "relay_port": relay_port or free_port(socket.SOCK_DGRAM)}
     data["tftp"] = {"listen": address, "port": free_port(socket.SOCK_DGRAM)}
     data["http"] = {"listen": address, "port": free_port(socket.SOCK_STREAM)}
+    # the admin API too: its default (127.0.0.1:8081) may be held by another server here
+    data["admin"] = {"port": free_port(socket.SOCK_STREAM)}
     data["loaders"] = {"dirs": {"files": [str(files)]}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

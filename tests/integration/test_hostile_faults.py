@@ -211,5 +211,17 @@ def test_a_port_in_use_is_named_and_the_other_ports_are_released(tmp_path: Path)
         server.stop()
 
 
+def test_the_admin_port_in_use_is_named_without_a_traceback(tmp_path: Path) -> None:
+    served = served_config(tmp_path)
+    admin_port = served.data["admin"]["port"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", admin_port))
+        taken.listen()
+        proc = serve_with(served.path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"admin: cannot listen on 127.0.0.1:{admin_port}: Address already in use" \
+        in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 async def fetch(served: Served) -> tuple[bytes, dict[str, str]]:
     return await tftp_fetch(served.tftp_port, tftp_rrq(PAYLOAD))
