@@ -63,6 +63,12 @@ NIC_ROMS: dict[str, str] = {
     "rtl8139": "efi-rtl8139.rom",
 }
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
+# OVMF reads these fw_cfg files at start (OvmfPkg's NetworkPcds): with both PXE stacks off, its
+# boot manager goes to UEFI HTTP Boot at once instead of after ~130 s of PXE timeouts.
+OVMF_HTTP_BOOT_ONLY: tuple[tuple[str, str], ...] = (
+    ("opt/org.tianocore/IPv4PXESupport", "n"),
+    ("opt/org.tianocore/IPv6PXESupport", "n"),
+)
 BRIDGE = "br0"
 SITE_VETH_LAB = "vsite0"
 SITE_VETH_SITE = "vsite1"
@@ -594,6 +600,7 @@ class Lab:
         memory_mb: int = 512,
         boot_order: str = "n",
         extra_args: Sequence[str] = (),
+        fw_cfg: Sequence[tuple[str, str]] = (),
     ) -> QemuGuest:
         """Boot a QEMU guest (TCG) on br0 through a new tap; serial console to a log file.
 
@@ -602,6 +609,7 @@ class Lab:
         EDK2 PXE client runs instead of iPXE (OVMF has no e1000 driver: use virtio-net-pci).
         ``kernel``/``initrd``/``append`` boot a kernel directly instead of from the network.
         ``disk`` is attached as a virtio disk (qcow2 by suffix, raw otherwise).
+        ``fw_cfg`` adds ``-fw_cfg name=NAME,string=VALUE`` items (e.g. ``OVMF_HTTP_BOOT_ONLY``).
         """
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
             raise LabError(f"bad guest name {name!r}: 1-32 of [A-Za-z0-9_-]")
@@ -664,6 +672,10 @@ class Lab:
         if disk is not None:
             fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
             args += ["-drive", f"file={disk},format={fmt},if=virtio"]
+        for key, value in fw_cfg:
+            if not re.fullmatch(r"opt/[A-Za-z0-9_./-]{1,50}", key) or "," in value:
+                raise LabError(f"bad fw_cfg item {key!r}={value!r}: name opt/..., no comma")
+            args += ["-fw_cfg", f"name={key},string={value}"]
         args += list(extra_args)
         log = self._log_file(f"{name}.qemu.log")
         started = time.monotonic()
