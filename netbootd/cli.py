@@ -35,6 +35,7 @@ from netbootd.config import (
     load_config,
 )
 from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
+from netbootd.core.build_arch import selector_build_arches
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
 from netbootd.errors import ConfigError, NetbootdError
@@ -90,6 +91,7 @@ def check_config(config: Config) -> list[str]:
         if settings.channel is not None and settings.channel not in channels:
             problems.append(f"{where}.channel: channel {settings.channel} points at no build; "
                             f"run `netbootd channel set {settings.channel} NAME/VERSION`")
+    problems += _arch_problems(config, catalog, channels)
     env = make_environment(config.server.templates_dir)
     for name in TEMPLATE_NAMES:
         try:
@@ -105,6 +107,24 @@ def check_config(config: Config) -> list[str]:
                 problems.append(f"loaders.bootfiles.{loader}.{family}: {path} not found in "
                                 f"{', '.join(map(str, dirs)) or 'no directory'} (install "
                                 f"Debian's pxelinux, syslinux-efi and ipxe packages)")
+    return problems
+
+
+def _arch_problems(config: Config, catalog: BuildCatalog,
+                   channels: dict[str, str]) -> list[str]:
+    """Groups with an arch selector whose build (pinned or via its channel) no client they
+    match can run: every such client would be declined."""
+    problems = []
+    for g in config.groups:
+        s = g.settings
+        ref = s.build or (channels.get(s.channel) if s.channel else None)
+        if g.match is None or not g.match.arch or ref is None or ref not in catalog:
+            continue
+        arch = catalog.get(ref).arch
+        if arch not in selector_build_arches(g.match.arch):
+            problems.append(f"groups.{g.name}: build {ref} is for {arch} machines, but "
+                            f"match.arch = {list(g.match.arch)} matches none; give the "
+                            f"group a build of its arch")
     return problems
 
 

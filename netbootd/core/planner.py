@@ -6,7 +6,8 @@ exactly (``build = NAME/VERSION``, a pin) or through a channel (``channel = NAME
 specific setting wins, a pin over a channel at the same level. A pending reimage order boots
 the installer build with the disk image to write. An ESXi build on UEFI always uses iPXE
 (``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``). A build named by config but absent
-from the store is a Decline whose reason lists the builds that do exist.
+from the store is a Decline whose reason lists the builds that do exist. A build of another CPU
+architecture than the client's (``core.build_arch``) is a Decline too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from netbootd.core.build_arch import arch_mismatch
 from netbootd.core.identity import ClientIdentity
 from netbootd.core.intent import EMPTY_INTENT, Intent, NodeOverride
 from netbootd.core.inventory import Inventory
@@ -63,7 +65,12 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
                         vars=variables, channel=channel, reimage=reimage)
 
     if order is not None:
-        return _reimage_plan(order.action_id, order.image, intent, catalog, plan)
+        p = _reimage_plan(order.action_id, order.image, intent, catalog, plan)
+        if isinstance(p, BootPlan) and p.build is not None and p.reimage is not None:
+            for b in (p.build, p.reimage.disk):
+                if (why := arch_mismatch(b.ref, b.arch, ident.arch)) is not None:
+                    return Decline(f"reimage: {why}")
+        return p
     if mode == "local":
         return plan("local", None, None)
     ref: str | None
@@ -91,6 +98,8 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
     if build.kind == "disk":
         return Decline(f"build {ref} is a disk image and cannot be booted directly; "
                        "use `netbootd node reimage` to write it to a node")
+    if (why := arch_mismatch(build.ref, build.arch, ident.arch)) is not None:
+        return Decline(why)
     return plan(mode, build, channel)
 
 
