@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-pip            # the service itself
   pxelinux syslinux-common syslinux-efi ipxe  # bootloaders netbootd serves
+  grub-common grub-pc-bin grub-efi-amd64-bin  # grub-mknetdir and GRUB's modules (no grub-install)
   qemu-system-x86 ipxe-qemu ovmf              # real PXE clients (SeaBIOS+iPXE ROM, OVMF)
   dnsmasq-base                                # the site DHCP server in the test network
   iproute2 kmod cpio busybox-static xz-utils zstd  # namespaces; demo appliance recipe
@@ -46,5 +47,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# GRUB's network images (grub-mknetdir) plus Debian's signed shim and network GRUB, unpacked
+# from their .debs (shim-signed's maintainer scripts would install a bootloader on the host).
+.venv/bin/python -m netbootd loaders grub --dest /var/lib/netbootd/loaders/grub \
+  --cache /var/cache/netbootd/debs
 # atftpd conflicts with tftpd-hpa in Debian: the bench unpacks its package privately.
 .venv/bin/python bench/run.py --install-only

@@ -303,8 +303,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir", default="/var/lib/netbootd/quick")
     s.set_defaults(func=cmd_boot)
 
+    s = sub.add_parser("loaders", help="prepare loader folders that are built, not packaged")
+    s.add_argument("which", choices=["grub"], help="grub: GRUB network images (grub-mknetdir) "
+                   "and Debian's signed shim and GRUB for Secure Boot")
+    s.add_argument("--dest", type=Path, default=Path("/var/lib/netbootd/loaders/grub"))
+    s.add_argument("--cache", type=Path, default=Path("/var/cache/netbootd/debs"),
+                   help="where signed packages are downloaded and unpacked when not installed")
+    s.add_argument("--no-signed", action="store_true", help="skip shim and signed GRUB")
+    s.set_defaults(func=cmd_loaders)
+
     add_admin_commands(sub, CONFIG_ARG)
     return p
+
+
+def cmd_loaders(args: argparse.Namespace) -> int:
+    from netbootd.loaders import prepare_grub
+
+    names = prepare_grub(args.dest, args.cache, signed=not args.no_signed)
+    print(f"{args.dest}: {', '.join(names)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

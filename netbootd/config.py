@@ -21,7 +21,9 @@ from netbootd.errors import ConfigError
 from netbootd.store.channels import CHANNEL_RE
 
 MODES = ("appliance", "local", "menu", "discover")
-LOADERS = ("pxelinux", "ipxe")
+LOADERS = ("pxelinux", "ipxe", "grub")
+# [loaders.bootfiles.*] tables: one per loader, plus the Secure Boot first stage (shim).
+BOOTFILE_TABLES = (*LOADERS, "shim")
 SELECTOR_KEYS = ("arch", "mac_prefix", "vendor_class", "user_class", "manufacturer", "product",
                  "serial")
 
@@ -31,12 +33,20 @@ DEFAULT_LOADER_DIRS: dict[str, tuple[str, ...]] = {
     "bios": ("/usr/lib/PXELINUX", "/usr/lib/syslinux/modules/bios"),
     "efi64": ("/usr/lib/SYSLINUX.EFI/efi64", "/usr/lib/syslinux/modules/efi64"),
     "ipxe": ("/usr/lib/ipxe",),
+    # GRUB's network images are built, not packaged: `netbootd-grub-loaders` (install-deps)
+    # runs grub-mknetdir here and adds Debian's signed shim and network GRUB (Secure Boot).
+    "grub": ("/var/lib/netbootd/loaders/grub",),
 }
 # The network boot program handed to firmware, per loader and arch family (TFTP paths).
 DEFAULT_BOOTFILES: dict[str, dict[str, str]] = {
     "pxelinux": {"bios": "bios/lpxelinux.0", "efi64": "efi64/syslinux.efi"},
     "ipxe": {"bios": "ipxe/undionly.kpxe", "efi64": "ipxe/snponly.efi",
              "efi32": "ipxe/ipxe32.efi", "arm64": "ipxe/arm64/snponly.efi"},
+    # grub-mknetdir --subdir=grub: the images' prefix is (tftp,<server>)/grub.
+    "grub": {"bios": "grub/i386-pc/core.0", "efi64": "grub/x86_64-efi/core.efi"},
+    # Secure Boot: shim loads grubx64.efi (Debian's signed network GRUB) from its own folder,
+    # whose prefix is grub/ as well (docs/secure-boot.md).
+    "shim": {"efi64": "grub/shimx64.efi"},
 }
 
 
@@ -62,6 +72,9 @@ class DhcpConfig:
     # need udp/4011). False: bare offer, clients fetch the boot file with a 4011 request.
     offer_bootfile: bool = True
     relay_port: int = 67
+    # What the site's DHCP server puts in siaddr (next-server), if the operator made it
+    # netbootd: GRUB ignores ProxyDHCP and fetches from there (docs/boot-flows.md).
+    site_next_server: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +165,9 @@ class BootSettings:
     channel: str | None = None  # follow a channel (see `netbootd channel`)
     mode: str | None = None
     loader: str | None = None
+    # Boot UEFI members through the signed chain shim -> GRUB -> kernel (DHCP cannot tell
+    # whether Secure Boot is on, so the group says so).
+    secure_boot: bool | None = None
     cmdline: str | None = None
     user_data: str | None = None  # template name for cloud-init user-data / kickstart
     vars: Mapping[str, Any] = field(default_factory=dict)
@@ -299,11 +315,21 @@ def _settings(r: _Reader, t: Mapping[str, Any], where: str) -> BootSettings:
     if build is not None and channel is not None:
         r.problems.append(f"{where}: set build (pin) or channel (follow), not both")
     vars_ = r.table(t, "vars", where)
+    secure_boot = t.get("secure_boot")
+    if secure_boot is not None and not isinstance(secure_boot, bool):
+        r.problems.append(f"{where}secure_boot: expected true or false")
+        secure_boot = None
+    if secure_boot and loader not in (None, "grub"):
+        r.problems.append(f"{where}secure_boot: the signed chain is shim -> GRUB; loader "
+                          f"{loader!r} cannot be used with secure_boot = true (set loader = "
+                          "\"grub\" or leave it out)")
     return BootSettings(build=build, channel=channel, mode=mode, loader=loader, cmdline=cmdline,
-                        user_data=r.optional_str(t, "user_data", where), vars=dict(vars_))
+                        user_data=r.optional_str(t, "user_data", where), vars=dict(vars_),
+                        secure_boot=secure_boot)
 
 
-_SETTING_KEYS = {"build", "channel", "mode", "loader", "cmdline", "user_data", "vars"}
+_SETTING_KEYS = {"build", "channel", "mode", "loader", "secure_boot", "cmdline", "user_data",
+                 "vars"}
 
 
 def _selector(r: _Reader, t: Mapping[str, Any], where: str) -> Selector:
@@ -348,8 +374,11 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                           verify_builds=r.value(s, "verify_builds", "server.", bool, False))
 
     d = r.table(data, "dhcp", "")
-    r.unknown(d, {"enabled", "listen", "port", "proxy_port", "offer_bootfile", "relay_port"},
-              "dhcp.")
+    r.unknown(d, {"enabled", "listen", "port", "proxy_port", "offer_bootfile", "relay_port",
+                  "site_next_server"}, "dhcp.")
+    site_next_server = r.optional_str(d, "site_next_server", "dhcp.")
+    if site_next_server is not None and (err := _ip(site_next_server)):
+        r.problems.append(f"dhcp.site_next_server: {err}")
     dhcp = DhcpConfig(
         enabled=r.value(d, "enabled", "dhcp.", bool, True),
         listen=r.value(d, "listen", "dhcp.", str, "0.0.0.0", _ip),
@@ -357,6 +386,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         proxy_port=r.value(d, "proxy_port", "dhcp.", int, 4011, _port),
         offer_bootfile=r.value(d, "offer_bootfile", "dhcp.", bool, True),
         relay_port=r.value(d, "relay_port", "dhcp.", int, 67, _port),
+        site_next_server=site_next_server,
     )
 
     t = r.table(data, "tftp", "")
@@ -434,9 +464,9 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         dirs[prefix] = tuple(Path(p) for p in r.str_list({"x": v}, "x", f"loaders.dirs.{prefix}"))
     bootfiles = {k: dict(v) for k, v in DEFAULT_BOOTFILES.items()}
     for loader, v in r.table(lo, "bootfiles", "loaders.").items():
-        if loader not in LOADERS or not isinstance(v, dict):
+        if loader not in BOOTFILE_TABLES or not isinstance(v, dict):
             r.problems.append(f"loaders.bootfiles.{loader}: expected a table under one of "
-                              f"{', '.join(LOADERS)}")
+                              f"{', '.join(BOOTFILE_TABLES)}")
             continue
         for family, path in v.items():
             if not isinstance(path, str):

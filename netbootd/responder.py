@@ -91,6 +91,7 @@ class Responder:
         self.inventory = Inventory(config.groups, config.nodes)
         # TFTP folders holding a pxelinux binary; each gets a dynamic pxelinux.cfg/.
         self.pxelinux_prefixes = _pxelinux_prefixes(config)
+        self.grub_prefixes = _grub_prefixes(config)
         self.sightings = Sightings(config.state.max_clients)
         self.clock = clock
         self._mac_by_ip: OrderedDict[str, str] = OrderedDict()
@@ -104,6 +105,7 @@ class Responder:
         self.renderer = renderer
         self.urls = renderer.urls
         self.pxelinux_prefixes = _pxelinux_prefixes(config)
+        self.grub_prefixes = _grub_prefixes(config)
         self.sightings.capacity = config.state.max_clients
         self._load_intent()
 
@@ -228,6 +230,8 @@ class Responder:
         head = parts[0]
         if head in self.pxelinux_prefixes and len(parts) == 3 and parts[1] == "pxelinux.cfg":
             return Rendered(self._pxelinux_cfg(parts[2], client_ip))
+        if head in self.grub_prefixes and len(parts) == 2 and parts[1].startswith("grub.cfg"):
+            return Rendered(self._grub_cfg(parts[1], client_ip))
         if head == "builds" and len(parts) >= 4:
             build = self.build(f"{parts[1]}/{parts[2]}")
             return StaticFile(build.path_of("/".join(parts[3:])), "build", build.ref)
@@ -260,29 +264,10 @@ class Responder:
             return self._renderer().pxelinux_config(plan)
         if len(name) == 36 and name.count("-") == 4:
             # pxelinux spells the GUID in raw byte order; firmware may use the canonical one.
-            try:
-                candidates = guid_candidates(name)
-            except ValueError:
-                raise NotFound(f"pxelinux.cfg/{name}: not a GUID") from None
-            self.refresh()
-            for guid in candidates:
-                # Only a node configured by this GUID answers here; anyone else gets "not
-                # found" and pxelinux goes on to 01-<mac>. So does a GUID seen on several
-                # machines: it identifies none of them.
-                if guid in self.intent.ambiguous_guids or \
-                        self.inventory.find_node(ClientIdentity(guid=guid)) is None:
-                    continue
-                # The MAC that sent this GUID in DHCP; after a restart, the stored one; as a
-                # last resort, the MAC last seen at this address.
-                ident = self.sightings.enrich(ClientIdentity(guid=guid, ip=client_ip))
-                if ident.mac is None:
-                    ident = replace(ident, mac=self.state.mac_for_guid(guid) or
-                                    self.mac_for_ip(client_ip))
-                plan = self.plan_for(ident)
-                if isinstance(plan, BootPlan):
-                    self.learn_ip(client_ip, plan.identity.mac or "")
-                    return self._renderer().pxelinux_config(plan)
-            raise NotFound(f"pxelinux.cfg/{name}: no node with this GUID")
+            by_guid = self._plan_by_guid_name(name, client_ip)
+            if by_guid is None:
+                raise NotFound(f"pxelinux.cfg/{name}: no node with this GUID")
+            return self._renderer().pxelinux_config(by_guid)
         if name == "default":
             known = self.mac_for_ip(client_ip)
             plan = self.plan_for(ClientIdentity(mac=known, ip=client_ip)) if known else \
@@ -293,6 +278,69 @@ class Responder:
         if _HEX_IP.match(name):
             raise NotFound(f"pxelinux.cfg/{name}: configs are per GUID and MAC")
         raise NotFound(f"pxelinux.cfg/{name}: no such config")
+
+    def _plan_by_guid_name(self, name: str, client_ip: str) -> BootPlan | None:
+        """The plan of the node configured by the GUID ``name`` (either byte order), or None
+        when no node is: the loader then asks for its per-MAC name."""
+        try:
+            candidates = guid_candidates(name)
+        except ValueError:
+            raise NotFound(f"{name}: not a GUID") from None
+        self.refresh()
+        for guid in candidates:
+            # Only a node configured by this GUID answers here; anyone else gets "not
+            # found" and the loader goes on to 01-<mac>. So does a GUID seen on several
+            # machines: it identifies none of them.
+            if guid in self.intent.ambiguous_guids or \
+                    self.inventory.find_node(ClientIdentity(guid=guid)) is None:
+                continue
+            # The MAC that sent this GUID in DHCP; after a restart, the stored one; as a
+            # last resort, the MAC last seen at this address.
+            ident = self.sightings.enrich(ClientIdentity(guid=guid, ip=client_ip))
+            if ident.mac is None:
+                ident = replace(ident, mac=self.state.mac_for_guid(guid) or
+                                self.mac_for_ip(client_ip))
+            plan = self.plan_for(ident)
+            if isinstance(plan, BootPlan):
+                self.learn_ip(client_ip, plan.identity.mac or "")
+                return plan
+        return None
+
+    def _grub_cfg(self, name: str, client_ip: str) -> str:
+        """GRUB's config names (docs/boot-flows.md): ``grub.cfg-<uuid>`` (asked first: only
+        a node configured by that GUID answers), ``grub.cfg-01-<mac>`` (grub-mknetdir's
+        images ask it next; the ``grub.cfg`` dispatcher asks it with colons, as GRUB spells
+        ``$net_default_mac``), ``grub.cfg-ip-<a.b.c.d>`` (the dispatcher, when GRUB knows no
+        MAC), hex-IP names (not found: configs are per MAC) and ``grub.cfg`` itself."""
+        if name == "grub.cfg":
+            return self._renderer().grub_dispatch()
+        ident: ClientIdentity | None = None
+        if name.startswith("grub.cfg-01-"):
+            try:
+                mac = normalize_mac(name[len("grub.cfg-01-"):])
+            except ValueError:
+                raise NotFound(f"{name}: not a MAC") from None
+            self.learn_ip(client_ip, mac)
+            ident = ClientIdentity(mac=mac, ip=client_ip)
+        elif name.startswith("grub.cfg-ip-"):
+            known = self.mac_for_ip(name[len("grub.cfg-ip-"):])
+            ident = ClientIdentity(mac=known, ip=client_ip) if known else None
+        elif len(name) == len("grub.cfg-") + 36 and name.count("-") == 5:
+            # GRUB 2.06 (Debian) asks grub.cfg-<SMBIOS UUID> before the MAC name.
+            by_guid = self._plan_by_guid_name(name[len("grub.cfg-"):], client_ip)
+            if by_guid is None:
+                raise NotFound(f"{name}: no node with this GUID")
+            return self._renderer().grub_config(by_guid)
+        elif _HEX_IP.match(name[len("grub.cfg-"):]):
+            raise NotFound(f"{name}: configs are per MAC")
+        else:
+            raise NotFound(f"{name}: no such config")
+        plan = self.plan_for(ident) if ident is not None else \
+            Decline("client not identified (no MAC known for its address)")
+        if isinstance(plan, Decline):
+            self._event(ident.mac if ident else None, "grub-decline", reason=plan.reason)
+            return self._renderer().grub_decline(plan.reason)
+        return self._renderer().grub_config(plan)
 
     def tftp_done(self, filename: str, client_ip: str, outcome: str, nbytes: int) -> None:
         mac = self.mac_for_ip(client_ip)
@@ -387,7 +435,8 @@ class Responder:
         self.counters.inc("phone_homes", build=build_ref)
         self.state.phoned_home(mac, self.clock(), build=build, hostname=hostname, ip=client_ip,
                                node=node, expected_build=build_ref,
-                               instance_id=fields.get("instance_id", "")[:200])
+                               instance_id=fields.get("instance_id", "")[:200],
+                               **_optional_fields(fields))
 
     def reimage_report(self, node_key: str, action_id: int, client_ip: str | None,
                        fields: dict[str, str]) -> Action:
@@ -434,15 +483,37 @@ class Responder:
             prefixes = (target.bootfile.split("/", 1)[0],)
         else:
             prefixes = ()
-        runs_ipxe = target is not None and (ident.arch is None or not prefixes)
+        grub = None
+        if target is not None and plan.loader == "grub":  # choose_bootfile named GRUB or shim
+            grub = target.bootfile.split("/", 1)[0] if not target.via_http else \
+                (self.grub_prefixes[0] if self.grub_prefixes else None)
+            prefixes = ()
+        runs_ipxe = target is not None and grub is None and (ident.arch is None or not prefixes)
         by_guid = ident.guid is not None and ident.guid not in self.intent.ambiguous_guids and \
             self.inventory.find_node(ClientIdentity(guid=ident.guid)) is not None
-        return self._renderer().files_for(plan, prefixes, runs_ipxe, by_guid)
+        return self._renderer().files_for(plan, prefixes, runs_ipxe, by_guid, grub)
 
 
 def _pxelinux_prefixes(config: Config) -> tuple[str, ...]:
     return tuple(sorted({p.split("/", 1)[0]
                          for p in config.loaders.bootfiles["pxelinux"].values()}))
+
+
+# Facts a node may add to its phone-home, kept in the event when present: the demo agent
+# reports the UEFI Secure Boot state it read (on, off, or none for BIOS).
+_REPORTED = {"secure_boot": {"on", "off", "none", "unknown"}}
+
+
+def _optional_fields(fields: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, allowed in _REPORTED.items() if (v := fields.get(k, "")) in allowed}
+
+
+def _grub_prefixes(config: Config) -> tuple[str, ...]:
+    """TFTP folders GRUB's images (and shim, whose GRUB shares its folder) are served from;
+    each gets the dynamic grub.cfg names."""
+    b = config.loaders.bootfiles
+    return tuple(sorted({p.split("/", 1)[0] for t in ("grub", "shim")
+                         for p in b.get(t, {}).values()}))
 
 
 def _arch_name(arch: Arch | None) -> str | None:

@@ -22,7 +22,8 @@ What it does:
    modules, ``/dev/console``, ``/etc/netbootd-build`` (``NAME/VERSION``) and ``/init``: a busybox
    sh agent that brings up the network with DHCP, reads the NoCloud seed URL from the kernel
    command line (``ds=nocloud;s=<URL>/``), fetches ``meta-data`` and ``user-data``, sets the
-   hostname, POSTs ``instance_id``, ``hostname`` and ``build`` to the cloud-config
+   hostname, POSTs ``instance_id``, ``hostname``, ``build`` and ``secure_boot`` (on, off, or
+   none on BIOS: read from the SecureBoot EFI variable) to the cloud-config
    ``phone_home: url:``, and then follows ``power_state: mode:`` (default: power off).
 4. Publishes ``<store>/builds/<name>/<version>/`` (``vmlinuz``, ``initrd.img``, ``manifest.json``)
    atomically: written aside in ``<store>/builds/.tmp-*``, verified, then renamed. An existing
@@ -152,6 +153,23 @@ say "instance-id $IID hostname $(hostname)"
 head -n 1 /run/user-data | grep -q '^#cloud-config' \
     || say "user-data is not #cloud-config; ignoring it"
 
+# --- UEFI Secure Boot state: the SecureBoot variable is 4 attribute bytes, then 1 (on) or 0 --
+SB=none
+if [ -d /sys/firmware/efi ]; then
+    SB=unknown
+    mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null || true
+    # UEFI 2.x: firmware without Secure Boot support has no SecureBoot variable at all.
+    ls /sys/firmware/efi/efivars/ 2>/dev/null | grep -q . && SB=off
+    for f in /sys/firmware/efi/efivars/SecureBoot-*; do
+        [ -f "$f" ] || continue
+        case "$(tail -c 1 "$f" | od -An -tu1 | tr -d ' ')" in
+            1) SB=on ;;
+            0) SB=off ;;
+        esac
+    done
+fi
+say "secure boot $SB"
+
 PH_URL=$(yaml_sub phone_home url /run/user-data)
 PH_TRIES=$(yaml_sub phone_home tries /run/user-data)
 PS_MODE=$(yaml_sub power_state mode /run/user-data)
@@ -160,6 +178,7 @@ case "$PH_TRIES" in ''|*[!0-9]*) PH_TRIES=10 ;; esac
 if [ -n "$PH_URL" ]; then
     PH_URL=$(echo "$PH_URL" | sed "s|\\\$INSTANCE_ID|$IID|g; s|\\\${INSTANCE_ID}|$IID|g")
     BODY="instance_id=$(urlencode "$IID")&hostname=$(urlencode "$HOST")&build=$(urlencode "$BUILD")"
+    BODY="$BODY&secure_boot=$SB"
     say "phone-home to $PH_URL ($BODY)"
     i=0
     ok=""
@@ -225,7 +244,8 @@ def build(
         version,
         cache,
         kernel_pkg,
-        modules=RECIPE_ARCHES[arch].nic_modules,
+        # efivarfs: the agent reads SecureBoot
+        modules=(*RECIPE_ARCHES[arch].nic_modules, "efivarfs"),
         init=INIT_SCRIPT,
         hostname="netbootd-demo",
         description=DESCRIPTION,

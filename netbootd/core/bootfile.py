@@ -3,8 +3,12 @@
 - A client that is already iPXE (user class ``iPXE``) never gets the iPXE binary again: it gets
   the HTTP URL of its iPXE script (no chainload loop). This also covers QEMU's BIOS NIC ROM,
   which is iPXE from its first DHCP (pxe-facts.md): for an ``ipxe`` node it goes straight to its
-  script, for a ``pxelinux`` node it is handed lpxelinux.0, which never DHCPs as iPXE.
-- UEFI HTTP Boot (vendor class HTTPClient) gets an http:// URL of the iPXE EFI binary.
+  script, for a ``pxelinux`` or ``grub`` node it is handed that loader, which never DHCPs as
+  iPXE.
+- A ``secure_boot`` node on UEFI gets shim (``[loaders.bootfiles.shim]``), which loads the
+  signed GRUB next to it (docs/secure-boot.md); on BIOS there is no Secure Boot and it gets
+  its loader as usual.
+- UEFI HTTP Boot (vendor class HTTPClient) gets an http:// URL of the loader's EFI binary.
 - Otherwise the loader's binary for the arch family, as a TFTP path.
 """
 
@@ -35,12 +39,21 @@ def choose_bootfile(plan: BootPlan, arch: Arch | None, *, is_ipxe: bool, http_bo
         loader = "ipxe"  # pxelinux exists for BIOS and x86-64 EFI over TFTP only
     if loader == "pxelinux":
         return BootTarget(bootfiles["pxelinux"][family], via_http=False)
+    if loader == "grub":
+        table = "shim" if plan.secure_boot and family != "bios" else "grub"
+        return _binary(bootfiles, table, family, http_boot, http_base)
     if is_ipxe:
         return BootTarget(f"{http_base}/ipxe/boot.ipxe", via_http=True)
-    path = bootfiles["ipxe"].get(family)
+    return _binary(bootfiles, "ipxe", family, http_boot, http_base)
+
+
+def _binary(bootfiles: Mapping[str, Mapping[str, str]], table: str, family: str,
+            http_boot: bool, http_base: str) -> BootTarget:
+    path = bootfiles.get(table, {}).get(family)
     if path is None:
-        raise NoLoader(f"no iPXE binary configured for arch family {family}: set "
-                       f"[loaders.bootfiles.ipxe] {family} = \"PREFIX/FILE\"")
+        what = {"ipxe": "iPXE binary", "grub": "GRUB image", "shim": "shim (Secure Boot)"}[table]
+        raise NoLoader(f"no {what} configured for arch family {family}: set "
+                       f"[loaders.bootfiles.{table}] {family} = \"PREFIX/FILE\"")
     if http_boot:
         return BootTarget(f"{http_base}/loaders/{path}", via_http=True)
     return BootTarget(path, via_http=False)

@@ -28,7 +28,7 @@ class BootPlan:
     node: str | None  # inventory node name; None for a node only matched by group
     group: str
     mode: str  # appliance | local | menu | discover | reimage
-    loader: str  # pxelinux | ipxe
+    loader: str  # pxelinux | ipxe | grub
     build: Build | None  # None only in local mode; the installer in reimage mode
     hostname: str
     cmdline: str  # extra kernel arguments from group and node (the build's own come first)
@@ -36,6 +36,7 @@ class BootPlan:
     vars: Mapping[str, Any] = field(default_factory=dict)
     channel: str | None = None  # the channel the build came from, if any
     reimage: Reimage | None = None
+    secure_boot: bool = False  # UEFI: boot through shim -> signed GRUB -> signed kernel
 
     @property
     def node_key(self) -> str:

@@ -1,13 +1,15 @@
 """``decide()``: the one pure function that turns a ClientIdentity into a BootPlan or Decline.
 
 Node settings override their group's, and run-time overrides (``core.intent``) override both;
-unset settings fall back to mode ``appliance`` and loader ``pxelinux``. A build is named
+unset settings fall back to mode ``appliance`` and loader ``pxelinux`` (``grub`` for a
+``secure_boot`` node: the signed chain is shim -> GRUB). A build is named
 exactly (``build = NAME/VERSION``, a pin) or through a channel (``channel = NAME``); the most
 specific setting wins, a pin over a channel at the same level. A pending reimage order boots
 the installer build with the disk image to write. An ESXi build on UEFI always uses iPXE
-(``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``). A build named by config but absent
-from the store is a Decline whose reason lists the builds that do exist. A build of another CPU
-architecture than the client's (``core.build_arch``) is a Decline too.
+(``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``), and on BIOS pxelinux, never GRUB.
+A build named by config but absent from the store is a Decline whose reason lists the builds
+that do exist. A build of another CPU architecture than the client's (``core.build_arch``) is
+a Decline too.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
         return v
 
     mode = ov.mode or pick("mode") or "appliance"
-    loader = pick("loader") or "pxelinux"
+    secure_boot = bool(ns.secure_boot if ns is not None and ns.secure_boot is not None
+                       else gs.secure_boot)
+    # Secure Boot's chain is shim -> signed GRUB, so a Secure Boot node's loader is GRUB.
+    loader = pick("loader") or ("grub" if secure_boot else "pxelinux")
     order = intent.reimage.get(m.node.name) if m.node else None
     cmdline = " ".join(c for c in (gs.cmdline, ns.cmdline if ns else None) if c)
     variables = {**gs.vars, **(ns.vars if ns else {})}
@@ -57,12 +62,18 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
 
     def plan(mode: str, build: Build | None, channel: str | None,
              reimage: Reimage | None = None) -> BootPlan:
-        lo = "ipxe" if (build is not None and build.kind == "esxi" and ident.arch is not None
-                        and ident.arch.is_efi) else loader
+        lo = loader
+        if build is not None and build.kind == "esxi":
+            efi = ident.arch is not None and ident.arch.is_efi
+            if efi:
+                lo = "ipxe"
+            elif lo == "grub":
+                lo = "pxelinux"  # ESXi's loader is mboot.c32 (a COM32 module), not GRUB
         return BootPlan(identity=ident, node=m.node.name if m.node else None,
                         group=m.group.name, mode=mode, loader=lo, build=build,
                         hostname=hostname, cmdline=cmdline, user_data=pick("user_data"),
-                        vars=variables, channel=channel, reimage=reimage)
+                        vars=variables, channel=channel, reimage=reimage,
+                        secure_boot=secure_boot)
 
     if order is not None:
         p = _reimage_plan(order.action_id, order.image, intent, catalog, plan)

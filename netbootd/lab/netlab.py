@@ -96,6 +96,15 @@ def ovmf_files() -> tuple[Path, Path] | None:
     return None
 
 
+SB_OVMF = ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")
+
+
+def secure_boot_ovmf_files() -> tuple[Path, Path] | None:
+    """(OVMF Secure Boot code, vars with Microsoft's keys and Secure Boot on), or None."""
+    code, vars_ = OVMF_DIR / SB_OVMF[0], OVMF_DIR / SB_OVMF[1]
+    return (code, vars_) if code.is_file() and vars_.is_file() else None
+
+
 def _base_prerequisites() -> list[str]:
     """What the lab itself needs, whatever the guests' firmware."""
     missing: list[str] = []
@@ -303,6 +312,7 @@ class Lab:
         ra_responder: bool = True,
         lease_time: str = "1h",
         dhcp_ping: bool = False,
+        site_next_server: str | None = None,
     ) -> None:
         net = ipaddress.IPv4Network(subnet)
         if net.num_addresses < 8:
@@ -321,6 +331,9 @@ class Lab:
         self.lease_time = lease_time
         self.site_dhcp = site_dhcp
         self.dhcp_ping = dhcp_ping
+        # The site server's siaddr (next-server) in its DHCPACK, without a boot file: how a
+        # site points GRUB, which ignores ProxyDHCP, at the netboot server.
+        self.site_next_server = site_next_server
         self.ra_responder = ra_responder
         tag = secrets.token_hex(3)
         self.netns = f"nbdlab-{tag}"
@@ -518,6 +531,8 @@ class Lab:
             # dnsmasq pings an address before offering it, which delays every first OFFER
             # by ~3 s; the lab's addresses are known to be free.
             cmd.append("--no-ping")
+        if self.site_next_server is not None:
+            cmd.append(f"--dhcp-boot=,,{self.site_next_server}")
         log = self._log_file("dnsmasq.log")
         self.dnsmasq = self.run_site(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 5
@@ -611,6 +626,7 @@ class Lab:
         boot_order: str = "n",
         extra_args: Sequence[str] = (),
         fw_cfg: Sequence[tuple[str, str]] = (),
+        secure_boot: bool = False,
     ) -> QemuGuest:
         """Boot a QEMU guest (TCG) on br0 through a new tap; serial console to a log file.
 
@@ -622,6 +638,8 @@ class Lab:
         ``kernel``/``initrd``/``append`` boot a kernel directly instead of from the network.
         ``disk`` is attached as a virtio disk (qcow2 by suffix, raw otherwise).
         ``fw_cfg`` adds ``-fw_cfg name=NAME,string=VALUE`` items (e.g. ``OVMF_HTTP_BOOT_ONLY``).
+        ``secure_boot`` (UEFI): OVMF's Secure Boot build with Microsoft's keys enrolled and
+        Secure Boot on (q35 with SMM, secure pflash).
         """
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
             raise LabError(f"bad guest name {name!r}: 1-32 of [A-Za-z0-9_-]")
@@ -658,6 +676,14 @@ class Lab:
             if files is None:
                 raise LabError("OVMF not installed (apt-get install -y ovmf)")
             code, vars_template = files
+            if secure_boot:
+                sb = secure_boot_ovmf_files()
+                if sb is None:
+                    raise LabError(f"{OVMF_DIR}/{SB_OVMF[0]} and {SB_OVMF[1]} not found "
+                                   "(package ovmf)")
+                code, vars_template = sb
+                args += ["-machine", "q35,smm=on", "-global",
+                         "driver=cfi.pflash01,property=secure,value=on"]
             vars_copy = self.tmpdir / f"{name}.OVMF_VARS.fd"
             shutil.copyfile(vars_template, vars_copy)
             args += [

@@ -18,7 +18,8 @@ import netbootd
 TEMPLATE_NAMES = (
     "pxelinux.cfg.j2", "pxelinux-decline.cfg.j2", "ipxe-boot.ipxe.j2", "ipxe-node.ipxe.j2",
     "ipxe-build.ipxe.j2", "esxi-boot.cfg.j2", "nocloud-meta-data.j2", "nocloud-user-data.j2",
-    "esxi-ks.cfg.j2",
+    "esxi-ks.cfg.j2", "grub-node.cfg.j2", "grub-build.cfg.j2", "grub-local.cfg.j2",
+    "grub-decline.cfg.j2", "grub-dispatch.cfg.j2",
 )
 
 

@@ -18,6 +18,7 @@ import jinja2
 from netbootd.core.identity import pxelinux_guid_name
 from netbootd.core.plan import BootPlan
 from netbootd.errors import NetbootdError
+from netbootd.render.grub import grub_args, grub_device_path, grub_quote
 from netbootd.render.urls import SiteUrls, tftp_esxi_boot_cfg
 from netbootd.store.catalog import Build, BuildCatalog
 
@@ -102,6 +103,24 @@ class NodeRenderer:
     def pxelinux_config(self, plan: BootPlan) -> str:
         return self._render("pxelinux.cfg.j2", plan)
 
+    def grub_config(self, plan: BootPlan) -> str:
+        return self._render("grub-node.cfg.j2", plan, **self._grub_helpers(plan))
+
+    def grub_decline(self, reason: str) -> str:
+        return self._render("grub-decline.cfg.j2", None, reason=reason, grub_quote=grub_quote)
+
+    def grub_dispatch(self) -> str:
+        return self._render("grub-dispatch.cfg.j2", None)
+
+    def _grub_helpers(self, plan: BootPlan | None) -> dict[str, Any]:
+        def grub_file(b: Build, name: str) -> str:
+            return grub_device_path(self.urls.build_file(b, name), self.urls.server_ip)
+
+        helpers: dict[str, Any] = {"grub_file": grub_file, "grub_quote": grub_quote}
+        if plan is not None:
+            helpers["grub_cmdline"] = lambda b: grub_args(self.kernel_cmdline(plan, b))
+        return helpers
+
     def pxelinux_decline(self, reason: str) -> str:
         return self._render("pxelinux-decline.cfg.j2", None, reason=reason)
 
@@ -137,12 +156,18 @@ class NodeRenderer:
 
     # -- everything a node receives, for `netbootd render` --------------------------------------
     def files_for(self, plan: BootPlan, pxelinux_prefixes: tuple[str, ...],
-                  include_ipxe: bool, config_by_guid: bool) -> list[RenderedFile]:
+                  include_ipxe: bool, config_by_guid: bool,
+                  grub_prefix: str | None = None) -> list[RenderedFile]:
         """The dynamic files of one node: its pxelinux config under each of
         ``pxelinux_prefixes`` (named by GUID in pxelinux's spelling when ``config_by_guid``,
         since pxelinux asks for that name first; else ``01-<mac>``), its iPXE script if it runs
-        iPXE, and its ESXi or NoCloud first-boot files."""
+        iPXE, its GRUB config under ``grub_prefix`` (``grub.cfg-01-<mac>``, and the
+        ``grub.cfg`` that sends signed GRUB there), and its ESXi or NoCloud first-boot files."""
         out: list[RenderedFile] = []
+        if grub_prefix is not None:
+            out.append(RenderedFile("tftp", f"{grub_prefix}/grub.cfg", self.grub_dispatch()))
+            out.append(RenderedFile("tftp", f"{grub_prefix}/grub.cfg-01-{plan.node_key}",
+                                    self.grub_config(plan)))
         if pxelinux_prefixes:
             cfg = self.pxelinux_config(plan)
             guid = plan.identity.guid

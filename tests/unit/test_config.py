@@ -9,7 +9,7 @@ def test_every_problem_is_listed_with_its_key() -> None:
         "server": {"address": "not-an-ip", "colour": "blue"},
         "tftp": {"port": 70000, "max_blksize": "big"},
         "groups": {"a": {"build": "nodash", "mode": "sometimes"},
-                   "b": {"loader": "grub", "cmdline": "a\nb"}},
+                   "b": {"loader": "lilo", "cmdline": "a\nb"}},
         "nodes": {"n1": {"mac": "zz", "group": "missing"}, "n2": {}},
     }
     with pytest.raises(ConfigError) as e:
