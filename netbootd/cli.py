@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", type=Path, default=Path("/var/cache/netbootd/debs"),
                    help="where signed packages are downloaded and unpacked when not installed")
     s.add_argument("--no-signed", action="store_true", help="skip shim and signed GRUB")
+    s.add_argument("--arm64", action="store_true",
+                   help="add Debian's signed arm64 network GRUB as grubaa64.efi (needs "
+                        "dpkg --add-architecture arm64; apt-get update)")
     s.set_defaults(func=cmd_loaders)
 
     add_admin_commands(sub, CONFIG_ARG)
@@ -319,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_loaders(args: argparse.Namespace) -> int:
     from netbootd.loaders import prepare_grub
 
-    names = prepare_grub(args.dest, args.cache, signed=not args.no_signed)
+    names = prepare_grub(args.dest, args.cache, signed=not args.no_signed, arm64=args.arm64)
     print(f"{args.dest}: {', '.join(names)}")
     return 0
 

@@ -55,6 +55,9 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
                        else gs.secure_boot)
     # Secure Boot's chain is shim -> signed GRUB, so a Secure Boot node's loader is GRUB.
     loader = pick("loader") or ("grub" if secure_boot else "pxelinux")
+    if loader == "pxelinux" and ident.arch is not None and ident.arch.family == "arm64":
+        # syslinux has no arm64 build and Debian 12 no arm64 iPXE: ARM64 UEFI boots GRUB.
+        loader = "grub"
     order = intent.reimage.get(m.node.name) if m.node else None
     cmdline = " ".join(c for c in (gs.cmdline, ns.cmdline if ns else None) if c)
     variables = {**gs.vars, **(ns.vars if ns else {})}
