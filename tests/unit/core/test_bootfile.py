@@ -50,3 +50,11 @@ def test_ipxe_itself_gets_its_script_whatever_the_arch() -> None:
     for arch in (Arch.BIOS, Arch.EFI_BC, Arch.HTTP_X64):
         t = choose("ipxe", arch, http_boot=False, is_ipxe=True)
         assert t.via_http and t.bootfile == f"{BASE}/ipxe/boot.ipxe"
+
+
+def test_arm64_grub_by_tftp_and_by_url() -> None:
+    """Debian's signed arm64 network GRUB is the arm64 NBP: TFTP for PXE (11), URL for 19."""
+    t = choose("grub", Arch.EFI_ARM64, http_boot=False)
+    assert not t.via_http and t.bootfile == "grub/grubaa64.efi"
+    t = choose("grub", Arch.HTTP_ARM64, http_boot=True)
+    assert t.via_http and t.bootfile == f"{BASE}/loaders/grub/grubaa64.efi"

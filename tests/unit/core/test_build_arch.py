@@ -216,3 +216,14 @@ def test_check_reports_a_group_whose_build_cannot_match_its_arch(
     assert "groups.uefi-ipxe: build armdemo/1.0 is for arm64 machines, but match.arch = " \
            "['efi64'] matches none" in out
     assert "groups.arm-ok" not in out
+
+
+def test_arm64_clients_default_to_grub(store_with_arm: Path) -> None:
+    """No loader set: pxelinux for x86, GRUB for ARM64 (no arm64 syslinux or iPXE)."""
+    inv, catalog = world(store_with_arm, [
+        GroupSpec("default", BootSettings(build="demo/1.0"), default=True),
+        GroupSpec("arm", BootSettings(build="armdemo/1.0"), match=Selector(arch=("arm64",)))])
+    for arch, loader in ((Arch.EFI_ARM64, "grub"), (Arch.HTTP_ARM64, "grub"),
+                         (Arch.BIOS, "pxelinux"), (Arch.EFI_BC, "pxelinux")):
+        p = decide(ClientIdentity(mac="52:54:00:aa:00:06", arch=arch), inv, catalog)  # type: ignore[arg-type]
+        assert isinstance(p, BootPlan) and p.loader == loader, arch
