@@ -17,6 +17,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,10 @@ def check_config(config: Config) -> list[str]:
             if (family in ("bios", "efi64") and loader in _loaders_in_use(config)
                     and not any((d / rest).is_file() for d in dirs)):
                 problems.append(f"loaders.bootfiles.{loader}.{family}: {path} not found in "
-                                f"{', '.join(map(str, dirs)) or 'no directory'} (install "
-                                f"Debian's pxelinux, syslinux-efi and ipxe packages)")
+                                f"{', '.join(map(str, dirs)) or 'no directory'} ("
+                                + ("run `netbootd loaders grub`" if loader in ("grub", "shim")
+                                   else "install Debian's pxelinux, syslinux-efi and ipxe "
+                                        "packages") + ")")
     return problems
 
 
@@ -129,14 +132,86 @@ def _arch_problems(config: Config, catalog: BuildCatalog,
 
 
 def _loaders_in_use(config: Config) -> set[str]:
-    used = {g.settings.loader or "pxelinux" for g in config.groups}
+    used = {g.settings.loader or ("grub" if g.settings.secure_boot else "pxelinux")
+            for g in config.groups}
     used |= {n.settings.loader for n in config.nodes if n.settings.loader}
+    if any(s.secure_boot for s in _all_settings(config)):
+        used |= {"grub", "shim"}
     return used | {"ipxe"}  # ESXi on UEFI and HTTP Boot always use iPXE
+
+
+def _all_settings(config: Config) -> list[BootSettings]:
+    return [*(g.settings for g in config.groups), *(n.settings for n in config.nodes)]
+
+
+_TRUSTED_ISSUERS = ("Debian Secure Boot CA", "Microsoft")  # shim's vendor key; firmware db
+
+
+def check_warnings(config: Config, catalog: BuildCatalog,
+                   channels: Mapping[str, str]) -> list[str]:
+    """What boots, but likely not as meant: a Secure Boot group on a build whose kernel shim
+    will refuse, and GRUB behind a proxy whose site DHCP does not point at netbootd."""
+    warnings: list[str] = []
+    groups = {g.name: g for g in config.groups}
+    entries = [*((f"groups.{g.name}", g.settings, None) for g in config.groups),
+               *((f"nodes.{n.name}", n.settings, n.group) for n in config.nodes)]
+    def ref_of(st: BootSettings | None) -> str | None:
+        if st is None:
+            return None
+        return st.build or (channels.get(st.channel) if st.channel else None)
+
+    for where, s, group in entries:
+        gs = groups[group].settings if group in groups else None
+        if gs is not None and s.secure_boot is None and not (s.build or s.channel):
+            continue  # inherits both from its group: the group's line says it
+        secure = s.secure_boot if s.secure_boot is not None else bool(gs and gs.secure_boot)
+        ref = ref_of(s) if (s.build or s.channel) else ref_of(gs)
+        if not secure or ref is None or ref not in catalog:
+            continue
+        b = catalog.get(ref)
+        sig = b.kernel_signature
+        if b.kind != "linux" or sig is None:
+            continue
+        kernel = b.manifest.kernel
+        if not sig.signed:
+            warnings.append(
+                f"{where}.secure_boot: build {ref}'s kernel {kernel} is unsigned: under "
+                "Secure Boot shim refuses it (\"bad shim signature\") and the node stops in "
+                "GRUB. Boot a build with a signed kernel (Debian's linux-image-amd64 is), sign "
+                "this one with a key enrolled as a MOK (sbsign; mokutil --import), or set "
+                "secure_boot = false (docs/secure-boot.md)")
+        elif not any(t in (sig.issuer or "") or t in (sig.signer or "")
+                     for t in _TRUSTED_ISSUERS):
+            warnings.append(
+                f"{where}.secure_boot: build {ref}'s kernel {kernel} is {sig.describe()}: "
+                "shim boots it only if that certificate is enrolled as a MOK "
+                "(mokutil --import) or in the firmware's db (docs/secure-boot.md)")
+    grub_users = [w for w, s, group in entries
+                  if (s.loader or (groups[group].settings.loader if group in groups else None)
+                      or ("grub" if s.secure_boot else None)) == "grub"]
+    dhcp_mode = getattr(config.dhcp, "mode", "proxy")  # "server": netbootd hands out addresses
+    if grub_users and dhcp_mode != "server" and \
+            config.dhcp.site_next_server != config.server.address:
+        addr = config.server.address
+        warnings.append(
+            f"{', '.join(grub_users)}: GRUB ignores ProxyDHCP and fetches its files from the "
+            "site DHCP server's next-server (siaddr): point the site DHCP's next-server at "
+            f"{addr} (dnsmasq: dhcp-boot=,,{addr}; ISC dhcpd: next-server {addr};) and set "
+            f"dhcp.site_next_server = \"{addr}\" (docs/boot-flows.md)")
+    return warnings
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     problems = check_config(config)
+    catalog, _ = load_store(config.server.store_dir)
+    intent_db = config.server.state_dir / "intent.sqlite3"
+    channels: dict[str, str] = {}
+    if intent_db.is_file():
+        with Registry(intent_db) as registry:
+            channels = registry.channels()
+    for w in check_warnings(config, catalog, channels):
+        print(f"warning: {w}")
     if problems:
         print(f"{args.config}: {len(problems)} problem(s):")
         for p in problems:

@@ -35,10 +35,35 @@ def grub_quote(word: str) -> str:
     return "'" + word.replace("'", "'\\''") + "'"
 
 
+def kernel_words(cmdline: str) -> list[str]:
+    """A command line split as the kernel splits it (``next_arg``): at spaces outside double
+    quotes, the double quotes removed (``a="b c"`` is the argument ``a=b c``)."""
+    words: list[str] = []
+    cur: list[str] = []
+    quoted = seen = False
+    for ch in cmdline:
+        if ch == '"':
+            quoted, seen = not quoted, True
+        elif ch.isspace() and not quoted:
+            if cur or seen:
+                words.append("".join(cur))
+            cur, seen = [], False
+        else:
+            cur.append(ch)
+    if cur or seen:
+        words.append("".join(cur))
+    return words
+
+
 def grub_args(cmdline: str) -> str:
-    """A kernel command line as GRUB words: each argument quoted on its own, so GRUB hands
-    the kernel exactly the line netbootd composed (``linux`` joins its words with spaces)."""
-    return " ".join(grub_quote(w) for w in cmdline.split())
+    """A kernel command line as GRUB words, each quoted on its own for GRUB's parser.
+
+    GRUB's ``linux`` joins its words with spaces and wraps a word holding a space in double
+    quotes, which the kernel reads back as one argument: so each kernel argument becomes one
+    GRUB word. GRUB also puts a backslash before any ``'``, ``"`` or ``\\`` inside a word,
+    which the kernel does not remove: such characters do not survive a GRUB boot (nor do they
+    in GRUB-generated menus)."""
+    return " ".join(grub_quote(w) for w in kernel_words(cmdline))
 
 
 def grub_device_path(url: str, server_ip: str, http: bool = True) -> str:

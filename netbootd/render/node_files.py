@@ -118,7 +118,11 @@ class NodeRenderer:
             return grub_device_path(self.urls.build_file(b, name), self.urls.server_ip,
                                     http=b.arch in GRUB_HTTP_ARCHES)
 
-        helpers: dict[str, Any] = {"grub_file": grub_file, "grub_quote": grub_quote}
+        def grub_tftp_file(b: Build, name: str) -> str:
+            return f"(tftp,{self.urls.server_ip})/builds/{b.name}/{b.version}/{name}"
+
+        helpers: dict[str, Any] = {"grub_file": grub_file, "grub_tftp_file": grub_tftp_file,
+                                   "grub_quote": grub_quote}
         if plan is not None:
             helpers["grub_cmdline"] = lambda b: grub_args(self.kernel_cmdline(plan, b))
         return helpers

@@ -47,6 +47,15 @@ class Signature:
         return {"signed": self.signed, "signer": self.signer, "issuer": self.issuer}
 
 
+def signature_from_json(data: object) -> Signature | None:
+    """A Signature recorded in a manifest (``Signature.to_json``), or None if malformed."""
+    if not isinstance(data, dict) or not isinstance(data.get("signed"), bool):
+        return None
+    signer, issuer = data.get("signer"), data.get("issuer")
+    return Signature(data["signed"], signer if isinstance(signer, str) else None,
+                     issuer if isinstance(issuer, str) else None)
+
+
 def security_directory(head: bytes) -> tuple[int, int, int]:
     """(offset of the directory entry in the file, certificate table offset, its size) from
     the first bytes of a PE image (the headers: 4 KiB are plenty)."""
@@ -80,7 +89,12 @@ def inspect_pe(image: bytes) -> Signature:
     _, offset, size = security_directory(image[:4096])
     if offset == 0 or size < 8 or offset + size > len(image):
         return Signature(signed=False)
-    table = image[offset:offset + size]
+    return parse_certificate_table(image[offset:offset + size])
+
+
+def parse_certificate_table(table: bytes) -> Signature:
+    """The signer named by the first PKCS#7 ``WIN_CERTIFICATE`` in an attribute certificate
+    table (the bytes the security directory points at)."""
     pos = 0
     while pos + 8 <= len(table):
         length, _rev, ctype = struct.unpack_from("<IHH", table, pos)

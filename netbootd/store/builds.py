@@ -14,6 +14,13 @@ from pathlib import Path
 
 from netbootd.errors import BuildError, PathRefused
 from netbootd.paths import contain
+from netbootd.store.authenticode import (
+    NotPE,
+    Signature,
+    parse_certificate_table,
+    security_directory,
+    signature_from_json,
+)
 from netbootd.store.catalog import Build, BuildCatalog
 from netbootd.store.manifest import FileInfo, Manifest, parse_manifest
 
@@ -78,8 +85,30 @@ def load_store(store_dir: Path,
                                 "(size or sha256): build left out; run `netbootd image verify`"
                                 " and re-import it")
                 continue
-            builds.append(Build(m, paths))
+            sig = None
+            if m.kind == "linux" and m.kernel in paths:
+                sig = signature_from_json(m.extra.get("kernel_signature")) or \
+                    kernel_signature(paths[m.kernel])
+            builds.append(Build(m, paths, sig))
     return BuildCatalog(builds), problems
+
+
+def kernel_signature(path: Path) -> Signature | None:
+    """The Authenticode signer of the PE image at ``path`` (None: not PE, unreadable). Reads
+    the headers and the certificate table only, not the whole kernel."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+            _, offset, size = security_directory(head)
+            if offset == 0 or size < 8 or size > 1 << 20:
+                return Signature(signed=False)
+            f.seek(offset)
+            table = f.read(size)
+    except (OSError, NotPE):
+        return None
+    if len(table) != size:
+        return Signature(signed=False)
+    return parse_certificate_table(table)
 
 
 def _corrupt(m: Manifest, paths: dict[str, Path], verify: HashCache) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netbootd.errors import NotFound
+from netbootd.store.authenticode import Signature
 from netbootd.store.manifest import Manifest
 
 
@@ -21,6 +22,9 @@ class Build:
 
     manifest: Manifest
     paths: Mapping[str, Path]
+    # A linux build's kernel: its Authenticode signer (None: not a PE image, or not linux).
+    # Recorded at import; read from the kernel when the store is loaded for older builds.
+    kernel_signature: Signature | None = None
 
     @property
     def ref(self) -> str:

@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from netbootd.errors import BuildError, PathRefused
 from netbootd.paths import contain
+from netbootd.store.builds import kernel_signature
 from netbootd.store.kernel_arch import ARCHES, DEFAULT_ARCH, HEAD_BYTES, kernel_arch
 from netbootd.store.layout import (
     blob_path,
@@ -261,6 +262,9 @@ def import_linux(store: Path, name: str, version: str, kernel: Path, initrds: li
     if len(set(names)) != len(names):
         raise BuildError(f"two files with one name among {', '.join(names)}; rename one")
     extra: dict[str, Any] = {"rootfs": rootfs.name} if rootfs else {}
+    sig = kernel_signature(kernel)
+    if sig is not None:  # a PE (EFI stub) kernel: record who signed it, for Secure Boot
+        extra["kernel_signature"] = sig.to_json()
     with staging(store, name, version, progress) as st:
         for p in paths:
             st.add(path_source(p.name, p))

@@ -8,14 +8,16 @@ who phoned home, and what the guest reported of itself), never netbootd's log te
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from e2e_helpers import LabServer
+from e2e_helpers import BOOT_TIMEOUT, LabServer
 from netbootd.config import DEFAULT_LOADER_DIRS
-from netbootd.lab.demo import build_demo, lab_config, start_netbootd
+from netbootd.lab.demo import REPO, build_demo, lab_config, start_netbootd, timeline, wait_for_event
 from netbootd.lab.netlab import Lab, lab_prerequisites, secure_boot_ovmf_files
 from netbootd.store.authenticode import inspect_pe, strip_signature
 from netbootd.store.importer import import_linux
@@ -114,3 +116,51 @@ def test_grub_uefi_boots_with_its_per_node_config(grub_lab: tuple[LabServer, Pat
     assert "grub/grub.cfg-01-52-54-00-9b-00-02" in sent
     http = [e.detail["path"] for e in events if e.kind == "http-sent"]
     assert "/builds/demo/1.0/vmlinuz" in http
+
+
+def test_secure_boot_chain_shim_signed_grub_signed_kernel(
+        grub_lab: tuple[LabServer, Path]) -> None:
+    server, _ = grub_lab
+    after = server.last_event_id(SB_MAC)
+    guest = server.lab.start_qemu("sb-laptop", firmware="uefi", mac=SB_MAC, secure_boot=True)
+    home = wait_for_event(server.nb.state_db, SB_MAC, "phone-home", BOOT_TIMEOUT,
+                          after_id=after, guest=guest)
+    events = timeline(server.nb.state_db, SB_MAC, after)
+    # The guest itself read SecureBoot=1 from its firmware and said so in its report.
+    assert home.detail["secure_boot"] == "on" and home.detail["hostname"] == "sb-laptop"
+    assert "secureboot: Secure boot enabled" in guest.serial_text()
+    offer = next(e for e in events if e.kind == "dhcp-offer")
+    assert offer.detail["bootfile"] == "grub/shimx64.efi"
+    sent = sent_files(events)
+    # shim -> signed GRUB (grubx64.efi, beside shim) -> grub.cfg, which picks the node's file
+    # by $net_default_mac (signed GRUB asks no other config name).
+    order = [f for f in sent if f in ("grub/shimx64.efi", "grub/grubx64.efi", "grub/grub.cfg")]
+    assert order[:3] == ["grub/shimx64.efi", "grub/grubx64.efi", "grub/grub.cfg"]
+    assert "grub/grub.cfg-01-52:54:00:9b:00:5b" in sent
+    # Debian's signed GRUB has no http module: the kernel came over TFTP.
+    assert "builds/demo/1.0/vmlinuz" in sent and "builds/demo/1.0/initrd.img" in sent
+    try:
+        guest.wait(60)
+    except subprocess.TimeoutExpired:
+        guest.kill()
+
+
+def test_secure_boot_refuses_an_unsigned_kernel(grub_lab: tuple[LabServer, Path]) -> None:
+    server, config = grub_lab
+    # netbootd check says so before anything boots: the key, the build, and the fix.
+    check = subprocess.run([sys.executable, "-m", "netbootd", "check", "--config", str(config)],
+                           capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert "groups.sb-unsigned" in check.stdout and "demo-unsigned/1.0" in check.stdout
+    assert "unsigned" in check.stdout
+    after = server.last_event_id(SB_BAD_MAC)
+    guest = server.lab.start_qemu("sb-tampered", firmware="uefi", mac=SB_BAD_MAC,
+                                  secure_boot=True)
+    try:
+        # GRUB fetched the kernel, then shim refused it.
+        guest.wait_for_serial("bad shim signature", timeout=BOOT_TIMEOUT)
+        events = timeline(server.nb.state_db, SB_BAD_MAC, after)
+        sent = sent_files(events)
+        assert "grub/grubx64.efi" in sent and "builds/demo-unsigned/1.0/vmlinuz" in sent
+        assert not any(e.kind in ("firstboot", "phone-home") for e in events)
+    finally:
+        guest.kill()

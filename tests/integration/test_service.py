@@ -32,6 +32,8 @@ from netbootd.service import Service
 WEB1_GUID = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
 WEB1_WIRE = bytes.fromhex("004f5a1c8e7d2b394c9a600f1e2d3c4b5a")
 WEB1_MAC = "52:54:00:00:00:01"
+GRUB1_MAC = "52:54:00:00:00:06"
+SB1_MAC = "52:54:00:00:00:07"
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 
@@ -81,6 +83,10 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     relay.bind(("127.0.0.1", 0))
     relay.setblocking(False)
     data = json.loads(json.dumps(BASE_CONFIG))
+    # GRUB nodes: by MAC (grub.cfg-01-<mac>) and a Secure Boot group (shim, grub.cfg dispatch)
+    data["groups"]["sb"] = {"build": "demo/1.0", "secure_boot": True}
+    data["nodes"]["grub1"] = {"mac": GRUB1_MAC, "loader": "grub", "cmdline": 'a="b c;d"'}
+    data["nodes"]["sb1"] = {"mac": SB1_MAC, "group": "sb"}
     data["server"] = {"address": "127.0.0.1", "state_dir": str(tmp_path / "state"),
                       "store_dir": str(tmp_path / "store")}
     data["dhcp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM),
@@ -150,7 +156,9 @@ async def test_render_prints_exactly_what_is_served(running: Running) -> None:
     cases = [["--mac", WEB1_MAC, "--uuid", WEB1_GUID, "--arch", "bios"],
              ["--mac", "52:54:00:00:00:02", "--arch", "efi64", "--ipxe"],
              ["--mac", "52:54:00:00:00:03", "--arch", "bios"],
-             ["--mac", "52:54:00:00:00:03", "--arch", "efi64"]]
+             ["--mac", "52:54:00:00:00:03", "--arch", "efi64"],
+             ["--mac", GRUB1_MAC, "--arch", "bios"],
+             ["--mac", SB1_MAC, "--arch", "efi64"]]
     checked = 0
     async with aiohttp.ClientSession() as http:
         for case in cases:
@@ -169,7 +177,15 @@ async def test_render_prints_exactly_what_is_served(running: Running) -> None:
                         served = await r.read()
                 assert served == expected, (case, name)
                 checked += 1
-    assert checked >= 12
+    assert checked >= 18
+    # GRUB's own spellings: the dispatcher asks with colons ($net_default_mac), and GRUB
+    # sends a leading '/': both get the node's file.
+    name = f"grub/grub.cfg-01-{SB1_MAC.replace(':', '-')}"
+    expected = (await running.render("--mac", SB1_MAC, "--arch", "efi64", "--file",
+                                     name)).encode()
+    assert await running.tftp(f"/grub/grub.cfg-01-{SB1_MAC}") == expected
+    assert b"sb1 boots demo/1.0" in expected
+    assert await running.tftp("grub/grub.cfg-0A4D4DFB") is None  # configs are per MAC
 
 
 async def test_pxelinux_guid_file_in_both_byte_orders(running: Running) -> None:

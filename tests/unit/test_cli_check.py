@@ -94,3 +94,82 @@ def test_check_refuses_a_first_boot_key_others_can_read(tmp_path: Path,
     assert main(["check", "--config", str(config)]) == 1
     assert f"firstboot.key_file: first-boot key {key} is accessible to group or others " \
         f"(mode 0640): chmod 600 {key}" in capsys.readouterr().out
+
+
+def _grub_site(tmp_path: Path) -> dict:  # type: ignore[type-arg]
+    """BASE_CONFIG plus builds with a signed, an unsigned and a self-signed PE kernel, loader
+    folders with every file, and Secure Boot groups on each build."""
+    from pe_maker import make_pe
+
+    from helpers import write_build
+
+    make_store(tmp_path / "store")
+    kernels = {"signed": make_pe("Debian Secure Boot Signer 2022 - linux",
+                                 "Debian Secure Boot CA"),
+               "unsigned": make_pe(), "own": make_pe("Lab kernel key", "Lab kernel key")}
+    for name, kernel in kernels.items():
+        write_build(tmp_path / "store", f"k-{name}", "1", {"vmlinuz": kernel, "initrd": b"i"},
+                    kind="linux", kernel="vmlinuz", initrds=["initrd"], cmdline="")
+    data = json.loads(json.dumps(BASE_CONFIG))
+    loaders = tmp_path / "loaders"
+    for f in ("lpxelinux.0", "syslinux.efi", "undionly.kpxe", "snponly.efi",
+              "i386-pc/core.0", "x86_64-efi/core.efi", "shimx64.efi"):
+        (loaders / f).parent.mkdir(parents=True, exist_ok=True)
+        (loaders / f).write_bytes(b"x")
+    data["loaders"] = {"dirs": {p: [str(loaders)] for p in ("bios", "efi64", "ipxe", "grub")}}
+    for name in kernels:
+        data["groups"][f"sb-{name}"] = {"build": f"k-{name}/1", "secure_boot": True}
+    return data
+
+
+def test_check_warns_of_kernels_shim_will_refuse(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    data = _grub_site(tmp_path)
+    data["dhcp"] = {"site_next_server": "10.77.0.1"}
+    data["nodes"]["n-override"] = {"mac": "52:54:00:77:00:01", "group": "sb-signed",
+                                   "build": "k-unsigned/1"}
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 0  # warnings only
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("warning: ")]
+    assert any(ln.startswith("warning: groups.sb-unsigned.secure_boot: build k-unsigned/1's "
+                             "kernel vmlinuz is unsigned") and "MOK" in ln for ln in lines)
+    assert any(ln.startswith("warning: nodes.n-override.secure_boot: build k-unsigned/1")
+               for ln in lines)
+    assert any(ln.startswith("warning: groups.sb-own.secure_boot:") and
+               "signed by Lab kernel key" in ln and "mokutil --import" in ln for ln in lines)
+    assert not any("sb-signed." in ln for ln in lines)
+    assert not any("ProxyDHCP" in ln for ln in lines)  # the site points GRUB at netbootd
+    assert len(lines) == 3, out
+
+
+def test_check_warns_of_grub_behind_a_proxy(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = _grub_site(tmp_path)
+    data["nodes"]["g1"] = {"mac": "52:54:00:77:00:02", "loader": "grub"}
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 0
+    out = capsys.readouterr().out
+    proxy = [ln for ln in out.splitlines() if "ProxyDHCP" in ln]
+    assert len(proxy) == 1
+    assert "nodes.g1" in proxy[0] and "groups.sb-signed" in proxy[0]
+    assert "dhcp-boot=,,10.77.0.1" in proxy[0] and 'dhcp.site_next_server = "10.77.0.1"' \
+        in proxy[0]
+
+
+def test_check_reports_missing_grub_images(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    data = _grub_site(tmp_path)
+    (tmp_path / "loaders" / "shimx64.efi").unlink()
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 1
+    out = capsys.readouterr().out
+    assert "loaders.bootfiles.shim.efi64: grub/shimx64.efi not found" in out
+    assert "netbootd loaders grub" in out
+
+
+def test_secure_boot_needs_grub(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["groups"]["x"] = {"build": "demo/1.0", "secure_boot": True, "loader": "ipxe"}
+    data["groups"]["y"] = {"build": "demo/1.0", "secure_boot": "yes"}
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 2
+    err = capsys.readouterr().err
+    assert "groups.x.secure_boot: the signed chain is shim -> GRUB" in err
+    assert "groups.y.secure_boot: expected true or false" in err

@@ -28,6 +28,21 @@ CASES = {
     "lab1-local-uefi-ipxe": ["--mac", "52:54:00:00:00:05", "--arch", "efi64", "--ipxe"],
     "unknown-bios": ["--mac", "52:54:00:aa:bb:cc", "--arch", "0"],
     "unknown-uefi": ["--mac", "52:54:00:aa:bb:cd", "--arch", "efi64"],
+    "grub1-bios": ["--mac", "52:54:00:00:00:06", "--arch", "bios"],
+    "grub1-uefi": ["--mac", "52:54:00:00:00:06", "--arch", "efi64"],
+    "grub-menu-bios": ["--mac", "52:54:00:00:00:08", "--arch", "bios"],
+    "grub-local-uefi": ["--mac", "52:54:00:00:00:09", "--arch", "efi64"],
+    "sb1-uefi": ["--mac", "52:54:00:00:00:07", "--arch", "efi64"],
+    "sb1-bios": ["--mac", "52:54:00:00:00:07", "--arch", "bios"],
+}
+# GRUB nodes (loader = "grub", and a Secure Boot group) added to the shared config here.
+GRUB_GROUPS = {"sb": {"build": "demo/1.0", "secure_boot": True}}
+GRUB_NODES = {
+    "grub1": {"mac": "52:54:00:00:00:06", "loader": "grub", "cmdline": 'note="a b;c" x=$y'},
+    "sb1": {"mac": "52:54:00:00:00:07", "group": "sb"},
+    "grubmenu": {"mac": "52:54:00:00:00:08", "loader": "grub", "mode": "menu",
+                 "build": "demo/2.0", "vars": {"menu_timeout": 25}},
+    "grublocal": {"mac": "52:54:00:00:00:09", "loader": "grub", "mode": "local"},
 }
 
 
@@ -39,6 +54,8 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_key(tmp / "state" / "firstboot.key")
     data = json.loads(json.dumps(BASE_CONFIG))
     data["server"].update(state_dir=str(tmp / "state"), store_dir=str(tmp / "store"))
+    data["groups"].update(GRUB_GROUPS)
+    data["nodes"].update(GRUB_NODES)
     path = tmp / "netbootd.toml"
     path.write_text(toml_dump(data))
     return path
