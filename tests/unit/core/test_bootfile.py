@@ -58,3 +58,14 @@ def test_arm64_grub_by_tftp_and_by_url() -> None:
     assert not t.via_http and t.bootfile == "grub/grubaa64.efi"
     t = choose("grub", Arch.HTTP_ARM64, http_boot=True)
     assert t.via_http and t.bootfile == f"{BASE}/loaders/grub/grubaa64.efi"
+
+
+def test_secure_boot_over_http_boot_starts_shim_by_url() -> None:
+    """HTTP Boot (16) of a secure_boot node: shim's URL; shim then fetches grubx64.efi from
+    the same folder (tests/unit/test_shim_http_path.py)."""
+    from dataclasses import replace
+
+    p = replace(plan("grub", Arch.HTTP_X64), secure_boot=True)
+    t = choose_bootfile(p, Arch.HTTP_X64, is_ipxe=False, http_boot=True,
+                        bootfiles=DEFAULT_BOOTFILES, http_base=BASE)
+    assert t.via_http and t.bootfile == f"{BASE}/loaders/grub/shimx64.efi"
