@@ -262,12 +262,13 @@ def import_linux(store: Path, name: str, version: str, kernel: Path, initrds: li
     if len(set(names)) != len(names):
         raise BuildError(f"two files with one name among {', '.join(names)}; rename one")
     extra: dict[str, Any] = {"rootfs": rootfs.name} if rootfs else {}
-    sig = kernel_signature(kernel)
-    if sig is not None:  # a PE (EFI stub) kernel: record who signed it, for Secure Boot
-        extra["kernel_signature"] = sig.to_json()
     with staging(store, name, version, progress) as st:
         for p in paths:
             st.add(path_source(p.name, p))
+        # Read from the staged copy: the source may be a pipe that can be read only once.
+        sig = kernel_signature(st.dir / kernel.name)
+        if sig is not None:  # a PE (EFI stub) kernel: record who signed it, for Secure Boot
+            extra["kernel_signature"] = sig.to_json()
         return st.publish(Manifest(
             name=name, version=version, kind="linux", files=dict(st.files),
             kernel=kernel.name, initrds=tuple(p.name for p in initrds), cmdline=cmdline,
