@@ -10,6 +10,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip            # the service itself
   pxelinux syslinux-common syslinux-efi ipxe  # bootloaders netbootd serves
   grub-common grub-pc-bin grub-efi-amd64-bin  # grub-mknetdir and GRUB's modules (no grub-install)
+  fdisk dosfstools mtools                     # images/disk-efi: GPT + FAT ESP without mounting
   qemu-system-x86 ipxe-qemu ovmf              # real PXE clients (SeaBIOS+iPXE ROM, OVMF)
   qemu-system-arm qemu-efi-aarch64            # ARM64 UEFI clients (qemu-system-aarch64, AAVMF)
   dnsmasq-base                                # the site DHCP server in the test network
@@ -19,6 +20,11 @@ APT_PACKAGES=(
   systemd util-linux                          # systemd-analyze verify/security; setpriv
   tftpd-hpa nginx kea-admin wrk               # bench/ peers and clients (perfdhcp is in kea-admin)
   nftables                                    # random packet loss in test namespaces
+  # Debian's cloud-init is unpacked, never installed (tests/debian_cloudinit.py); what its
+  # schema validator and network parsers import under the system python3:
+  python3-yaml python3-jsonschema python3-jinja2 python3-configobj python3-jsonpatch
+  python3-netifaces python3-requests
+  isc-dhcp-client                             # an independent DHCP client for server mode
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -6,6 +6,12 @@ answers the relay's port 67 (netbootd: ``dhcp.relay_port``). Every DISCOVER carr
 firmware sends: option 60 ``PXEClient:Arch:00000:UNDI:002001``, 93 (arch 0, BIOS) and 97
 (a GUID); perfdhcp varies the MAC per client (``-R``). ``-i``: DISCOVER-OFFER only, which is
 all a ProxyDHCP answers on port 67.
+
+Server mode (``perfdhcp_dora``): full DISCOVER-OFFER-REQUEST-ACK exchanges of plain clients
+(no PXE options: the row compares address serving), still relayed, against netbootd with
+``[dhcp] mode = "server"`` and against dnsmasq as a DHCP server, both with a /16 pool for the
+relay's network. A rate counts only if both halves of every exchange were answered and no
+lease was rejected (NAK).
 """
 
 from __future__ import annotations
@@ -84,6 +90,57 @@ def ladder(ns: NetnsPair, client_cpus: str, rates: list[int],
     runs = []
     for rate in rates:
         r = perfdhcp(ns, client_cpus, rate, seconds)
+        runs.append(r)
+        if not r.zero_loss:
+            break
+        best = rate
+    return best, runs
+
+
+@dataclass
+class DoraRun:
+    offered: int  # target rate (DORA/s)
+    seconds: float
+    sent: int  # DISCOVERs
+    offers: int
+    requests: int
+    acks: int
+    rejected: int  # NAKs, per perfdhcp's "rejected leases"
+
+    @property
+    def zero_loss(self) -> bool:
+        return (self.sent > 0 and self.offers == self.sent and self.acks == self.requests
+                == self.sent and self.rejected == 0
+                and self.sent >= 0.9 * self.offered * self.seconds)
+
+
+def perfdhcp_dora(ns: NetnsPair, client_cpus: str, rate: int, seconds: float,
+                  clients: int = 50000) -> DoraRun:
+    """Full exchanges at ``rate``/s for ``seconds`` from ``clients`` distinct MACs."""
+    cmd = ["perfdhcp", "-4", "-r", str(rate), "-p", f"{seconds:g}", "-R", str(clients),
+           "-l", CLIENT_IP, "-L", "67", "-W", "1000000", SERVER_IP]
+    proc = ns.exec("client", client_cpus, cmd, timeout=seconds + 60, check=False)
+    out = proc.stdout
+    if proc.returncode not in (0, 3):
+        raise BenchError(f"perfdhcp failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    do, _, ra = out.partition("REQUEST-ACK")
+    if not ra:
+        raise BenchError(f"perfdhcp output has no REQUEST-ACK statistics: {out[:500]}")
+    return DoraRun(rate, seconds, int(_field(do, r"sent packets: (\d+)")),
+                   int(_field(do, r"received packets: (\d+)")),
+                   int(_field(ra, r"sent packets: (\d+)")),
+                   int(_field(ra, r"received packets: (\d+)")),
+                   int(_field(do, r"rejected leases: (\d+)"))
+                   + int(_field(ra, r"rejected leases: (\d+)")))
+
+
+def dora_ladder(ns: NetnsPair, client_cpus: str, rates: list[int],
+                seconds: float) -> tuple[int, list[DoraRun]]:
+    """Offered DORA rates in increasing order until the first loss or NAK."""
+    best = 0
+    runs = []
+    for rate in rates:
+        r = perfdhcp_dora(ns, client_cpus, rate, seconds)
         runs.append(r)
         if not r.zero_loss:
             break

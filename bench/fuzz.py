@@ -3,10 +3,14 @@
     python bench/fuzz.py --target dhcp --inputs 1000000                 # atheris (default)
     python bench/fuzz.py --target all --inputs 1000000 --engine random   # no atheris needed
     python bench/fuzz.py --target tftp-session --inputs 20000 --seed 7   # CI-sized
+    python bench/fuzz.py --target dhcp-server --inputs 1000000 --engine random
 
 Each target takes one byte string and checks the contract of docs/security.md: bad bytes raise
 ``MalformedPacket`` and nothing else, whatever parses re-encodes to itself, and the TFTP session
-never raises, never sends an oversized block and always ends with an outcome. Any other
+never raises, never sends an oversized block and always ends with an outcome; the server-mode
+lease logic (``dhcp-server``: a sequence of messages from several sources against one lease
+table) never raises, never hands a reserved address to another client or one address to two
+clients, never offers outside its pool and never keeps more records than its cap. Any other
 exception is a finding: the run stops, prints the input (hex) and the traceback, exits 1.
 
 Engines:
@@ -33,7 +37,7 @@ from collections.abc import Callable
 
 Target = Callable[[bytes], None]
 
-TARGET_NAMES = ("dhcp", "tftp-codec", "tftp-session")
+TARGET_NAMES = ("dhcp", "tftp-codec", "tftp-session", "dhcp-server")
 
 
 # ---------------------------------------------------------------------------------- targets
@@ -128,7 +132,77 @@ def _targets() -> dict[str, Target]:
             else:
                 out = session.on_timer(now) if kind & 1 else session.on_datagram(chunk, now)
 
-    return {"dhcp": dhcp, "tftp-codec": tftp_codec, "tftp-session": tftp_session}
+    return {"dhcp": dhcp, "tftp-codec": tftp_codec, "tftp-session": tftp_session,
+            "dhcp-server": _dhcp_server_target()}
+
+
+SERVER_IP = "192.0.2.1"
+RESERVED_MAC, RESERVED_IP = "52:54:00:12:34:56", "192.0.2.20"
+SOURCES = ("0.0.0.0", "192.0.2.100", "192.0.2.101", "192.0.2.20", "198.51.100.1",
+           "203.0.113.9")
+
+
+def _dhcp_server_target() -> Target:
+    """Server mode's lease logic under a sequence of hostile messages.
+
+    Layout: steps of (time delta in seconds, source index, length, packet bytes); each input
+    runs against a fresh server with a 6-address local pool, a relayed pool, one reserved
+    node and a cap of 7 records, so exhaustion, the cap and expiry are all reached.
+    """
+    import ipaddress
+
+    from netbootd.dhcp.options import MessageType
+    from netbootd.dhcp.packet import DhcpPacket
+    from netbootd.dhcp.proxy import BootAnswer, pxe_request
+    from netbootd.dhcp.server import LeaseServer, Pool, with_boot
+    from netbootd.errors import MalformedPacket
+
+    pools = (Pool.make("local", "192.0.2.0/24", "192.0.2.100", "192.0.2.105",
+                       router=SERVER_IP, dns=(SERVER_IP,), domain="lab.test", lease_time=60),
+             Pool.make("relayed", "198.51.100.0/24", "198.51.100.50", "198.51.100.52",
+                       lease_time=120))
+    ranges = {p.name: (p.first, p.last) for p in pools}
+    answer = BootAnswer(SERVER_IP, "bios/lpxelinux.0")
+
+    def run(data: bytes) -> None:
+        server = LeaseServer(pools, SERVER_IP, reservations={RESERVED_MAC: RESERVED_IP},
+                             hostnames={RESERVED_MAC: "node1"}, max_leases=7,
+                             offer_hold=10.0, decline_hold=30.0)
+        now, i = 1_000_000.0, 0
+        while i + 4 <= len(data):
+            dt, src, length = data[i], data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+            raw = data[i + 4:i + 4 + length]
+            i += 4 + length
+            now += dt
+            try:
+                packet = DhcpPacket.parse(raw)
+            except MalformedPacket:
+                continue
+            out = server.handle(packet, now=now, source=SOURCES[src % len(SOURCES)])
+            if out.reply is not None:
+                assert out.destination is not None and 0 < out.destination[1] < 65536
+                assert DhcpPacket.parse(out.reply.to_bytes()) == out.reply
+                req = pxe_request(packet)
+                if req is not None and out.kind in ("offer", "ack"):
+                    with_boot(out.reply, packet, req, answer, offer_bootfile=bool(dt & 1))
+                if out.kind in ("offer", "ack"):
+                    ip = out.reply.yiaddr
+                    assert out.lease is not None and out.lease.ip == ip
+                    if ip == RESERVED_IP:
+                        assert packet.mac == RESERVED_MAC, "reserved address to another client"
+                    else:
+                        lo, hi = ranges[out.lease.pool]
+                        assert lo <= int(ipaddress.IPv4Address(ip)) <= hi, "outside the pool"
+                if out.kind == "nak":
+                    assert out.reply.message_type is MessageType.NAK
+            leases = server.all_leases()
+            assert server.unconfigured_records <= 7, "lease cap exceeded"
+            assert len({x.ip for x in leases}) == len(leases)
+            owners = [x.client for x in leases if x.client]
+            assert len(owners) == len(set(owners)), "one client holds two records"
+            assert all(x.ip != RESERVED_IP or x.mac in (RESERVED_MAC, None) for x in leases)
+
+    return run
 
 
 # ---------------------------------------------------------------------------------- seeds
@@ -203,8 +277,43 @@ def session_seeds() -> list[bytes]:
     ]
 
 
+def _server_msg(mtype: int, mac: bytes, *, dt: int = 1, src: int = 0, extra: bytes = b"",
+                ciaddr: bytes = bytes(4), giaddr: bytes = bytes(4)) -> bytes:
+    o = _dhcp_option
+    header = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, 0x1A2B3C4D, 0, 0,
+                         ciaddr, bytes(4), bytes(4), giaddr, mac + bytes(10), b"", b"")
+    packet = (header + b"\x63\x82\x53\x63" + o(53, bytes((mtype,))) + extra + b"\xff")
+    packet = packet.ljust(300, b"\x00")
+    return bytes((dt, src)) + struct.pack("!H", len(packet)) + packet
+
+
+def server_seeds() -> list[bytes]:
+    """DORA of a plain and a PXE client, renew, release, decline, inform, relayed, the node."""
+    o = _dhcp_option
+    a, b = bytes.fromhex("0200000000aa"), bytes.fromhex("0200000000bb")
+    node = bytes.fromhex("525400123456")
+    sid = o(54, bytes([192, 0, 2, 1]))
+    ip100 = bytes([192, 0, 2, 100])
+    pxe = o(60, PXE_BIOS) + o(93, b"\x00\x00") + o(97, GUID_97)
+    m = _server_msg
+    return [
+        m(1, a) + m(3, a, extra=o(50, ip100) + sid) + m(3, a, dt=40, src=1, ciaddr=ip100) +
+        m(7, a, src=1, ciaddr=ip100, extra=sid),
+        m(1, node, extra=pxe) + m(3, node, extra=pxe + o(50, bytes([192, 0, 2, 20])) + sid) +
+        m(1, b, extra=o(50, bytes([192, 0, 2, 20]))) + m(3, b, extra=o(50, bytes([192, 0, 2, 20]))),
+        m(1, a) + m(3, a, extra=o(50, ip100) + sid) + m(4, a, extra=o(50, ip100) + sid) +
+        m(1, b) + m(8, b, src=2, ciaddr=bytes([192, 0, 2, 101])),
+        m(1, a, giaddr=bytes([198, 51, 100, 1]), src=4) +
+        m(3, a, giaddr=bytes([198, 51, 100, 1]), src=4,
+          extra=o(50, bytes([198, 51, 100, 50])) + sid) +
+        m(7, b, src=1, ciaddr=ip100, extra=sid) + m(3, b, extra=o(50, ip100)),
+        b"".join(m(1, bytes([2, 0, 0, 0, 1, n])) for n in range(8)) + m(1, a, dt=20),
+    ]
+
+
 SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "dhcp": dhcp_seeds, "tftp-codec": tftp_seeds, "tftp-session": session_seeds,
+    "dhcp-server": server_seeds,
 }
 
 
@@ -277,7 +386,7 @@ def _atheris_child(name: str, inputs: int, seed: int, corpus: str) -> None:
 
     with atheris.instrument_imports(include=["netbootd"]):
         targets = _targets()
-    max_len = "1600" if name != "tftp-session" else "4096"
+    max_len = "1600" if name not in ("tftp-session", "dhcp-server") else "4096"
     atheris.Setup([sys.argv[0], f"-runs={inputs}", f"-seed={seed}", f"-max_len={max_len}",
                    "-print_final_stats=1", corpus], targets[name])
     atheris.Fuzz()

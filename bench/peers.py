@@ -163,6 +163,52 @@ def netbootd_config(workdir: Path, files: Files, *, extra_nodes: int = 0,
     return path
 
 
+def netbootd_server_config(workdir: Path, files: Files) -> Path:
+    """netbootd with ``[dhcp] mode = "server"``: a /16 pool for the relay's network (the
+    bench's namespaces hold no other DHCP server, so the start-up probe is off)."""
+    sys.path.insert(0, str(ROOT))
+    from netbootd.lab.demo import toml_dump
+
+    path = workdir / "netbootd-server.toml"
+    cfg = {
+        "server": {"address": SERVER_IP, "state_dir": str(workdir / "state"),
+                   "store_dir": str(files.store)},
+        "dhcp": {"listen": "0.0.0.0", "port": 67, "proxy_port": 4011, "relay_port": 67,
+                 "mode": "server", "probe": False, "max_leases": 200_000,
+                 "pools": {"bench": {"subnet": SERVER_POOL[0], "range": list(SERVER_POOL[1:]),
+                                     "router": SERVER_IP, "dns": [SERVER_IP],
+                                     "lease_time": 3600}}},
+        "tftp": {"enabled": False}, "http": {"listen": "0.0.0.0", "port": 80},
+        "groups": {"default": {"default": True, "build": "bench/1.0"}}, "nodes": {},
+    }
+    path.write_text(toml_dump(cfg))
+    return path
+
+
+# Server-mode DHCP pool of both servers: subnet, first, last (10.78.0.x is the link).
+SERVER_POOL = ("10.78.0.0/16", "10.78.1.1", "10.78.250.254")
+
+
+def dnsmasq_server_cmd(workdir: Path, server_if: str, *, lease_file: bool = False) -> list[str]:
+    """dnsmasq as a DHCP server with the same pool; per-exchange logging off (--quiet-dhcp),
+    as netbootd logs no line per plain client. Without ``lease_file`` dnsmasq keeps its leases
+    in memory only (--leasefile-ro): its fastest setting. With it, dnsmasq rewrites its whole
+    lease file after changes (its default), which costs more as the leases grow."""
+    return [*_dnsmasq_server_args(workdir, server_if),
+            *(() if lease_file else ("--leasefile-ro",))]
+
+
+def _dnsmasq_server_args(workdir: Path, server_if: str) -> list[str]:
+    return ["/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+            f"--interface={server_if}", "--bind-interfaces", "--no-ping",
+            f"--dhcp-range={SERVER_POOL[1]},{SERVER_POOL[2]},255.255.0.0,1h",
+            "--dhcp-lease-max=200000", "--dhcp-authoritative", "--quiet-dhcp",
+            f"--dhcp-option=option:router,{SERVER_IP}",
+            f"--dhcp-option=option:dns-server,{SERVER_IP}",
+            f"--log-facility={workdir / 'dnsmasq.log'}", f"--pid-file={workdir / 'dnsmasq.pid'}",
+            "--user=root", f"--dhcp-leasefile={workdir / 'leases'}"]
+
+
 def _node_mac(n: int) -> str:
     return f"52:54:01:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}"
 

@@ -2,7 +2,8 @@
 
     python bench/run.py                 # full run (about 20 minutes on 2 cores), root
     python bench/run.py --quick         # smoke test: every benchmark, small sizes, < 90 s
-    python bench/run.py --only tftp     # tftp, storm, dhcp, http, decision, memory, boot
+    python bench/run.py --only tftp     # tftp, storm, dhcp, dhcp-server, http, decision,
+                                        # memory, boot
     python bench/run.py --json out.json --plots docs/img
 
 Installs the peers from Debian when missing (see bench/peers.py), runs netbootd and each peer
@@ -54,7 +55,7 @@ PINGPONG_CPU = "1"
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 BOOT_TIMEOUT_S = 300.0
-BENCHES = ("tftp", "storm", "dhcp", "http", "decision", "memory", "boot")
+BENCHES = ("tftp", "storm", "dhcp", "dhcp-server", "http", "decision", "memory", "boot")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class Plan:
     wrk_seconds: float
     decision: tuple[int, int, int]  # nodes, groups, samples
     memory_nodes: tuple[int, int]
+    # Server-mode DHCP: offered full-exchange (DORA) rates, seconds per rate.
+    dhcp_server_rates: tuple[int, ...] = (250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 7000,
+                                          10000)
+    dhcp_server_seconds: float = 2.0
 
 
 FULL = Plan(False, 3, 32 * MB, (200, MB), (50, 32 * MB), 8 * MB, (512, 1024, 1468, 4096, 8192),
@@ -82,7 +87,8 @@ FULL = Plan(False, 3, 32 * MB, (200, MB), (50, 32 * MB), 8 * MB, (512, 1024, 146
             (250, 500, 1000, 2000, 3000, 5000, 7000, 10000, 14000, 20000, 28000), 2.0, 5000,
             300 * MB, 5.0, (10000, 1000, 20000), (10000, 1000))
 QUICK = Plan(True, 1, 4 * MB, (20, 256 * 1024), (5, 4 * MB), MB, (512, 1468), (1, 8), (5, 20),
-             (200, 500), 1.0, 500, 16 * MB, 1.0, (1000, 100, 2000), (1000, 100))
+             (200, 500), 1.0, 500, 16 * MB, 1.0, (1000, 100, 2000), (1000, 100),
+             dhcp_server_rates=(200,), dhcp_server_seconds=1.0)
 
 
 class Bench:
@@ -115,6 +121,12 @@ class Bench:
                     cmd = peers.atftpd_cmd(self.files, wd / "atftpd.log")
                 elif name == "dnsmasq":
                     cmd = peers.dnsmasq_proxy_cmd(wd, ns.server_if)
+                elif name == "netbootd-server":
+                    cmd = peers.netbootd_cmd(peers.netbootd_server_config(wd, self.files))
+                elif name == "dnsmasq-server":
+                    cmd = peers.dnsmasq_server_cmd(wd, ns.server_if)
+                elif name == "dnsmasq-server-leasefile":
+                    cmd = peers.dnsmasq_server_cmd(wd, ns.server_if, lease_file=True)
                 elif name == "nginx":
                     cmd = peers.nginx_cmd(wd, self.files.store)
                 else:
@@ -289,6 +301,37 @@ class Bench:
             except Exception as e:
                 self._fail([rate, p99] if server == "netbootd" else [rate], server, e)
 
+    def dhcp_server(self) -> None:
+        """Server mode: full exchanges per second at zero loss, netbootd and dnsmasq.
+
+        The peer is dnsmasq at its fastest, leases in memory only; netbootd writes every lease
+        to its state DB. The full run also measures dnsmasq writing its lease file (its
+        default) once, as a note.
+        """
+        p, r = self.plan, self.results
+        row = r.row("dhcp.server-dora", what="Server-mode DHCP max DISCOVER→OFFER→REQUEST→ACK "
+                    "rate with zero loss and no NAK (perfdhcp, plain clients, relayed; "
+                    "dnsmasq --leasefile-ro)", unit="/s", target="≥ 1.0 x dnsmasq",
+                    kind="ratio", better="higher", bound=1.0, peer_name="dnsmasq")
+        servers = ["netbootd-server", "dnsmasq-server"]
+        if not p.quick:
+            servers.append("dnsmasq-server-leasefile")
+        for server in servers:
+            self.log(f"dhcp server mode: {server}")
+            try:
+                with self.server(server, SERVER_CPU, ports=("67",)) as (ns, _meter, _proc):
+                    for _ in range(1 if server.endswith("leasefile") else p.runs):
+                        best, _runs = dhcp.dora_ladder(ns, CLIENT_CPU,
+                                                       list(p.dhcp_server_rates),
+                                                       p.dhcp_server_seconds)
+                        if server.endswith("leasefile"):
+                            row.note = f"dnsmasq writing its lease file (default): {best}/s"
+                        else:
+                            (row.netbootd if server.startswith("netbootd") else row.peer) \
+                                .samples.append(best)
+            except Exception as e:
+                self._fail([row], server.partition("-")[0], e)
+
     # ------------------------------------------------------------------ HTTP
     def http(self) -> None:
         p, r = self.plan, self.results
@@ -449,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.tftp(storms="storm" in only, single="tftp" in only)
         if "dhcp" in only:
             bench.dhcp()
+        if "dhcp-server" in only:
+            bench.dhcp_server()
         if "http" in only:
             bench.http()
         if "decision" in only:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from netbootd.config import BootSettings, Config, NodeSpec
+from netbootd.core.funnel import BuildRoles, event_build, funnel
 from netbootd.core.identity import (
     ClientIdentity,
     is_identifying_guid,
@@ -27,7 +28,8 @@ from netbootd.core.identity import (
 from netbootd.core.intent import NodeOverride, ReimageOrder
 from netbootd.core.inventory import Inventory, apply_bindings, identity_key
 from netbootd.errors import BuildError, ConfigError, Conflict, NotFound
-from netbootd.state.events import NodeRecord, StateDB
+from netbootd.state.events import BootEvent, NodeRecord, StateDB
+from netbootd.state.leases import LeaseDB
 from netbootd.state.registry import Registry
 from netbootd.store import importer, maintenance
 from netbootd.store.builds import load_store
@@ -50,10 +52,20 @@ class Admin:
         state_dir = self.config.server.state_dir
         self.registry = Registry(state_dir / "intent.sqlite3")
         self.state = StateDB(state_dir / "state.sqlite3")
+        self._leases_path = state_dir / "leases.sqlite3"
+        self._leases: LeaseDB | None = None
+
+    def leases(self) -> LeaseDB | None:
+        """Server mode's lease table (opened once it exists), or None."""
+        if self._leases is None:
+            self._leases = LeaseDB.open_readonly(self._leases_path)
+        return self._leases
 
     def close(self) -> None:
         self.registry.close()
         self.state.close()
+        if self._leases is not None:
+            self._leases.close()
 
     def __enter__(self) -> Admin:
         return self
@@ -229,7 +241,22 @@ class Admin:
             {"build": ov.build, "channel": ov.channel, "mode": ov.mode},
             "reimage": None if n.name not in orders else
             self.registry.action(orders[n.name].action_id).as_json(),
-            "seen": None if record is None else _record_json(record)}
+            "seen": None if record is None else _record_json(record),
+            "lease": self._lease_json(n.macs)}
+
+    def _lease_json(self, macs: tuple[str, ...]) -> dict[str, Any] | None:
+        """The node's DHCP lease in server mode: its bound address first, else its last
+        record (offered, released); None in proxy mode or before its first exchange."""
+        db = self.leases()
+        if db is None or not macs:
+            return None
+        records = db.for_macs(macs)
+        if not records:
+            return None
+        now = self.clock()
+        best = next((x for x in records if x.state == "bound" and x.expires > now), records[0])
+        return {"ip": best.ip, "mac": best.mac, "state": best.state, "expires": best.expires,
+                "pool": best.pool, "active": best.state == "bound" and best.expires > now}
 
     def node(self, name: str) -> dict[str, Any]:
         return self._detail(self._node(name))
@@ -351,11 +378,30 @@ class Admin:
             mac = normalize_mac(who)
         except ValueError:
             n = self._node(who)
-            if not n.macs:
-                raise NotFound(f"node {who!r} has no MAC to look up its events by") from None
-            mac = n.macs[0]
+            seen = self.state.node_named(n.name)  # a node known by GUID or serial only
+            if not n.macs and seen is None:
+                raise NotFound(f"node {who!r} has no MAC to look up its events by, and has "
+                               "not booted yet") from None
+            mac = n.macs[0] if n.macs else seen.mac if seen else ""
+        events = self.state.timeline(mac)
         return {"mac": mac, "events": [{"id": e.id, "ts": e.ts, "kind": e.kind,
-                                        "detail": e.detail} for e in self.state.timeline(mac)]}
+                                        "detail": e.detail} for e in events],
+                "funnel": funnel(events, self._roles(events)).as_json()}
+
+    def _roles(self, events: list[BootEvent]) -> dict[str, BuildRoles]:
+        """Kernel, initrd and root file system of each build the events name (from the
+        builds' manifests; a build since removed has none, so its files count as loader)."""
+        refs = {b for e in events if (b := event_build(e))}
+        if not refs:
+            return {}
+        catalog, _ = self.catalog()
+        out = {}
+        for ref in refs:
+            try:
+                out[ref] = build_roles(catalog.get(ref))
+            except NotFound:
+                continue
+        return out
 
 
 def load_or_create_token(path: Path) -> str:
@@ -394,8 +440,17 @@ def _build_json(b: Build, users: list[str]) -> dict[str, Any]:
             "used_by": users}
 
 
+def build_roles(b: Build) -> BuildRoles:
+    m = b.manifest
+    rootfs = m.extra.get("rootfs")
+    if m.esxi is not None:
+        return BuildRoles(kernel=m.esxi.kernel, initrds=tuple(m.esxi.modules))
+    return BuildRoles(kernel=m.kernel, initrds=m.initrds,
+                      rootfs=rootfs if isinstance(rootfs, str) else None)
+
+
 def _record_json(r: NodeRecord) -> dict[str, Any]:
     return {"mac": r.mac, "guid": r.guid, "ip": r.ip, "arch": r.arch, "serial": r.serial,
             "vendor_class": r.vendor_class, "node": r.node, "hostname": r.hostname,
             "current_build": r.current_build, "boot_count": r.boot_count,
-            "first_seen": r.first_seen, "last_seen": r.last_seen}
+            "first_seen": r.first_seen, "last_seen": r.last_seen, "state": r.state}

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import datetime
 import fcntl
+import importlib.metadata
 import ipaddress
 import logging
 import os
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import netbootd
 from netbootd.cli_admin import add_admin_commands
 from netbootd.config import (
     DEFAULT_BOOTFILES,
@@ -41,6 +43,7 @@ from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac
 from netbootd.core.plan import Decline
 from netbootd.errors import ConfigError, NetbootdError
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
+from netbootd.render.seed import var_problems
 from netbootd.service import Service, make_responder, serve
 from netbootd.state.events import StateDB
 from netbootd.state.keyfile import KeyFileError, read_key
@@ -89,6 +92,7 @@ def check_config(config: Config) -> list[str]:
         if settings.build is not None and settings.build not in catalog:
             problems.append(f"{where}.build: no build named {settings.build} "
                             f"(known: {', '.join(catalog.refs()) or 'none'})")
+        problems += [f"{where}.{p}" for p in var_problems(settings.vars)]
         if settings.channel is not None and settings.channel not in channels:
             problems.append(f"{where}.channel: channel {settings.channel} points at no build; "
                             f"run `netbootd channel set {settings.channel} NAME/VERSION`")
@@ -339,9 +343,19 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (its metadata, which pyproject.toml derives from
+    ``netbootd.__version__``); that attribute itself when run from a checkout not installed."""
+    try:
+        return importlib.metadata.version("netbootd")
+    except importlib.metadata.PackageNotFoundError:
+        return netbootd.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netbootd", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"netbootd {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the ProxyDHCP, TFTP and HTTP servers")
@@ -409,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (NetbootdError, ValueError) as e:
         print(f"netbootd: {e}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from netbootd.errors import ConfigError
 from netbootd.store.channels import CHANNEL_RE
 
 MODES = ("appliance", "local", "menu", "discover")
+DHCP_MODES = ("proxy", "server")
 LOADERS = ("pxelinux", "ipxe", "grub")
 # [loaders.bootfiles.*] tables: one per loader, plus the Secure Boot first stage (shim).
 BOOTFILE_TABLES = (*LOADERS, "shim")
@@ -65,6 +66,24 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """One subnet netbootd hands addresses out in (``[dhcp.pools.NAME]``, server mode).
+
+    A client on the server's own link gets an address from the pool whose subnet holds
+    ``server.address``; a relayed one from the pool whose subnet holds the relay's giaddr.
+    """
+
+    name: str
+    subnet: str  # CIDR, e.g. "10.77.0.0/24"
+    first: str  # the dynamic range, inclusive
+    last: str
+    router: str | None = None
+    dns: tuple[str, ...] = ()
+    domain: str | None = None
+    lease_time: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
 class DhcpConfig:
     enabled: bool = True
     listen: str = "0.0.0.0"
@@ -77,6 +96,18 @@ class DhcpConfig:
     # What the site's DHCP server puts in siaddr (next-server), if the operator made it
     # netbootd: GRUB ignores ProxyDHCP and fetches from there (docs/boot-flows.md).
     site_next_server: str | None = None
+    # "proxy": boot information only, a site DHCP server hands out addresses (the default).
+    # "server": netbootd hands out addresses itself from ``pools`` (isolated networks).
+    mode: str = "proxy"
+    pools: tuple[PoolConfig, ...] = ()
+    # Server mode: address records (offers and leases of unconfigured clients) kept at most;
+    # beyond it new clients are not answered (dhcp_server_dropped{reason=lease-cap}).
+    max_leases: int = 10_000
+    offer_hold: int = 60  # seconds an OFFER keeps its address for the client's REQUEST
+    decline_hold: int = 600  # seconds an address a client DECLINEd (in use) is not offered
+    # Look for another DHCP server on the link before serving addresses; refuse if one answers.
+    probe: bool = True
+    probe_timeout: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +223,7 @@ class NodeSpec:
     serials: tuple[str, ...] = ()
     group: str | None = None
     hostname: str | None = None
+    ip: str | None = None  # server mode: the address reserved for this node's MACs
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,11 +409,22 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
 
     d = r.table(data, "dhcp", "")
     r.unknown(d, {"enabled", "listen", "port", "proxy_port", "offer_bootfile", "relay_port",
-                  "site_next_server"}, "dhcp.")
+                  "site_next_server", "mode", "pools", "max_leases", "offer_hold",
+                  "decline_hold", "probe", "probe_timeout"}, "dhcp.")
     site_next_server = r.optional_str(d, "site_next_server", "dhcp.")
     if site_next_server is not None and (err := _ip(site_next_server)):
         r.problems.append(f"dhcp.site_next_server: {err}")
+    dhcp_mode = r.value(d, "mode", "dhcp.", str, "proxy",
+                        lambda v: None if v in DHCP_MODES else
+                        f"{v!r} is not one of {', '.join(DHCP_MODES)}")
+    pools, subnets = _pools(r, r.table(d, "pools", "dhcp."), dhcp_mode, address)
     dhcp = DhcpConfig(
+        mode=dhcp_mode, pools=pools,
+        max_leases=r.value(d, "max_leases", "dhcp.", int, 10_000, _range(1, 10_000_000)),
+        offer_hold=r.value(d, "offer_hold", "dhcp.", int, 60, _range(5, 3600)),
+        decline_hold=r.value(d, "decline_hold", "dhcp.", int, 600, _range(0, 86400)),
+        probe=r.value(d, "probe", "dhcp.", bool, True),
+        probe_timeout=r.value(d, "probe_timeout", "dhcp.", float, 2.0, _range(0.1, 60)),
         enabled=r.value(d, "enabled", "dhcp.", bool, True),
         listen=r.value(d, "listen", "dhcp.", str, "0.0.0.0", _ip),
         port=r.value(d, "port", "dhcp.", int, 67, _port),
@@ -498,12 +541,13 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
 
     nodes: list[NodeSpec] = []
     seen: dict[str, str] = {}
+    reserved: dict[str, str] = {}  # ip -> node name
     for name, n in r.table(data, "nodes", "").items():
         where = f"nodes.{name}."
         if not isinstance(n, dict):
             r.problems.append(f"nodes.{name}: expected a table")
             continue
-        r.unknown(n, _SETTING_KEYS | {"mac", "uuid", "serial", "group", "hostname"}, where)
+        r.unknown(n, _SETTING_KEYS | {"mac", "uuid", "serial", "group", "hostname", "ip"}, where)
         macs, guids = [], []
         for m in r.str_list(n, "mac", where):
             try:
@@ -529,9 +573,12 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         hostname = r.optional_str(n, "hostname", where)
         if hostname is not None and not _valid_hostname(hostname):
             r.problems.append(f"{where}hostname: {hostname!r} is not a valid host name")
+        ip = r.value(n, "ip", where, str, "", _ip) or None
+        if ip is not None:
+            _check_reservation(r, where, name, ip, bool(macs), subnets, dhcp_mode, reserved)
         nodes.append(NodeSpec(name=name, settings=_settings(r, n, where), macs=tuple(macs),
                               guids=tuple(guids), serials=serials, group=group,
-                              hostname=hostname))
+                              hostname=hostname, ip=ip))
     if nodes and not groups:
         r.problems.append("groups: nodes are configured but no group; add [groups.default] "
                           "with default = true and a build")
@@ -541,6 +588,96 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     return Config(server=server, dhcp=dhcp, tftp=tftp, http=http, loaders=loaders,
                   groups=tuple(groups), nodes=tuple(nodes), source=source, admin=admin,
                   reimage=reimage, firstboot=firstboot, state=state)
+
+
+def _pools(r: _Reader, table: Mapping[str, Any], mode: str, address: str
+           ) -> tuple[tuple[PoolConfig, ...], tuple[ipaddress.IPv4Network, ...]]:
+    """``[dhcp.pools.NAME]`` tables (in server mode at least one, no two overlapping) and the
+    subnets that parsed, also of pools with other problems (reservations are checked
+    against them, so every problem is listed at once)."""
+    pools: list[PoolConfig] = []
+    networks: list[tuple[str, ipaddress.IPv4Network]] = []
+    for name, t in table.items():
+        where = f"dhcp.pools.{name}."
+        if not isinstance(t, dict):
+            r.problems.append(f"dhcp.pools.{name}: expected a table")
+            continue
+        r.unknown(t, {"subnet", "range", "router", "dns", "domain", "lease_time"}, where)
+        net: ipaddress.IPv4Network | None = None
+        subnet = r.optional_str(t, "subnet", where)
+        if subnet is None:
+            r.problems.append(f"{where}subnet: required, a CIDR network like 10.77.0.0/24")
+        else:
+            try:
+                net = ipaddress.IPv4Network(subnet, strict=True)
+            except ValueError as e:
+                r.problems.append(f"{where}subnet: {subnet!r} is not a CIDR network ({e})")
+        if net is not None and net.prefixlen > 30:
+            r.problems.append(f"{where}subnet: {subnet} has no room for clients (/30 at most)")
+            net = None
+        rng = r.str_list(t, "range", where)
+        first = last = ""
+        if len(rng) != 2:
+            r.problems.append(f"{where}range: required, [first, last] addresses of the pool")
+        elif any(_ip(a) for a in rng):
+            r.problems.append(f"{where}range: {list(rng)!r} must be two IPv4 addresses")
+        else:
+            first, last = rng
+            lo, hi = ipaddress.IPv4Address(first), ipaddress.IPv4Address(last)
+            if lo > hi:
+                r.problems.append(f"{where}range: {first} comes after {last}")
+            if net is not None:
+                for end in (lo, hi):
+                    if end not in net or end in (net.network_address, net.broadcast_address):
+                        r.problems.append(f"{where}range: {end} is not a host address of {net}")
+        router = r.value(t, "router", where, str, "", _ip) or None
+        if router is not None and net is not None and ipaddress.IPv4Address(router) not in net:
+            r.problems.append(f"{where}router: {router} is not in {net}")
+        dns = r.str_list(t, "dns", where)
+        for a in dns:
+            if _ip(a):
+                r.problems.append(f"{where}dns: {a!r} is not an IPv4 address")
+        domain = r.optional_str(t, "domain", where)
+        if domain is not None and not _valid_hostname(domain):
+            r.problems.append(f"{where}domain: {domain!r} is not a valid domain name")
+        lease_time = r.value(t, "lease_time", where, int, 3600, _range(60, 365 * 86400))
+        if net is not None:
+            for other, onet in networks:
+                if net.overlaps(onet):
+                    r.problems.append(f"{where}subnet: {net} overlaps dhcp.pools.{other} "
+                                      f"({onet})")
+            networks.append((name, net))
+        if net is not None and first:
+            pools.append(PoolConfig(name=name, subnet=str(net), first=first, last=last,
+                                    router=router, dns=dns, domain=domain,
+                                    lease_time=lease_time))
+    if mode == "server" and not table:
+        r.problems.append("dhcp.pools: server mode needs at least one [dhcp.pools.NAME] "
+                          "with subnet and range")
+    if address and not _ip(address):
+        for p in pools:
+            if ipaddress.IPv4Address(p.first) <= ipaddress.IPv4Address(address) \
+                    <= ipaddress.IPv4Address(p.last):
+                r.problems.append(f"dhcp.pools.{p.name}.range: holds server.address {address}"
+                                  "; the server's own address cannot be handed out")
+    return tuple(pools), tuple(n for _, n in networks)
+
+
+def _check_reservation(r: _Reader, where: str, name: str, ip: str, has_mac: bool,
+                       nets: tuple[ipaddress.IPv4Network, ...], mode: str,
+                       reserved: dict[str, str]) -> None:
+    if not has_mac:
+        r.problems.append(f"{where}ip: a reserved address needs the node's mac (DHCP "
+                          "identifies the client by it)")
+    if ip in reserved:
+        r.problems.append(f"{where}ip: {ip} is also reserved for nodes.{reserved[ip]}")
+    reserved.setdefault(ip, name)
+    if mode == "server" and nets:
+        addr = ipaddress.IPv4Address(ip)
+        if not any(addr in n and addr not in (n.network_address, n.broadcast_address)
+                   for n in nets):
+            r.problems.append(f"{where}ip: {ip} is not a host address of any dhcp pool subnet "
+                              f"({', '.join(map(str, nets))})")
 
 
 def _valid_hostname(h: str) -> bool:

@@ -9,6 +9,7 @@
     ├── Conflict             a change refused because something still depends on what it
                              would change (a build a channel points at...)
     └── StartError           the service cannot start: a port in use, no permission to bind
+        └── OtherDhcpServer  server mode found another DHCP server on the link (exit code 3)
 """
 
 from __future__ import annotations
@@ -58,3 +59,9 @@ class Conflict(NetbootdError):
 
 class StartError(NetbootdError):
     """The service cannot start; the message names the socket and what to check."""
+
+
+class OtherDhcpServer(StartError):
+    """Server mode refused to start: another DHCP server answers on the link."""
+
+    exit_code = 3

@@ -26,8 +26,11 @@ from netbootd.admin import Admin, load_or_create_token
 from netbootd.config import Config, load_config
 from netbootd.dhcp.endpoint import start_dhcp_endpoint
 from netbootd.dhcp.options import MessageType
+from netbootd.dhcp.probe import interface_of, probe
 from netbootd.dhcp.proxy import BootAnswer, PxeRequest
-from netbootd.errors import ConfigError, StartError
+from netbootd.dhcp.server import lease_server_for
+from netbootd.dhcp.server_endpoint import DhcpServerEndpoint, start_dhcp_server_endpoint
+from netbootd.errors import ConfigError, OtherDhcpServer, StartError
 from netbootd.metrics import Counters
 from netbootd.metrics_export import make_registry
 from netbootd.render.environment import make_environment
@@ -38,6 +41,7 @@ from netbootd.responder import Rendered, Responder
 from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
 from netbootd.state.keyfile import KeyFileError, create_key, read_key
+from netbootd.state.leases import LeaseDB
 from netbootd.state.registry import Registry
 from netbootd.store.builds import HashCache, load_store
 from netbootd.store.catalog import BuildCatalog
@@ -114,6 +118,8 @@ class Service:
         self.http_port: int | None = None
         self.api_port: int | None = None
         self.tftp_port: int | None = None
+        self.leases_db: LeaseDB | None = None  # server mode only
+        self.dhcp_server: DhcpServerEndpoint | None = None
 
     def _gauges(self) -> dict[str, tuple[str, float]]:
         """Levels read at scrape time (help text, value)."""
@@ -149,8 +155,13 @@ class Service:
         raise_descriptor_limit(c.tftp.max_sessions + c.http.max_connections + 256)
         loop = asyncio.get_running_loop()
         self.state.defer_writes(lambda flush: loop.call_later(STATE_FLUSH_S, flush))
+        if c.dhcp.enabled and c.dhcp.mode == "server":
+            await self._start_dhcp_server(loop)
         if c.dhcp.enabled:
-            for port in (c.dhcp.port, c.dhcp.proxy_port):
+            # Server mode answers udp/67 itself (above); the 4011 boot server stays.
+            ports = (c.dhcp.proxy_port,) if c.dhcp.mode == "server" else (c.dhcp.port,
+                                                                           c.dhcp.proxy_port)
+            for port in ports:
                 with _binding("dhcp", c.dhcp.listen, port):
                     transport, _ = await start_dhcp_endpoint(
                         loop, address=c.dhcp.listen, port=port, interface=c.server.interface,
@@ -190,6 +201,41 @@ class Service:
                  c.server.address, c.dhcp.enabled, self.tftp_port, self.http_port,
                  ", ".join(self.responder.catalog.refs()) or "none")
 
+    async def _start_dhcp_server(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Server mode: probe the link for another DHCP server, load the leases, bind 67."""
+        c = self.config
+        interface = c.server.interface or interface_of(c.server.address)
+        if c.dhcp.probe:
+            try:
+                found = await probe(interface=interface, timeout=c.dhcp.probe_timeout)
+            except OSError as e:
+                raise StartError(f"dhcp: cannot probe for other DHCP servers from udp/68 on "
+                                 f"{interface or 'this host'}: {os.strerror(e.errno or 0)}; "
+                                 "run as root (or with CAP_NET_RAW and CAP_NET_BIND_SERVICE), "
+                                 "or set dhcp.probe = false") from e
+            others = [s for s in found if s != c.server.address]
+            if others:
+                raise OtherDhcpServer(
+                    f"dhcp: another DHCP server answers on {interface or 'this link'}: "
+                    f"{', '.join(others)}; two servers would hand out conflicting addresses. "
+                    "Stop it (or set [dhcp] mode = \"proxy\" to boot alongside it), or set "
+                    "dhcp.probe = false if it serves other clients only")
+        self.leases_db = LeaseDB(c.server.state_dir / "leases.sqlite3")
+        self.leases_db.defer_writes(lambda flush: loop.call_later(STATE_FLUSH_S, flush))
+        leases = lease_server_for(c, self.leases_db.load(), relay_port=c.dhcp.relay_port)
+        self.dhcp_server = DhcpServerEndpoint(
+            leases, self._dhcp_answer, self.counters, offer_bootfile=c.dhcp.offer_bootfile,
+            on_changes=self.leases_db.apply, clock=self.clock,
+            observer=lambda mac, ip: self.responder.learn_ip(ip, mac))
+        with _binding("dhcp", c.dhcp.listen, c.dhcp.port):
+            transport = await start_dhcp_server_endpoint(
+                loop, address=c.dhcp.listen, port=c.dhcp.port, interface=c.server.interface,
+                endpoint=self.dhcp_server)
+        self._transports.append(transport)
+        log.info("dhcp server mode: pools %s, %d leases loaded",
+                 ", ".join(f"{p.name}={p.first}-{p.last}" for p in c.dhcp.pools),
+                 len(leases.all_leases()))
+
     async def _start_api(self) -> None:
         """The admin API on its own listener: loopback TCP, or a unix socket (0600)."""
         c = self.config
@@ -225,6 +271,9 @@ class Service:
             self.admin = None
         self.state.close()
         self.registry.close()
+        if self.leases_db is not None:
+            self.leases_db.close()
+            self.leases_db = None
         # One line with every counter, so a stopped server's drops and limits stay on record.
         log.info("counters: %s", json.dumps(self.counters.snapshot(), sort_keys=True))
 

@@ -104,6 +104,24 @@ def classify(packet: DhcpPacket, *, port: int) -> PxeRequest | Ignored:
     if mac is None or mac == "00:00:00:00:00:00":
         return Ignored("no-client-mac")
 
+    return _pxe_request(packet, mac, vendor_class, message_type)
+
+
+def pxe_request(packet: DhcpPacket) -> PxeRequest | None:
+    """The PXE/HTTP Boot request in any DHCP message, whatever port it came to; None when the
+    client is not PXEClient/HTTPClient. Server mode uses it to add the boot answer to its own
+    OFFER/ACK (the same decision the proxy makes)."""
+    vendor_class = packet.option(DhcpOption.VENDOR_CLASS_ID)
+    message_type = packet.message_type
+    mac = packet.mac
+    if (vendor_class is None or not vendor_class.startswith((PXE_CLIENT, HTTP_CLIENT))
+            or message_type is None or mac is None or mac == "00:00:00:00:00:00"):
+        return None
+    return _pxe_request(packet, mac, vendor_class, message_type)
+
+
+def _pxe_request(packet: DhcpPacket, mac: str, vendor_class: bytes,
+                 message_type: MessageType) -> PxeRequest:
     user_classes = _user_classes(packet.option(DhcpOption.USER_CLASS))
     identity = ClientIdentity(
         mac=mac,
@@ -185,9 +203,44 @@ def build_reply(
     except ValueError:
         raise ValueError(f"server_ip must be an IPv4 address, got {answer.server_ip!r}") from None
 
+    boot, file_field = boot_options(packet, request, answer, reply_type=reply_type,
+                                    offer_bootfile=offer_bootfile)
+    options = [(int(DhcpOption.MESSAGE_TYPE), bytes((reply_type,))),
+               (int(DhcpOption.SERVER_ID), server_id), *boot]
+    return DhcpPacket(
+        op=BOOTREPLY,
+        htype=packet.htype,
+        hlen=packet.hlen,
+        hops=0,
+        xid=packet.xid,
+        secs=0,
+        flags=packet.flags,
+        # RFC 2131 table 3: ciaddr is 0 in an OFFER and copied from the request in an ACK.
+        ciaddr=packet.ciaddr if reply_type is MessageType.ACK else ZERO_IP,
+        yiaddr=ZERO_IP,  # the site DHCP server owns addressing
+        siaddr=answer.server_ip,  # next-server, used by BIOS PXE for the TFTP download
+        giaddr=packet.giaddr,
+        chaddr=packet.chaddr,
+        sname=b"",
+        file=file_field,
+        options=tuple(options),
+    )
+
+
+def boot_options(
+    packet: DhcpPacket,
+    request: PxeRequest,
+    answer: BootAnswer,
+    *,
+    reply_type: MessageType,
+    offer_bootfile: bool,
+) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The PXE part of an OFFER/ACK: options 60, 97, 66, 67, 43 and the ``file`` field.
+
+    Shared by the proxy's replies and server mode's address-carrying ones, so both tell a
+    client the same boot file.
+    """
     options: list[tuple[int, bytes]] = [
-        (DhcpOption.MESSAGE_TYPE, bytes((reply_type,))),
-        (DhcpOption.SERVER_ID, server_id),
         # PXE spec 2.1 section 2.2.3: the proxy reply must carry "PXEClient" in option 60 or
         # PXE firmware ignores it; UEFI HTTP Boot expects "HTTPClient" back (UEFI spec 24.7).
         (DhcpOption.VENDOR_CLASS_ID, HTTP_CLIENT if request.http_boot else PXE_CLIENT),
@@ -227,24 +280,7 @@ def build_reply(
             )),
         ))
 
-    return DhcpPacket(
-        op=BOOTREPLY,
-        htype=packet.htype,
-        hlen=packet.hlen,
-        hops=0,
-        xid=packet.xid,
-        secs=0,
-        flags=packet.flags,
-        # RFC 2131 table 3: ciaddr is 0 in an OFFER and copied from the request in an ACK.
-        ciaddr=packet.ciaddr if reply_type is MessageType.ACK else ZERO_IP,
-        yiaddr=ZERO_IP,  # the site DHCP server owns addressing
-        siaddr=answer.server_ip,  # next-server, used by BIOS PXE for the TFTP download
-        giaddr=packet.giaddr,
-        chaddr=packet.chaddr,
-        sname=b"",
-        file=file_field,
-        options=tuple(options),
-    )
+    return options, file_field
 
 
 def reply_destination(

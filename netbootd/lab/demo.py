@@ -197,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--firmware", choices=["bios", "uefi"], default="bios")
     p.add_argument("--timeout", type=float, default=240.0)
     args = p.parse_args(argv)
+    if not DEMO_RECIPE.is_file():
+        # The appliance recipe is source, not part of the installed package.
+        print(f"demo: {DEMO_RECIPE} not found: run the demo from a netbootd source checkout",
+              file=sys.stderr)
+        return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("state", "netbootd.log"):
         target = args.workdir / stale

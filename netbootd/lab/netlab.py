@@ -336,6 +336,7 @@ class Lab:
         self.site_next_server = site_next_server
         self.ra_responder = ra_responder
         tag = secrets.token_hex(3)
+        self.tag = tag
         self.netns = f"nbdlab-{tag}"
         self.site_netns = f"nbdsite-{tag}"
         self.tmpdir: Path = Path(tempfile.mkdtemp(prefix=f"nbdlab-{tag}-"))
@@ -562,6 +563,13 @@ class Lab:
 
     # ---- site DHCP -----------------------------------------------------------------------
 
+    def start_site_dhcp(self) -> None:
+        """Start the site DHCP server now, in a lab made with ``site_dhcp=False`` (a second
+        DHCP server appearing on the link)."""
+        if self.dnsmasq is not None and self.dnsmasq.poll() is None:
+            raise LabError("the site DHCP server is already running")
+        self._start_dnsmasq()
+
     def dnsmasq_text(self) -> str:
         """The site DHCP server's log so far."""
         try:
@@ -596,6 +604,38 @@ class Lab:
             f"{self.dnsmasq_text()[-1000:]!r}"
         )
 
+    # ---- client namespaces ---------------------------------------------------------------
+
+    def add_client_netns(self, name: str, mac: str, address: str | None = None) -> str:
+        """A namespace of its own on br0 for a DHCP client program (udhcpc, dhclient,
+        perfdhcp), so it configures nothing of the host's; its link is ``eth0`` with ``mac``
+        (and ``address``, ``a.b.c.d/len``, if given). Deleted at teardown; the namespace name.
+        """
+        if not re.fullmatch(r"[a-z0-9]{1,8}", name):
+            raise LabError(f"bad client name {name!r}: 1-8 of [a-z0-9]")
+        netns = f"nbdcl-{self.tag}-{name}"
+        veth = f"vc-{name}"
+        _ip("netns", "add", netns)
+        self._namespaces.append(netns)
+        _ip("-n", netns, "link", "set", "lo", "up")
+        self._sysctl(netns, "net.ipv6.conf.all.disable_ipv6", "1")
+        self._sysctl(netns, "net.ipv6.conf.default.disable_ipv6", "1")
+        _ip("-n", self.netns, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+            "netns", netns)
+        _ip("-n", self.netns, "link", "set", veth, "master", BRIDGE, "up")
+        _ip("-n", netns, "link", "set", "eth0", "address", _valid_mac(mac))
+        if address is not None:
+            _ip("-n", netns, "addr", "add", address, "dev", "eth0")
+        _ip("-n", netns, "link", "set", "eth0", "up")
+        return netns
+
+    def run_in(self, netns: str, cmd: Sequence[str | os.PathLike[str]],
+               **popen_kw: Any) -> subprocess.Popen[Any]:
+        """Like :meth:`run`, in a namespace from :meth:`add_client_netns`."""
+        if netns not in self._namespaces:
+            raise LabError(f"namespace {netns} is not one of this lab's")
+        return self._spawn(netns, cmd, **popen_kw)
+
     # ---- taps and guests -----------------------------------------------------------------
 
     def add_tap(self, name: str) -> str:
@@ -627,6 +667,7 @@ class Lab:
         extra_args: Sequence[str] = (),
         fw_cfg: Sequence[tuple[str, str]] = (),
         secure_boot: bool = False,
+        net_then_disk: bool = False,
     ) -> QemuGuest:
         """Boot a QEMU guest (TCG) on br0 through a new tap; serial console to a log file.
 
@@ -639,7 +680,8 @@ class Lab:
         ``disk`` is attached as a virtio disk (qcow2 by suffix, raw otherwise).
         ``fw_cfg`` adds ``-fw_cfg name=NAME,string=VALUE`` items (e.g. ``OVMF_HTTP_BOOT_ONLY``).
         ``secure_boot`` (UEFI): OVMF's Secure Boot build with Microsoft's keys enrolled and
-        Secure Boot on (q35 with SMM, secure pflash).
+        Secure Boot on (q35 with SMM, secure pflash). ``net_then_disk``: boot order by
+        ``bootindex``, which OVMF follows: the NIC first, then ``disk``.
         """
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
             raise LabError(f"bad guest name {name!r}: 1-32 of [A-Za-z0-9_-]")
@@ -705,6 +747,8 @@ class Lab:
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
             ]
             nic += ",romfile="
+        if net_then_disk:
+            nic += ",bootindex=1"
         args += ["-device", nic]
         if kernel is not None:
             args += ["-kernel", str(kernel)]
@@ -720,7 +764,11 @@ class Lab:
             args += ["-smbios", f"type=1,uuid={uuid}"]
         if disk is not None:
             fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
-            args += ["-drive", f"file={disk},format={fmt},if=virtio"]
+            if net_then_disk:
+                args += ["-drive", f"file={disk},format={fmt},if=none,id=disk0",
+                         "-device", "virtio-blk-pci,drive=disk0,bootindex=2"]
+            else:
+                args += ["-drive", f"file={disk},format={fmt},if=virtio"]
         for key, value in fw_cfg:
             if not re.fullmatch(r"opt/[A-Za-z0-9_./-]{1,50}", key) or "," in value:
                 raise LabError(f"bad fw_cfg item {key!r}={value!r}: name opt/..., no comma")

@@ -18,14 +18,22 @@ import netbootd
 TEMPLATE_NAMES = (
     "pxelinux.cfg.j2", "pxelinux-decline.cfg.j2", "ipxe-boot.ipxe.j2", "ipxe-node.ipxe.j2",
     "ipxe-build.ipxe.j2", "esxi-boot.cfg.j2", "nocloud-meta-data.j2", "nocloud-user-data.j2",
-    "esxi-ks.cfg.j2", "grub-node.cfg.j2", "grub-build.cfg.j2", "grub-local.cfg.j2",
-    "grub-decline.cfg.j2", "grub-dispatch.cfg.j2",
+    "nocloud-network-config.j2", "esxi-ks.cfg.j2", "grub-node.cfg.j2", "grub-build.cfg.j2",
+    "grub-local.cfg.j2", "grub-decline.cfg.j2", "grub-dispatch.cfg.j2",
 )
 
 
 def builtin_templates_dir() -> Path:
-    """``pxelinux_templates/`` next to the package (source checkout or editable install)."""
-    return Path(netbootd.__file__).resolve().parent.parent / "pxelinux_templates"
+    """The templates netbootd ships.
+
+    Installed from a wheel they sit inside the package (``pyproject.toml`` maps the top-level
+    ``pxelinux_templates/`` to ``netbootd/pxelinux_templates/``); in a source checkout or an
+    editable install they are the top-level folder itself, next to the package
+    (docs/design-choices.md, "Packaging").
+    """
+    package = Path(netbootd.__file__).resolve().parent
+    installed = package / "pxelinux_templates"
+    return installed if installed.is_dir() else package.parent / "pxelinux_templates"
 
 
 def make_environment(operator_dir: Path | None = None) -> jinja2.Environment:

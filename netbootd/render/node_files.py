@@ -9,7 +9,9 @@ under the exact name the servers answer to.
 
 from __future__ import annotations
 
+import base64
 import copy
+import gzip
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +21,15 @@ from netbootd.core.identity import pxelinux_guid_name
 from netbootd.core.plan import BootPlan
 from netbootd.errors import NetbootdError
 from netbootd.render.grub import GRUB_HTTP_ARCHES, grub_args, grub_device_path, grub_quote
+from netbootd.render.seed import SeedError, seed_context
 from netbootd.render.urls import SiteUrls, tftp_esxi_boot_cfg
 from netbootd.store.catalog import Build, BuildCatalog
+
+
+def network_config_arg(text: str) -> str:
+    """cloud-init's ``network-config=`` kernel argument: the YAML gzip'd (mtime 0, so the
+    same config gives the same line) and base64'd, as ``cloudinit.net.cmdline`` decodes it."""
+    return "network-config=" + base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
 
 
 class RenderError(NetbootdError):
@@ -60,7 +69,15 @@ class NodeRenderer:
             parts += self.installer_args(plan)
         elif build.kind == "linux":
             # cloud-init NoCloud datasource over HTTP; the URL must end with '/'.
-            parts.append(f"ds=nocloud;s={self.urls.nocloud(plan.node_key, build)}")
+            parts.append(self.urls.nocloud_kernel_arg(plan.node_key, build))
+            try:
+                seed: dict[str, Any] | None = self._seed(plan, build)
+            except RenderError:
+                seed = None  # a bad seed var: the seed files answer why; the boot goes on
+            if seed is not None and seed["guest_bridge"]:
+                # cloud-init 22.4 fetches no network-config from an HTTP seed, but reads one
+                # from the command line before any datasource (docs/boot-flows.md).
+                parts.append(network_config_arg(self._network_config(plan, build)))
         line = " ".join(p for p in parts if p)
         if "\n" in line or "\r" in line:
             raise RenderError(f"kernel command line for {plan.hostname} contains a newline")
@@ -142,16 +159,30 @@ class NodeRenderer:
                             esxi_kernelopt=self.esxi_kernelopt(plan, b))
 
     def meta_data(self, plan: BootPlan) -> str:
-        self._need_build(plan, "linux")
-        return self._render("nocloud-meta-data.j2", plan)
+        b = self._need_build(plan, "linux")
+        return self._render("nocloud-meta-data.j2", plan, **self._seed(plan, b))
 
     def user_data(self, plan: BootPlan) -> str:
-        self._need_build(plan, "linux")
-        return self._render(plan.user_data or "nocloud-user-data.j2", plan)
+        b = self._need_build(plan, "linux")
+        return self._render(plan.user_data or "nocloud-user-data.j2", plan,
+                            **self._seed(plan, b))
+
+    def network_config(self, plan: BootPlan) -> str:
+        return self._network_config(plan, self._need_build(plan, "linux"))
+
+    def _network_config(self, plan: BootPlan, build: Build) -> str:
+        return self._render("nocloud-network-config.j2", plan, **self._seed(plan, build))
 
     def kickstart(self, plan: BootPlan) -> str:
         self._need_build(plan, "esxi")
         return self._render(plan.user_data or "esxi-ks.cfg.j2", plan)
+
+    @staticmethod
+    def _seed(plan: BootPlan, build: Build) -> dict[str, Any]:
+        try:
+            return seed_context(plan, build)
+        except SeedError as e:
+            raise RenderError(str(e)) from e
 
     def _need_build(self, plan: BootPlan, kind: str) -> Build:
         if plan.build is None or plan.build.kind != kind:
@@ -194,6 +225,8 @@ class NodeRenderer:
             base = self.urls.nocloud(plan.node_key, b)
             out.append(RenderedFile("http", base + "meta-data", self.meta_data(plan)))
             out.append(RenderedFile("http", base + "user-data", self.user_data(plan)))
+            out.append(RenderedFile("http", base + "network-config",
+                                    self.network_config(plan)))
         return out
 
     def ipxe_node_url(self, plan: BootPlan) -> str:

@@ -15,7 +15,7 @@ event at most one flush later. Without ``defer_writes`` every write commits at o
 
 Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent`` (completed),
 ``tftp-ended`` (aborted, timed out, refused), ``http-sent``, ``ipxe-script``, ``ipxe-decline``,
-``firstboot``, ``phone-home``.
+``firstboot``, ``phone-home``, ``ready`` and ``failed`` (the node's report after cloud-init).
 
 Bounded, because every MAC in a DHCP packet is client-chosen: a flood of spoofed MACs must not
 grow the database without limit. At most ``max_nodes`` distinct MACs are recorded (a node the
@@ -48,7 +48,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
   mac TEXT PRIMARY KEY, guid TEXT, ip TEXT, arch INTEGER, serial TEXT, vendor_class TEXT,
   node TEXT, hostname TEXT, current_build TEXT, boot_count INTEGER NOT NULL DEFAULT 0,
-  first_seen REAL NOT NULL, last_seen REAL NOT NULL
+  first_seen REAL NOT NULL, last_seen REAL NOT NULL, state TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, mac TEXT NOT NULL,
@@ -83,6 +83,7 @@ class NodeRecord:
     boot_count: int
     first_seen: float
     last_seen: float
+    state: str | None = None  # booted (phoned home), ready or failed (its report); None: never
 
 
 _GUID_CACHE_MAX = 100_000
@@ -109,6 +110,7 @@ class StateDB:
         self.counters = counters if counters is not None else Counters()
         self._since_prune = 0
         self._macs: set[str] = set()
+        self._node_cols = _NODE_COLS
         if readonly:
             # For CLI commands and tests reading beside a running server: never creates or
             # changes anything. NotFound says what to do when there is no database yet.
@@ -117,6 +119,8 @@ class StateDB:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True,
                                        isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
+            if "state" not in self._node_columns():  # a database no server has upgraded yet
+                self._node_cols = _NODE_COLS.replace(", state", ", NULL")
             return
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,9 +129,14 @@ class StateDB:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        if "state" not in self._node_columns():  # a database from before the ready/failed report
+            self._db.execute("ALTER TABLE nodes ADD COLUMN state TEXT")
         if max_nodes is not None:
             self._macs = {r[0] for r in self._db.execute(
                 "SELECT mac FROM nodes UNION SELECT mac FROM events")}
+
+    def _node_columns(self) -> set[str]:
+        return {str(r[1]) for r in self._db.execute("PRAGMA table_info(nodes)")}
 
     @classmethod
     def open_readonly(cls, path: Path) -> StateDB:
@@ -265,9 +274,18 @@ class StateDB:
                     ip: str | None, node: str | None, **detail: Any) -> None:
         """A booted node reported in: count the boot and remember what it runs."""
         self.saw(ClientIdentity(mac=mac, ip=ip), now, node=node)
-        self._write("UPDATE nodes SET current_build=?, hostname=?, "
+        self._write("UPDATE nodes SET current_build=?, hostname=?, state='booted', "
                     "boot_count=boot_count+1 WHERE mac=?", (build, hostname, mac))
         self.record(mac, "phone-home", now, build=build, hostname=hostname, ip=ip, **detail)
+
+    def reported(self, mac: str, now: float, *, state: str, build: str, ip: str | None,
+                 node: str | None, **detail: Any) -> None:
+        """A booted node's ready/failed report: the node's state, and event ``ready`` or
+        ``failed``. The build is the one its token names, recorded as current as phone-home
+        does (the report may arrive without a phone-home before it)."""
+        self.saw(ClientIdentity(mac=mac, ip=ip), now, node=node)
+        self._write("UPDATE nodes SET state=?, current_build=? WHERE mac=?", (state, build, mac))
+        self.record(mac, state, now, build=build, ip=ip, **detail)
 
     def timeline(self, mac: str, after_id: int = 0) -> list[BootEvent]:
         self.flush()
@@ -291,7 +309,7 @@ class StateDB:
     def discovered(self) -> list[NodeRecord]:
         """Clients seen that no inventory node matched (``node list --discovered``)."""
         self.flush()
-        rows = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE node IS NULL "
+        rows = self._db.execute(f"SELECT {self._node_cols} FROM nodes WHERE node IS NULL "
                                 "ORDER BY last_seen DESC").fetchall()
         return [NodeRecord(*r) for r in rows]
 
@@ -304,20 +322,21 @@ class StateDB:
 
     def node(self, mac: str) -> NodeRecord | None:
         self.flush()
-        row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE mac=?", (mac,)).fetchone()
+        row = self._db.execute(f"SELECT {self._node_cols} FROM nodes WHERE mac=?",
+                               (mac,)).fetchone()
         return NodeRecord(*row) if row else None
 
     def node_named(self, name: str) -> NodeRecord | None:
         """The machine last seen as inventory node ``name``."""
-        row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE node=? "
+        row = self._db.execute(f"SELECT {self._node_cols} FROM nodes WHERE node=? "
                                "ORDER BY last_seen DESC LIMIT 1", (name,)).fetchone()
         return NodeRecord(*row) if row else None
 
     def nodes(self) -> list[NodeRecord]:
         self.flush()
-        rows = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes ORDER BY mac").fetchall()
+        rows = self._db.execute(f"SELECT {self._node_cols} FROM nodes ORDER BY mac").fetchall()
         return [NodeRecord(*r) for r in rows]
 
 
 _NODE_COLS = ("mac, guid, ip, arch, serial, vendor_class, node, hostname, current_build, "
-              "boot_count, first_seen, last_seen")
+              "boot_count, first_seen, last_seen, state")

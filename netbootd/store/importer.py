@@ -265,9 +265,10 @@ def import_linux(store: Path, name: str, version: str, kernel: Path, initrds: li
     with staging(store, name, version, progress) as st:
         for p in paths:
             st.add(path_source(p.name, p))
-        # Read from the staged copy: the source may be a pipe that can be read only once.
+        # Read from the staged copy (the source may be a pipe): a PE (EFI stub) kernel's
+        # signer, for Secure Boot (docs/secure-boot.md).
         sig = kernel_signature(st.dir / kernel.name)
-        if sig is not None:  # a PE (EFI stub) kernel: record who signed it, for Secure Boot
+        if sig is not None:
             extra["kernel_signature"] = sig.to_json()
         return st.publish(Manifest(
             name=name, version=version, kind="linux", files=dict(st.files),

@@ -74,9 +74,10 @@ def test_a_bios_pxelinux_config_by_guid_to_phone_home(lab_server: LabServer) -> 
     assert http == ["/builds/demo/1.0/vmlinuz", "/builds/demo/1.0/initrd.img"]
     assert [e.detail["file"] for e in events if e.kind == "firstboot"] == \
         ["meta-data", "user-data"]
-    assert kinds(events)[-1] == "phone-home"
+    assert kinds(events)[-2:] == ["phone-home", "ready"]
     node = lab_server.node(mac)
     assert node.node == "web1" and node.guid == guid and node.current_build == "demo/1.0"
+    assert node.state == "ready"
 
 
 def test_b_uefi_stock_pxe_to_ipxe_script_to_phone_home(lab_server: LabServer) -> None:
@@ -94,7 +95,7 @@ def test_b_uefi_stock_pxe_to_ipxe_script_to_phone_home(lab_server: LabServer) ->
     assert "ipxe/snponly.efi" in [e.detail["file"] for e in events if e.kind == "tftp-sent"]
     script = [e for e in events if e.kind == "ipxe-script"]
     assert len(script) == 1 and script[0].detail["group"] == "uefi"
-    assert kinds(events)[-1] == "phone-home"
+    assert kinds(events)[-2:] == ["phone-home", "ready"]
 
 
 def test_b2_uefi_stock_pxe_to_syslinux_efi(lab_server: LabServer) -> None:
@@ -128,7 +129,7 @@ def test_c_unknown_mac_gets_the_default_group_and_boots(lab_server: LabServer) -
 def test_d_node_pinned_to_build_b_while_default_is_a(lab_server: LabServer) -> None:
     home, events = lab_server.boot("bios-db1", "bios", DB1_MAC)
     assert home.detail["build"] == "demo/2.0" and home.detail["hostname"] == "db1"
-    assert home.detail["expected_build"] == "demo/2.0"
+    assert home.detail["claimed_build"] == "demo/2.0"  # the image agrees
     assert [e.detail["path"] for e in events if e.kind == "http-sent"] == \
         ["/builds/demo/2.0/vmlinuz", "/builds/demo/2.0/initrd.img"]
 
@@ -186,6 +187,6 @@ def test_e_quick_mode_boots_bios_and_uefi(demo_store: Path,
         server = LabServer(lab, nb)
         for firmware, mac in (("bios", "52:54:00:e2:00:e1"), ("uefi", "52:54:00:e2:00:e2")):
             home, events = server.boot(f"quick-{firmware}", firmware, mac, powers_off=False)
-            assert home.detail["build"] == "demo/1.0"  # what the image says it is
-            assert home.detail["expected_build"].startswith("quick/")
+            assert home.detail["claimed_build"] == "demo/1.0"  # what the image says it is
+            assert home.detail["build"].startswith("quick/")  # what netbootd served
             assert "ipxe-script" in kinds(events)

@@ -133,7 +133,7 @@ def test_demo_boots_and_phones_home(demo_build: Path, tmp_path: Path, nic_model:
             nic_model=nic_model,
             kernel=demo_build / "vmlinuz",
             initrd=demo_build / "initrd.img",
-            append=f"console=ttyS0 panic=-1 ds=nocloud;s={base}",
+            append=f"console=ttyS0 panic=-1 ds=nocloud-net;s={base}",
         )
         status = guest.wait(timeout=120)
         elapsed = time.monotonic() - guest.started
@@ -150,5 +150,6 @@ def test_demo_boots_and_phones_home(demo_build: Path, tmp_path: Path, nic_model:
     assert len(records) == 1, records
     assert records[0]["path"] == f"/phone-home/{instance_id}"
     form = parse_qs(records[0]["body"], strict_parsing=True)
-    assert form == {"instance_id": [instance_id], "hostname": [hostname], "build": ["demo/1.0"]}
+    assert form == {"instance_id": [instance_id], "hostname": [hostname], "build": ["demo/1.0"],
+                    "secure_boot": ["none"]}  # BIOS: no EFI variables at all
     assert "build=demo/1.0" in records[0]["body"]

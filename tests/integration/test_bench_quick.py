@@ -22,7 +22,7 @@ SCRIPT = ROOT / "bench" / "run.py"
 EXPECTED_ROWS = {
     "tftp.lockstep", "tftp.window8", "tftp.window8-vs-hpa", "tftp.cpu-per-packet",
     "storm.small", "storm.big", "storm.cpu-per-packet", "memory.storm",
-    "dhcp.max-rate", "dhcp.p99", "http.big-file", "http.ipxe-scripts",
+    "dhcp.max-rate", "dhcp.p99", "dhcp.server-dora", "http.big-file", "http.ipxe-scripts",
     "decide.p99", "decide.add-node", "memory.nodes", "boot.bios",
 }
 # Two QEMU TCG boots take minutes: --quick says so in the row instead of running them.

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "fuzz.py"
-TARGETS = ("dhcp", "tftp-codec", "tftp-session")
+TARGETS = ("dhcp", "tftp-codec", "tftp-session", "dhcp-server")
 
 
 @pytest.mark.parametrize("engine", ["random", "atheris"])
