@@ -229,8 +229,9 @@ def kernel_package(arch: str = "amd64") -> str:
 
 
 def cached_deb(cache: Path, package: str, arch: str = "amd64") -> Path | None:
-    """A previously downloaded ``.deb`` of ``package`` for ``arch`` in the cache, if any."""
-    found = sorted(cache.glob(f"{package}_*_{arch}.deb"))
+    """A previously downloaded ``.deb`` of ``package`` for ``arch`` (or ``all``: packages
+    without machine code, e.g. cloud-init) in the cache, if any."""
+    found = sorted([*cache.glob(f"{package}_*_{arch}.deb"), *cache.glob(f"{package}_*_all.deb")])
     return found[-1] if found else None
 
 
