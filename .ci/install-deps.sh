@@ -12,6 +12,7 @@ APT_PACKAGES=(
   grub-common grub-pc-bin grub-efi-amd64-bin  # grub-mknetdir and GRUB's modules (no grub-install)
   fdisk dosfstools mtools                     # images/disk-efi: GPT + FAT ESP without mounting
   qemu-system-x86 ipxe-qemu ovmf              # real PXE clients (SeaBIOS+iPXE ROM, OVMF)
+  qemu-system-arm qemu-efi-aarch64            # ARM64 UEFI clients (qemu-system-aarch64, AAVMF)
   dnsmasq-base                                # the site DHCP server in the test network
   iproute2 kmod cpio busybox-static xz-utils zstd  # namespaces; demo appliance recipe
   curl atftp tftp-hpa                         # independent TFTP clients for interop tests
@@ -30,8 +31,16 @@ for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 export DEBIAN_FRONTEND=noninteractive
+# The arm64 demo build and arm64 GRUB come from Debian's arm64 packages, fetched with
+# `apt-get download` and unpacked (never installed): apt needs the arm64 package lists.
+arm64_lists=""
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
+  arm64_lists=1
+fi
 # The demo recipe fetches Debian's kernel with `apt-get download`, which needs package lists.
-if [ ${#missing[@]} -gt 0 ] || ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+if [ ${#missing[@]} -gt 0 ] || [ -n "$arm64_lists" ] \
+    || ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
   apt-get update -q
 fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -56,6 +65,6 @@ fi
 # GRUB's network images (grub-mknetdir) plus Debian's signed shim and network GRUB, unpacked
 # from their .debs (shim-signed's maintainer scripts would install a bootloader on the host).
 .venv/bin/python -m netbootd loaders grub --dest /var/lib/netbootd/loaders/grub \
-  --cache /var/cache/netbootd/debs
+  --cache /var/cache/netbootd/debs --arm64
 # atftpd conflicts with tftpd-hpa in Debian: the bench unpacks its package privately.
 .venv/bin/python bench/run.py --install-only

@@ -6,6 +6,11 @@ Owns: fetching Debian's kernel and busybox-static into the recipe cache (``apt-g
 ``/init`` starts with (mounts, module loading, first ethernet interface, DHCP with udhcpc), and
 publishing a kind ``linux`` build atomically into ``<store>/builds/<name>/<version>/``.
 
+Builds are made for one CPU architecture (``RECIPE_ARCHES``: ``amd64``, the default, or
+``arm64``); an arm64 build takes Debian's arm64 packages (``apt-get download PKG:arm64`` after
+``dpkg --add-architecture arm64; apt-get update``; still nothing is installed) and records
+``arch`` in its manifest.
+
 A recipe imports it after putting ``images/`` on ``sys.path`` (the recipes run as scripts).
 """
 
@@ -37,6 +42,30 @@ BUSYBOX_PACKAGE = "busybox-static"
 # udhcpc needs; it is built into Debian's kernel, in which case it is skipped.
 NIC_MODULES: tuple[str, ...] = ("af_packet", "virtio_pci", "virtio_net", "e1000")
 CMDLINE = "console=ttyS0 panic=-1"
+# Debian's arm64 kernel builds virtio_pci as a module (amd64 has it built in), and virtio_net
+# needs net_failover: loaded in this order (each with its dependencies first).
+ARM64_NIC_MODULES: tuple[str, ...] = (
+    "af_packet", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "failover",
+    "net_failover", "virtio_net",
+)
+
+
+@dataclass(frozen=True)
+class RecipeArch:
+    """What differs between the architectures a recipe can build for."""
+
+    name: str  # Debian's architecture name, also the build's manifest ``arch``
+    kernel_meta_package: str
+    nic_modules: tuple[str, ...]
+    cmdline: str  # the build's default kernel command line (serial console, panic -> exit)
+
+
+RECIPE_ARCHES: dict[str, RecipeArch] = {
+    "amd64": RecipeArch("amd64", KERNEL_META_PACKAGE, NIC_MODULES, CMDLINE),
+    # QEMU's virt machine has a PL011 UART: ttyAMA0.
+    "arm64": RecipeArch("arm64", "linux-image-arm64", ARM64_NIC_MODULES,
+                        "console=ttyAMA0 panic=-1"),
+}
 MANIFEST_FORMAT = 1
 # as netbootd.store.manifest accepts them
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
@@ -183,36 +212,43 @@ def run(cmd: Sequence[str], *, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def kernel_package() -> str:
-    """Name of the versioned kernel package that ``linux-image-amd64`` depends on."""
-    out = run(["apt-cache", "depends", KERNEL_META_PACKAGE])
+def kernel_package(arch: str = "amd64") -> str:
+    """Name of the versioned kernel package that ``linux-image-<arch>`` depends on."""
+    meta = RECIPE_ARCHES[arch].kernel_meta_package
+    out = run(["apt-cache", "depends", f"{meta}:{arch}"])
     for line in out.splitlines():
-        m = re.match(r"^\s*\|?Depends:\s*(linux-image-\S+)", line)
+        m = re.match(r"^\s*\|?Depends:\s*(linux-image-[^\s:]+)", line)
         if m and not m.group(1).startswith("<"):
             return m.group(1)
+    hint = (f"dpkg --add-architecture {arch}; apt-get update" if arch != "amd64"
+            else "apt-get update")
     raise RecipeError(
-        f"apt-cache depends {KERNEL_META_PACKAGE} names no linux-image-* package; "
-        "run apt-get update or pass --kernel-package"
+        f"apt-cache depends {meta}:{arch} names no linux-image-* package; "
+        f"run {hint} or pass --kernel-package"
     )
 
 
-def cached_deb(cache: Path, package: str) -> Path | None:
-    """A previously downloaded ``.deb`` of ``package`` in the cache, if any (newest name)."""
-    found = sorted(cache.glob(f"{package}_*.deb"))
+def cached_deb(cache: Path, package: str, arch: str = "amd64") -> Path | None:
+    """A previously downloaded ``.deb`` of ``package`` for ``arch`` (or ``all``: packages
+    without machine code, e.g. cloud-init) in the cache, if any."""
+    found = sorted([*cache.glob(f"{package}_*_{arch}.deb"), *cache.glob(f"{package}_*_all.deb")])
     return found[-1] if found else None
 
 
-def download_deb(cache: Path, package: str) -> Path:
+def download_deb(cache: Path, package: str, arch: str = "amd64") -> Path:
     """The ``.deb`` of ``package`` in the cache, downloaded with ``apt-get download`` if absent."""
-    deb = cached_deb(cache, package)
+    deb = cached_deb(cache, package, arch)
     if deb is not None:
         log(f"reusing {deb.name}")
         return deb
-    log(f"apt-get download {package}")
-    run(["apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", package], cwd=cache)
-    deb = cached_deb(cache, package)
+    log(f"apt-get download {package}:{arch}")
+    run(["apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", f"{package}:{arch}"],
+        cwd=cache)
+    deb = cached_deb(cache, package, arch)
     if deb is None:
-        raise RecipeError(f"apt-get download {package} left no .deb in {cache}")
+        raise RecipeError(f"apt-get download {package}:{arch} left no .deb in {cache}"
+                          + ("" if arch == "amd64" else
+                             f" (did you run dpkg --add-architecture {arch}; apt-get update?)"))
     return deb
 
 
@@ -551,13 +587,13 @@ class DebianParts:
     busybox_deb: Path
 
 
-def fetch_parts(cache: Path, kernel_pkg: str | None = None) -> DebianParts:
-    """Download (once) and unpack Debian's kernel and busybox-static into ``cache``."""
+def fetch_parts(cache: Path, kernel_pkg: str | None = None, arch: str = "amd64") -> DebianParts:
+    """Download (once) and unpack Debian's kernel and busybox-static for ``arch`` into ``cache``."""
     prepare_cache(cache)
-    pkg = kernel_pkg or kernel_package()
-    kdeb = download_deb(cache, pkg)
+    pkg = kernel_pkg or kernel_package(arch)
+    kdeb = download_deb(cache, pkg, arch)
     kernel = find_kernel(unpack_deb(cache, kdeb), kdeb.name)
-    bdeb = download_deb(cache, BUSYBOX_PACKAGE)
+    bdeb = download_deb(cache, BUSYBOX_PACKAGE, arch)
     busybox = unpack_deb(cache, bdeb) / "bin" / "busybox"
     if not busybox.is_file():
         raise RecipeError(f"{bdeb.name} has no bin/busybox")
@@ -583,15 +619,18 @@ def build_linux(
     init: str,
     hostname: str,
     description: str,
+    arch: str = "amd64",
 ) -> tuple[Path, bool]:
     """Make the initramfs around ``init`` and publish kernel + initrd as a ``linux`` build.
 
-    Debian's kernel (``kernel_pkg``, default: what linux-image-amd64 depends on) and
-    busybox-static come from ``cache``. ``description`` may use ``{release}``,
+    Debian's kernel (``kernel_pkg``, default: what linux-image-<arch> depends on) and
+    busybox-static of ``arch`` come from ``cache``. ``description`` may use ``{release}``,
     ``{kernel_pkg}`` and ``{busybox_pkg}``. Returns (build directory, newly created).
     """
     check_name_version(name, version)
-    parts = fetch_parts(cache, kernel_pkg)
+    if arch not in RECIPE_ARCHES:
+        raise RecipeError(f"bad --arch {arch!r}: one of {', '.join(RECIPE_ARCHES)}")
+    parts = fetch_parts(cache, kernel_pkg, arch)
     kernel = parts.kernel
     resolved = resolve_modules(kernel, modules)
     log(f"kernel {kernel.release}; modules: {', '.join(module_name(m) for m in resolved)}")
@@ -605,9 +644,10 @@ def build_linux(
         "name": name,
         "version": version,
         "kind": "linux",
+        "arch": arch,
         "kernel": "vmlinuz",
         "initrds": ["initrd.img"],
-        "cmdline": CMDLINE,
+        "cmdline": RECIPE_ARCHES[arch].cmdline,
         "description": description.format(
             release=kernel.release,
             kernel_pkg=unquote(parts.kernel_deb.stem),
@@ -621,13 +661,20 @@ def build_linux(
     return publish(store, name, version, files, manifest)
 
 
-BuildFn = Callable[[Path, str, str, Path, str | None], tuple[Path, bool]]
+BuildFn = Callable[..., tuple[Path, bool]]
 
 
 def recipe_main(
-    argv: Sequence[str] | None, description: str | None, default_name: str | None, build: BuildFn
+    argv: Sequence[str] | None,
+    description: str | None,
+    default_name: str | None,
+    build: BuildFn,
+    arches: Sequence[str] = ("amd64",),
 ) -> int:
-    """The command line every linux recipe shares: --store --name --version --cache ..."""
+    """The command line every linux recipe shares: --store --name --version --cache ...
+
+    A recipe that can build for several ``arches`` gets ``--arch`` (default amd64), passed to
+    ``build`` as ``arch=``."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--store", type=Path, required=True, help="image store root")
     if default_name is None:
@@ -646,9 +693,13 @@ def recipe_main(
     ap.add_argument(
         "--kernel-package",
         default=None,
-        help=f"kernel package (default: what {KERNEL_META_PACKAGE} depends on)",
+        help="kernel package (default: what linux-image-<arch> depends on)",
     )
+    if len(arches) > 1:
+        ap.add_argument("--arch", choices=arches, default="amd64",
+                        help="CPU architecture of the machines the build boots")
     args = ap.parse_args(argv)
+    extra = {"arch": args.arch} if len(arches) > 1 else {}
     try:
         path, created = build(
             args.store.resolve(),
@@ -656,6 +707,7 @@ def recipe_main(
             args.version,
             args.cache.resolve(),
             args.kernel_package,
+            **extra,
         )
     except RecipeError as exc:
         print(f"build: error: {exc}", file=sys.stderr)

@@ -110,10 +110,11 @@ class Admin:
 
     def import_build(self, kind: str, *, name: str | None = None, version: str | None = None,
                      paths: list[Path], cmdline: str = "", rootfs: Path | None = None,
-                     description: str = "", progress: Progress | None = None
-                     ) -> dict[str, Any]:
+                     description: str = "", progress: Progress | None = None,
+                     arch: str | None = None) -> dict[str, Any]:
         """``kind``: linux (paths = kernel, initrds...), tree (one directory or tarball),
-        disk (one image), esxi (one installer ISO)."""
+        disk (one image), esxi (one installer ISO). ``arch`` (linux only): checked against
+        the kernel's header, which decides when it says."""
         kw: dict[str, Any] = {"progress": progress} if progress else {}
         if kind == "tree":
             if len(paths) != 1:
@@ -127,7 +128,7 @@ class Admin:
                 raise BuildError("a linux import needs a kernel and usually an initrd")
             m = importer.import_linux(self.store, name, version, paths[0], list(paths[1:]),
                                       rootfs=rootfs, cmdline=cmdline, description=description,
-                                      **kw)
+                                      arch=arch, **kw)
         elif kind in ("disk", "esxi"):
             if len(paths) != 1:
                 raise BuildError(f"a {kind} import takes exactly one file")
@@ -434,7 +435,7 @@ def _mac(value: str) -> str:
 
 def _build_json(b: Build, users: list[str]) -> dict[str, Any]:
     return {"ref": b.ref, "name": b.name, "version": b.version, "kind": b.kind,
-            "description": b.manifest.description,
+            "arch": b.arch, "description": b.manifest.description,
             "size": sum(i.size for i in b.manifest.files.values()),
             "used_by": users}
 

@@ -38,6 +38,7 @@ from netbootd.config import (
     load_config,
 )
 from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
+from netbootd.core.build_arch import selector_build_arches
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
 from netbootd.errors import ConfigError, NetbootdError
@@ -95,6 +96,7 @@ def check_config(config: Config) -> list[str]:
         if settings.channel is not None and settings.channel not in channels:
             problems.append(f"{where}.channel: channel {settings.channel} points at no build; "
                             f"run `netbootd channel set {settings.channel} NAME/VERSION`")
+    problems += _arch_problems(config, catalog, channels)
     env = make_environment(config.server.templates_dir)
     for name in TEMPLATE_NAMES:
         try:
@@ -112,6 +114,24 @@ def check_config(config: Config) -> list[str]:
                                 + ("run `netbootd loaders grub`" if loader in ("grub", "shim")
                                    else "install Debian's pxelinux, syslinux-efi and ipxe "
                                         "packages") + ")")
+    return problems
+
+
+def _arch_problems(config: Config, catalog: BuildCatalog,
+                   channels: dict[str, str]) -> list[str]:
+    """Groups with an arch selector whose build (pinned or via its channel) no client they
+    match can run: every such client would be declined."""
+    problems = []
+    for g in config.groups:
+        s = g.settings
+        ref = s.build or (channels.get(s.channel) if s.channel else None)
+        if g.match is None or not g.match.arch or ref is None or ref not in catalog:
+            continue
+        arch = catalog.get(ref).arch
+        if arch not in selector_build_arches(g.match.arch):
+            problems.append(f"groups.{g.name}: build {ref} is for {arch} machines, but "
+                            f"match.arch = {list(g.match.arch)} matches none; give the "
+                            f"group a build of its arch")
     return problems
 
 
@@ -379,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", type=Path, default=Path("/var/cache/netbootd/debs"),
                    help="where signed packages are downloaded and unpacked when not installed")
     s.add_argument("--no-signed", action="store_true", help="skip shim and signed GRUB")
+    s.add_argument("--arm64", action="store_true",
+                   help="add Debian's signed arm64 network GRUB as grubaa64.efi (needs "
+                        "dpkg --add-architecture arm64; apt-get update)")
     s.set_defaults(func=cmd_loaders)
 
     add_admin_commands(sub, CONFIG_ARG)
@@ -388,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_loaders(args: argparse.Namespace) -> int:
     from netbootd.loaders import prepare_grub
 
-    names = prepare_grub(args.dest, args.cache, signed=not args.no_signed)
+    names = prepare_grub(args.dest, args.cache, signed=not args.no_signed, arm64=args.arm64)
     print(f"{args.dest}: {', '.join(names)}")
     return 0
 

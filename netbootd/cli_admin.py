@@ -19,6 +19,7 @@ from typing import Any
 
 from netbootd.admin import Admin
 from netbootd.config import load_config
+from netbootd.store.kernel_arch import ARCHES
 
 
 def _who() -> str:
@@ -70,15 +71,17 @@ def cmd_image_import(args: argparse.Namespace) -> int:
         b = admin.import_build(args.kind, name=args.name, version=args.version,
                                paths=[Path(p) for p in args.files], cmdline=args.cmdline,
                                rootfs=Path(args.rootfs) if args.rootfs else None,
-                               description=args.description, progress=progress)
-    return _out(args, b, f"imported {b['ref']} ({b['kind']}, {len(b['files'])} files, "
+                               description=args.description, progress=progress,
+                               arch=args.arch)
+    return _out(args, b, f"imported {b['ref']} ({b['kind']}, {b['arch']}, "
+                         f"{len(b['files'])} files, "
                          f"{b['size']} bytes)")
 
 
 def cmd_image_list(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         builds = admin.builds()
-    lines = [f"{b['ref']:<32} {b['kind']:<6} {b['size']:>12}  "
+    lines = [f"{b['ref']:<32} {b['kind']:<6} {b['arch']:<6} {b['size']:>12}  "
              f"{', '.join(b['used_by']) or '-'}" for b in builds]
     return _out(args, builds, "\n".join(lines) or "no builds")
 
@@ -86,7 +89,7 @@ def cmd_image_list(args: argparse.Namespace) -> int:
 def cmd_image_show(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         b = admin.build(args.build)
-    lines = [f"{b['ref']} ({b['kind']}): {b['description']}",
+    lines = [f"{b['ref']} ({b['kind']}, {b['arch']}): {b['description']}",
              f"used by: {', '.join(b['used_by']) or 'nothing'}"]
     lines += [f"  {n:<40} {f['size']:>12}  {f['sha256']}" for n, f in b["files"].items()]
     return _out(args, b, "\n".join(lines))
@@ -251,6 +254,8 @@ def add_admin_commands(sub: Any, config_arg: dict[str, Any]) -> None:
     p.add_argument("--cmdline", default="", help="the build's default kernel command line")
     p.add_argument("--rootfs", help="squashfs root (its URL: ${rootfs_url} in --cmdline)")
     p.add_argument("--description", default="")
+    p.add_argument("--arch", choices=ARCHES,
+                   help="linux: the machines' CPU (default: read from the kernel, else amd64)")
     p.add_argument("files", nargs="+")
     cmd(isub, "list", cmd_image_list, "every build, its kind, size and users")
     p = cmd(isub, "show", cmd_image_show, "one build's files and manifest")

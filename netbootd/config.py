@@ -44,7 +44,9 @@ DEFAULT_BOOTFILES: dict[str, dict[str, str]] = {
     "ipxe": {"bios": "ipxe/undionly.kpxe", "efi64": "ipxe/snponly.efi",
              "efi32": "ipxe/ipxe32.efi", "arm64": "ipxe/arm64/snponly.efi"},
     # grub-mknetdir --subdir=grub: the images' prefix is (tftp,<server>)/grub.
-    "grub": {"bios": "grub/i386-pc/core.0", "efi64": "grub/x86_64-efi/core.efi"},
+    "grub": {"bios": "grub/i386-pc/core.0", "efi64": "grub/x86_64-efi/core.efi",
+             # Debian's signed grubnetaa64.efi (`netbootd loaders grub --arm64`)
+             "arm64": "grub/grubaa64.efi"},
     # Secure Boot: shim loads grubx64.efi (Debian's signed network GRUB) from its own folder,
     # whose prefix is grub/ as well (docs/secure-boot.md).
     "shim": {"efi64": "grub/shimx64.efi"},

@@ -17,7 +17,12 @@ So this step (run once at install time, and by ``.ci/install-deps.sh``):
 3. publishes the folder atomically (written aside, then renamed over the old one).
 
 The result is what ``[loaders.dirs] grub`` points at (default /var/lib/netbootd/loaders/grub).
-Other architectures add their signed images next to these (``grubaa64.efi`` for arm64).
+With ``arm64`` (``netbootd loaders grub --arm64``) Debian's signed arm64 network GRUB
+(``grub-efi-arm64-signed``: ``grubnetaa64.efi.signed``) joins them as ``grub/grubaa64.efi``,
+the NBP of ARM64 UEFI clients (there is no arm64 iPXE in Debian 12). Its prefix is the same
+``grub/`` (it asks for ``/grub/arm64-efi/*.lst`` and ``/grub/grub.cfg``), so x86 and ARM
+nodes share one ``grub.cfg`` dispatcher. Its package is of Debian's arm64 architecture: run
+``dpkg --add-architecture arm64; apt-get update`` first (it is unpacked, never installed).
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ SIGNED_X64 = (
     ("shim-signed", "usr/lib/shim/shimx64.efi.signed", "shimx64.efi"),
     ("grub-efi-amd64-signed", "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
      "grubx64.efi"),
+)
+
+
+# Debian's arm64 network GRUB, signed (package of architecture arm64; unpacked, not installed).
+SIGNED_ARM64 = (
+    ("grub-efi-arm64-signed", "usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed",
+     "grubaa64.efi"),
 )
 
 
@@ -74,7 +86,7 @@ def signed_file(package: str, member: str, cache: Path) -> Path:
     return unpacked / member
 
 
-def prepare_grub(dest: Path, cache: Path, signed: bool = True) -> list[str]:
+def prepare_grub(dest: Path, cache: Path, signed: bool = True, arm64: bool = False) -> list[str]:
     """Build ``dest`` (the ``grub`` loader folder); the files served at its top level."""
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +102,8 @@ def prepare_grub(dest: Path, cache: Path, signed: bool = True) -> list[str]:
         if signed:
             for package, member, name in SIGNED_X64:
                 shutil.copyfile(signed_file(package, member, cache), out / name)
+        for package, member, name in SIGNED_ARM64 if arm64 else ():
+            shutil.copyfile(signed_file(package, member, cache), out / name)
         out.chmod(0o755)
         old = dest.with_name(f".{dest.name}.old")
         if dest.exists():

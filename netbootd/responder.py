@@ -220,7 +220,7 @@ class Responder:
                  plan.build.ref if plan.build else None, plan.mode, target.bootfile)
         self._event(ident.mac, f"dhcp-{message}", bootfile=target.bootfile,
                     arch=_arch_name(ident.arch), guid=ident.guid, ipxe=is_ipxe,
-                    node=plan.node, group=plan.group,
+                    http_boot=http_boot, node=plan.node, group=plan.group,
                     build=plan.build.ref if plan.build else None, mode=plan.mode)
         return target
 

@@ -3,14 +3,18 @@
 
 Run as::
 
-    python3 images/demo/build.py --store DIR --name demo --version 1.0 [--cache DIR]
+    python3 images/demo/build.py --store DIR --name demo --version 1.0 [--cache DIR] \
+        [--arch amd64|arm64]
 
 What it does:
 
 1. Finds Debian's kernel package (the ``linux-image-*`` that ``linux-image-amd64`` depends on),
    ``apt-get download``s it and ``busybox-static`` into the cache directory (default
    ``images/.cache``), and unpacks them there with ``dpkg-deb -x`` (nothing is installed). The
-   unpacked trees are reused by later builds, whatever their name or version.
+   unpacked trees are reused by later builds, whatever their name or version. With
+   ``--arch arm64`` it takes ``linux-image-arm64``'s kernel and busybox-static of Debian's
+   arm64 architecture (``dpkg --add-architecture arm64; apt-get update`` first), loads the
+   virtio-pci modules arm64 needs and uses the console ``ttyAMA0``.
 2. Takes ``/boot/vmlinuz-*`` and the NIC modules (virtio_pci, virtio_net, e1000, af_packet when
    modular) with their dependencies, resolved from ``modules.dep`` (generated with ``depmod -b``,
    because the package does not ship one).
@@ -36,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # images/: the shared recipe code
 from recipe_common import (
-    NIC_MODULES,
+    RECIPE_ARCHES,
     SH_BOOT,
     SH_NETWORK,
     SH_URLENCODE,
@@ -243,26 +247,31 @@ DESCRIPTION = (
 
 
 def build(
-    store: Path, name: str, version: str, cache: Path, kernel_pkg: str | None = None
+    store: Path, name: str, version: str, cache: Path, kernel_pkg: str | None = None,
+    arch: str = "amd64",
 ) -> tuple[Path, bool]:
     """Build the demo appliance into ``store``; return (build directory, newly created)."""
+    if arch not in RECIPE_ARCHES:
+        raise RecipeError(f"bad --arch {arch!r}: one of {', '.join(RECIPE_ARCHES)}")
     return build_linux(
         store,
         name,
         version,
         cache,
         kernel_pkg,
-        modules=(*NIC_MODULES, "efivarfs"),  # efivarfs: the agent reads SecureBoot
+        # efivarfs: the agent reads SecureBoot
+        modules=(*RECIPE_ARCHES[arch].nic_modules, "efivarfs"),
         init=INIT_SCRIPT,
         hostname="netbootd-demo",
         description=DESCRIPTION,
+        arch=arch,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     description = __doc__.splitlines()[0] if __doc__ else None
-    return recipe_main(argv, description, "demo", build)
+    return recipe_main(argv, description, "demo", build, arches=tuple(RECIPE_ARCHES))
 
 
 if __name__ == "__main__":

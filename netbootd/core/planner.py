@@ -8,7 +8,8 @@ specific setting wins, a pin over a channel at the same level. A pending reimage
 the installer build with the disk image to write. An ESXi build on UEFI always uses iPXE
 (``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``), and on BIOS pxelinux, never GRUB.
 A build named by config but absent from the store is a Decline whose reason lists the builds
-that do exist.
+that do exist. A build of another CPU architecture than the client's (``core.build_arch``) is
+a Decline too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from netbootd.core.build_arch import arch_mismatch
 from netbootd.core.identity import ClientIdentity
 from netbootd.core.intent import EMPTY_INTENT, Intent, NodeOverride
 from netbootd.core.inventory import Inventory
@@ -53,6 +55,9 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
                        else gs.secure_boot)
     # Secure Boot's chain is shim -> signed GRUB, so a Secure Boot node's loader is GRUB.
     loader = pick("loader") or ("grub" if secure_boot else "pxelinux")
+    if loader == "pxelinux" and ident.arch is not None and ident.arch.family == "arm64":
+        # syslinux has no arm64 build and Debian 12 no arm64 iPXE: ARM64 UEFI boots GRUB.
+        loader = "grub"
     order = intent.reimage.get(m.node.name) if m.node else None
     cmdline = " ".join(c for c in (gs.cmdline, ns.cmdline if ns else None) if c)
     variables = {**gs.vars, **(ns.vars if ns else {})}
@@ -74,7 +79,12 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
                         secure_boot=secure_boot)
 
     if order is not None:
-        return _reimage_plan(order.action_id, order.image, intent, catalog, plan)
+        p = _reimage_plan(order.action_id, order.image, intent, catalog, plan)
+        if isinstance(p, BootPlan) and p.build is not None and p.reimage is not None:
+            for b in (p.build, p.reimage.disk):
+                if (why := arch_mismatch(b.ref, b.arch, ident.arch)) is not None:
+                    return Decline(f"reimage: {why}")
+        return p
     if mode == "local":
         return plan("local", None, None)
     ref: str | None
@@ -102,6 +112,8 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
     if build.kind == "disk":
         return Decline(f"build {ref} is a disk image and cannot be booted directly; "
                        "use `netbootd node reimage` to write it to a node")
+    if (why := arch_mismatch(build.ref, build.arch, ident.arch)) is not None:
+        return Decline(why)
     return plan(mode, build, channel)
 
 

@@ -26,10 +26,11 @@ DEFAULT_CACHE = REPO / "images" / ".cache"
 
 
 def build_demo(store: Path, version: str, cache: Path = DEFAULT_CACHE,
-               name: str = "demo") -> Path:
-    """Run the demo appliance recipe into ``store``; the build's directory."""
+               name: str = "demo", arch: str = "amd64") -> Path:
+    """Run the demo appliance recipe (for ``arch``: amd64 or arm64) into ``store``; the
+    build's directory."""
     subprocess.run([sys.executable, str(DEMO_RECIPE), "--store", str(store), "--name", name,
-                    "--version", version, "--cache", str(cache)], check=True)
+                    "--version", version, "--cache", str(cache), "--arch", arch], check=True)
     return store / "builds" / name / version
 
 

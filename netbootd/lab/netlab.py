@@ -45,9 +45,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-Firmware = Literal["bios", "uefi"]
+# bios: SeaBIOS; uefi: OVMF (x86-64); aavmf: AAVMF, an ARM64 UEFI guest (qemu-system-aarch64).
+Firmware = Literal["bios", "uefi", "aavmf"]
 
 QEMU = "qemu-system-x86_64"
+QEMU_AARCH64 = "qemu-system-aarch64"  # package qemu-system-arm
+AAVMF_DIR = Path("/usr/share/AAVMF")  # package qemu-efi-aarch64
+AAVMF_CODE, AAVMF_VARS = AAVMF_DIR / "AAVMF_CODE.fd", AAVMF_DIR / "AAVMF_VARS.fd"
 OVMF_DIR = Path("/usr/share/OVMF")
 # (code, vars template) pairs in order of preference; code and vars must come from the same pair.
 OVMF_PAIRS: tuple[tuple[str, str], ...] = (
@@ -63,6 +67,12 @@ NIC_ROMS: dict[str, str] = {
     "rtl8139": "efi-rtl8139.rom",
 }
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
+# OVMF reads these fw_cfg files at start (OvmfPkg's NetworkPcds): with both PXE stacks off, its
+# boot manager goes to UEFI HTTP Boot at once instead of after ~130 s of PXE timeouts.
+OVMF_HTTP_BOOT_ONLY: tuple[tuple[str, str], ...] = (
+    ("opt/org.tianocore/IPv4PXESupport", "n"),
+    ("opt/org.tianocore/IPv6PXESupport", "n"),
+)
 BRIDGE = "br0"
 SITE_VETH_LAB = "vsite0"
 SITE_VETH_SITE = "vsite1"
@@ -112,7 +122,8 @@ def lab_prerequisites(firmware: Firmware | None = None) -> list[str]:
     """What is missing to run the lab (empty list: everything is there).
 
     ``firmware`` limits the firmware checks to what one kind of guest needs ("bios": SeaBIOS
-    and iPXE NIC ROMs; "uefi": OVMF); None checks both.
+    and iPXE NIC ROMs; "uefi": OVMF; "aavmf": qemu-system-aarch64 and AAVMF); None checks
+    bios and uefi.
     """
     missing = _base_prerequisites()
     if firmware in (None, "bios"):
@@ -123,6 +134,11 @@ def lab_prerequisites(firmware: Firmware | None = None) -> list[str]:
                 missing.append(f"{IPXE_ROM_DIR / rom} (package ipxe-qemu)")
     if firmware in (None, "uefi") and ovmf_files() is None:
         missing.append(f"{OVMF_DIR}/OVMF_CODE_4M.fd and OVMF_VARS_4M.fd (package ovmf)")
+    if firmware == "aavmf":
+        if shutil.which(QEMU_AARCH64) is None:
+            missing.append(f"{QEMU_AARCH64} (package qemu-system-arm)")
+        if not (AAVMF_CODE.is_file() and AAVMF_VARS.is_file()):
+            missing.append(f"{AAVMF_CODE} and {AAVMF_VARS.name} (package qemu-efi-aarch64)")
     return missing
 
 
@@ -649,6 +665,7 @@ class Lab:
         memory_mb: int = 512,
         boot_order: str = "n",
         extra_args: Sequence[str] = (),
+        fw_cfg: Sequence[tuple[str, str]] = (),
         secure_boot: bool = False,
         net_then_disk: bool = False,
     ) -> QemuGuest:
@@ -657,8 +674,11 @@ class Lab:
         BIOS: SeaBIOS with QEMU's iPXE NIC ROM. UEFI: OVMF (pflash code + a private copy of
         the vars); with ``stock_efi_pxe`` the NIC gets an empty ``romfile=`` so OVMF's own
         EDK2 PXE client runs instead of iPXE (OVMF has no e1000 driver: use virtio-net-pci).
+        AAVMF: ``qemu-system-aarch64 -M virt -cpu cortex-a72`` with AAVMF (code + a private
+        copy of the vars) and its own EDK2 PXE client (QEMU has no arm64 NIC ROM: ``romfile=``).
         ``kernel``/``initrd``/``append`` boot a kernel directly instead of from the network.
         ``disk`` is attached as a virtio disk (qcow2 by suffix, raw otherwise).
+        ``fw_cfg`` adds ``-fw_cfg name=NAME,string=VALUE`` items (e.g. ``OVMF_HTTP_BOOT_ONLY``).
         ``secure_boot`` (UEFI): OVMF's Secure Boot build with Microsoft's keys enrolled and
         Secure Boot on (q35 with SMM, secure pflash). ``net_then_disk``: boot order by
         ``bootindex``, which OVMF follows: the NIC first, then ``disk``.
@@ -667,8 +687,8 @@ class Lab:
             raise LabError(f"bad guest name {name!r}: 1-32 of [A-Za-z0-9_-]")
         if any(g.name == name for g in self.guests):
             raise LabError(f"guest {name} exists already in this lab")
-        if firmware not in ("bios", "uefi"):
-            raise LabError(f"firmware must be 'bios' or 'uefi', not {firmware!r}")
+        if firmware not in ("bios", "uefi", "aavmf"):
+            raise LabError(f"firmware must be 'bios', 'uefi' or 'aavmf', not {firmware!r}")
         mac = _valid_mac(mac)
         if uuid is not None:
             uuid = str(uuid_mod.UUID(uuid))
@@ -676,7 +696,7 @@ class Lab:
         serial_log = self.tmpdir / f"{name}.serial.log"
         qemu_log = self.tmpdir / f"{name}.qemu.log"
         args: list[str] = [
-            QEMU,
+            QEMU_AARCH64 if firmware == "aavmf" else QEMU,
             "-accel",
             "tcg",
             "-m",
@@ -716,6 +736,17 @@ class Lab:
             ]
             if stock_efi_pxe:
                 nic += ",romfile="
+        elif firmware == "aavmf":
+            if shutil.which(QEMU_AARCH64) is None or not AAVMF_CODE.is_file():
+                raise LabError("ARM64 guests need qemu-system-arm and qemu-efi-aarch64")
+            vars_copy = self.tmpdir / f"{name}.AAVMF_VARS.fd"
+            shutil.copyfile(AAVMF_VARS, vars_copy)
+            args += [
+                "-M", "virt", "-cpu", "cortex-a72",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+            ]
+            nic += ",romfile="
         if net_then_disk:
             nic += ",bootindex=1"
         args += ["-device", nic]
@@ -738,6 +769,10 @@ class Lab:
                          "-device", "virtio-blk-pci,drive=disk0,bootindex=2"]
             else:
                 args += ["-drive", f"file={disk},format={fmt},if=virtio"]
+        for key, value in fw_cfg:
+            if not re.fullmatch(r"opt/[A-Za-z0-9_./-]{1,50}", key) or "," in value:
+                raise LabError(f"bad fw_cfg item {key!r}={value!r}: name opt/..., no comma")
+            args += ["-fw_cfg", f"name={key},string={value}"]
         args += list(extra_args)
         log = self._log_file(f"{name}.qemu.log")
         started = time.monotonic()

@@ -20,7 +20,7 @@ import jinja2
 from netbootd.core.identity import pxelinux_guid_name
 from netbootd.core.plan import BootPlan
 from netbootd.errors import NetbootdError
-from netbootd.render.grub import grub_args, grub_device_path, grub_quote
+from netbootd.render.grub import GRUB_HTTP_ARCHES, grub_args, grub_device_path, grub_quote
 from netbootd.render.seed import SeedError, seed_context
 from netbootd.render.urls import SiteUrls, tftp_esxi_boot_cfg
 from netbootd.store.catalog import Build, BuildCatalog
@@ -131,7 +131,9 @@ class NodeRenderer:
 
     def _grub_helpers(self, plan: BootPlan | None) -> dict[str, Any]:
         def grub_file(b: Build, name: str) -> str:
-            return grub_device_path(self.urls.build_file(b, name), self.urls.server_ip)
+            # The build's arch says which GRUB boots it (render/grub.py: no HTTP on arm64).
+            return grub_device_path(self.urls.build_file(b, name), self.urls.server_ip,
+                                    http=b.arch in GRUB_HTTP_ARCHES)
 
         def grub_tftp_file(b: Build, name: str) -> str:
             return f"(tftp,{self.urls.server_ip})/builds/{b.name}/{b.version}/{name}"

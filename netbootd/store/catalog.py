@@ -42,6 +42,11 @@ class Build:
     def kind(self) -> str:
         return self.manifest.kind
 
+    @property
+    def arch(self) -> str:
+        """CPU architecture of the machines this build boots: ``amd64`` or ``arm64``."""
+        return self.manifest.arch
+
     def path_of(self, file_name: str) -> Path:
         try:
             return self.paths[file_name]

@@ -7,6 +7,10 @@ to ``builds/<name>/<version>``. A crash at any point leaves at most a staging di
 the server never reads and ``image gc`` removes; a failure (disk full, a hash that does not
 match) removes it at once. Builds are immutable: publishing onto an existing version is refused.
 
+A Linux build's architecture (``arch`` in the manifest) is read from its kernel's header
+(``store.kernel_arch``); an arch given by the operator that the kernel contradicts is refused,
+and a kernel whose header does not say (a compressed image) takes the given arch or ``amd64``.
+
 Kinds: ``linux`` (kernel, initrds, optional squashfs root, default command line), a directory
 or tarball that carries a manifest, ``disk`` (raw, gzip or xz image for lab reimage) and
 ``esxi`` (files read out of a VMware installer ISO by ``store.esxi_iso``).
@@ -35,6 +39,7 @@ from typing import IO, Any
 from netbootd.errors import BuildError, PathRefused
 from netbootd.paths import contain
 from netbootd.store.builds import kernel_signature
+from netbootd.store.kernel_arch import ARCHES, DEFAULT_ARCH, HEAD_BYTES, kernel_arch
 from netbootd.store.layout import (
     blob_path,
     build_dir,
@@ -226,9 +231,24 @@ def staging(store: Path, name: str, version: str,
 
 
 # -- the kinds of import ---------------------------------------------------------------------
+def build_arch(kernel: Path, declared: object) -> str:
+    """The arch a build records: the kernel's own (checked against ``declared``), else
+    ``declared``, else amd64."""
+    if declared is not None and declared not in ARCHES:
+        raise BuildError(f"arch {declared!r} is not one of {', '.join(ARCHES)}")
+    with kernel.open("rb") as f:
+        found = kernel_arch(f.read(HEAD_BYTES))
+    if found is not None and declared is not None and found != declared:
+        raise BuildError(f"{kernel.name} is an {found} kernel, but the build says arch "
+                         f"{declared}; fix the arch (or drop it: it is read from the kernel)")
+    arch = found or declared or DEFAULT_ARCH
+    assert isinstance(arch, str)
+    return arch
+
+
 def import_linux(store: Path, name: str, version: str, kernel: Path, initrds: list[Path],
                  *, rootfs: Path | None = None, cmdline: str = "", description: str = "",
-                 progress: Progress = _no_progress) -> Manifest:
+                 arch: str | None = None, progress: Progress = _no_progress) -> Manifest:
     """A Linux/KVM build from a kernel, initrds and an optional squashfs root.
 
     Files keep their own names. The root file system's URL reaches the kernel command line
@@ -253,7 +273,8 @@ def import_linux(store: Path, name: str, version: str, kernel: Path, initrds: li
         return st.publish(Manifest(
             name=name, version=version, kind="linux", files=dict(st.files),
             kernel=kernel.name, initrds=tuple(p.name for p in initrds), cmdline=cmdline,
-            description=description, extra=extra))
+            description=description, extra=extra,
+            arch=build_arch(st.dir / kernel.name, arch)))
 
 
 MAGIC = {b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz"}
@@ -350,6 +371,9 @@ def import_tree(store: Path, source: Path, *, name: str | None = None,
             data["format"] = 1
             data["files"] = {f: {"size": i.size, "sha256": i.sha256}
                              for f, i in st.files.items()}
+            kernel = data.get("kernel")
+            if isinstance(kernel, str) and kernel in st.files:
+                data["arch"] = build_arch(st.dir / kernel, data.get("arch"))
             m = parse_manifest(json.dumps(data), f"{source}/manifest.json")
             return st.publish(m)
 

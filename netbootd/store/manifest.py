@@ -2,7 +2,7 @@
 
 ``<store>/builds/<name>/<version>/manifest.json``::
 
-    {"format": 1, "name": "demo", "version": "1.0", "kind": "linux",
+    {"format": 1, "name": "demo", "version": "1.0", "kind": "linux", "arch": "amd64",
      "kernel": "vmlinuz", "initrds": ["initrd.img"], "cmdline": "console=ttyS0",
      "description": "...",
      "files": {"vmlinuz": {"size": 123, "sha256": "..."}, ...},
@@ -12,7 +12,9 @@
 
 ``esxi`` is present only for kind ``esxi`` (the fields of VMware's ``boot.cfg``); ``disk`` only
 for kind ``disk`` (a disk image for lab reimage: which file, how it is compressed, and the size
-and sha256 of the raw image it expands to, which the installer checks on the disk). Parsing is
+and sha256 of the raw image it expands to, which the installer checks on the disk). ``arch`` is
+the CPU architecture of the machines the build boots (``amd64`` or ``arm64``; a manifest without
+it is ``amd64``, as every build was before the field existed). Parsing is
 pure: it takes the decoded JSON text and returns a ``Manifest`` or raises BuildError listing
 every problem.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netbootd.errors import BuildError
+from netbootd.store.kernel_arch import ARCHES, DEFAULT_ARCH
 
 KINDS = ("linux", "esxi", "disk")
 COMPRESSIONS = ("none", "gzip", "xz")
@@ -72,6 +75,7 @@ class Manifest:
     esxi: EsxiBoot | None = None
     disk: DiskImage | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    arch: str = DEFAULT_ARCH
 
     @property
     def ref(self) -> str:
@@ -109,6 +113,9 @@ def parse_manifest(text: str, where: str = "manifest.json") -> Manifest:
             problems.append(f"{key}: {value!r} must be 1-64 of letters, digits, '.', '_', '+', '-'")
     if kind and kind not in KINDS:
         problems.append(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+    arch = data.get("arch", DEFAULT_ARCH)
+    if arch not in ARCHES:
+        problems.append(f"arch: {arch!r} is not one of {', '.join(ARCHES)}")
     files: dict[str, FileInfo] = {}
     raw_files = data.get("files")
     if not isinstance(raw_files, dict) or not raw_files:
@@ -162,12 +169,12 @@ def parse_manifest(text: str, where: str = "manifest.json") -> Manifest:
     if problems:
         raise BuildError(f"{where}: " + "; ".join(problems))
     known = {"format", "name", "version", "kind", "files", "kernel", "initrds", "cmdline",
-             "description", "esxi", "disk"}
+             "description", "esxi", "disk", "arch"}
     return Manifest(
         name=name, version=version, kind=kind, files=files,
         kernel=kernel, initrds=tuple(initrds), cmdline=cmdline,
         description=text_field("description", required=False), esxi=esxi, disk=disk,
-        extra={k: v for k, v in data.items() if k not in known},
+        extra={k: v for k, v in data.items() if k not in known}, arch=arch,
     )
 
 
@@ -196,7 +203,7 @@ def _parse_disk(d: object, files: dict[str, FileInfo], problems: list[str]) -> D
 def manifest_to_json(m: Manifest) -> str:
     """Serialise a manifest (sorted keys, stable output)."""
     data: dict[str, Any] = {
-        "format": 1, "name": m.name, "version": m.version, "kind": m.kind,
+        "format": 1, "name": m.name, "version": m.version, "kind": m.kind, "arch": m.arch,
         "files": {k: {"size": v.size, "sha256": v.sha256} for k, v in sorted(m.files.items())},
         "cmdline": m.cmdline, "description": m.description, "initrds": list(m.initrds),
         **m.extra,

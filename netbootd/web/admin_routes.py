@@ -112,7 +112,7 @@ async def show_build(request: web.Request) -> web.Response:
 
 async def import_build(request: web.Request) -> web.Response:
     d = await _body(request, {"kind", "name", "version", "paths", "cmdline", "rootfs",
-                              "description"})
+                              "description", "arch"})
     paths = d.get("paths")
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
         raise ValueError("paths: a list of file paths on the server")
@@ -123,7 +123,7 @@ async def import_build(request: web.Request) -> web.Response:
         admin.import_build, _str(d, "kind", True) or "", name=_str(d, "name"),
         version=_str(d, "version"), paths=[Path(p) for p in paths],
         cmdline=_str(d, "cmdline") or "", rootfs=Path(rootfs) if rootfs else None,
-        description=_str(d, "description") or "")
+        description=_str(d, "description") or "", arch=_str(d, "arch"))
     return web.json_response(b, status=201)
 
 

@@ -8,6 +8,8 @@ onto a directory by hand.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from netbootd.errors import NotFound, PathRefused
@@ -16,6 +18,11 @@ from netbootd.web.boot_routes import RESPONDER
 # Build files never change once published (immutable builds), so clients and caches may keep
 # them; loaders can change with a Debian package upgrade, so they are revalidated.
 IMMUTABLE = "public, max-age=31536000, immutable"
+# shim loaded by UEFI HTTP Boot fetches its second stage at its own URL's folder plus
+# "/grubx64.efi" (its DEFAULT_LOADER "\\grubx64.efi" with the slash turned around), e.g.
+# /loaders/grub//grubx64.efi (Debian 12's shim-signed under OVMF). Only that one empty component,
+# before the last name, is folded; every other path goes to the containment function as sent.
+_SHIM_DOUBLE_SLASH = re.compile(r"(?<=[^/])//(?=[^/]+$)")
 
 
 async def build_file(request: web.Request) -> web.StreamResponse:
@@ -33,7 +40,7 @@ async def build_file(request: web.Request) -> web.StreamResponse:
 async def loader_file(request: web.Request) -> web.StreamResponse:
     responder = request.app[RESPONDER]
     try:
-        path = responder.loader_path(request.match_info["path"])
+        path = responder.loader_path(_SHIM_DOUBLE_SLASH.sub("/", request.match_info["path"]))
     except PathRefused as e:
         raise web.HTTPForbidden(text=f"{e}\n") from e
     except NotFound as e:

@@ -24,14 +24,15 @@ class LabServer:
     nb: NetbootdProcess
 
     def boot(self, name: str, firmware: str, mac: str, uuid: str | None = None,
-             powers_off: bool = True) -> tuple[BootEvent, list[BootEvent]]:
+             powers_off: bool = True, **qemu: Any) -> tuple[BootEvent, list[BootEvent]]:
         """Power on a guest, wait for its phone-home and its ready report; (phone-home event,
         this boot's events).
 
-        Events from earlier boots of the same MAC are skipped, so a node can be power-cycled."""
+        Events from earlier boots of the same MAC are skipped, so a node can be power-cycled.
+        ``qemu`` goes to ``Lab.start_qemu`` (fw_cfg items, ...)."""
         after = self.last_event_id(mac)
         guest = self.lab.start_qemu(name, firmware=firmware,  # type: ignore[arg-type]
-                                    mac=mac, uuid=uuid)
+                                    mac=mac, uuid=uuid, **qemu)
         try:
             home = wait_for_event(self.nb.state_db, mac, "phone-home", BOOT_TIMEOUT,
                                   after_id=after, guest=guest)

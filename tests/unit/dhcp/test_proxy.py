@@ -152,6 +152,17 @@ def test_http_boot_client_and_relay() -> None:
     assert request.identity.arch is Arch.HTTP_X64
 
 
+@pytest.mark.parametrize(("code", "arch", "family"), [
+    (16, Arch.HTTP_X64, "efi64"), (18, Arch.HTTP_ARM32, "arm32"), (19, Arch.HTTP_ARM64, "arm64")])
+def test_http_boot_arch_codes(code: int, arch: Arch, family: str) -> None:
+    """OVMF sends HTTPClient:Arch:00016 (measured); AAVMF's HTTP Boot sends 19 (UEFI 2.5+)."""
+    options = [(53, b"\x01"), (93, code.to_bytes(2, "big")), (97, GUID_97),
+               (60, b"HTTPClient:Arch:%05d:UNDI:003000" % code)]
+    request = pxe(packet_of(options), 67)
+    assert request.http_boot and not request.is_ipxe
+    assert request.identity.arch is arch and arch.family == family and arch.is_http_boot
+
+
 @pytest.mark.parametrize(
     ("options", "bootp", "port", "reason"),
     [
