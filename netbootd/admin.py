@@ -397,4 +397,4 @@ def _record_json(r: NodeRecord) -> dict[str, Any]:
     return {"mac": r.mac, "guid": r.guid, "ip": r.ip, "arch": r.arch, "serial": r.serial,
             "vendor_class": r.vendor_class, "node": r.node, "hostname": r.hostname,
             "current_build": r.current_build, "boot_count": r.boot_count,
-            "first_seen": r.first_seen, "last_seen": r.last_seen}
+            "first_seen": r.first_seen, "last_seen": r.last_seen, "state": r.state}

@@ -32,6 +32,7 @@ from netbootd.core.intent import EMPTY_INTENT, Intent
 from netbootd.core.inventory import Inventory, apply_bindings
 from netbootd.core.plan import BootPlan, Decline
 from netbootd.core.planner import decide
+from netbootd.core.report import parse_boot_report
 from netbootd.errors import NotFound
 from netbootd.metrics import Counters
 from netbootd.paths import contain, split_client_path
@@ -364,7 +365,7 @@ class Responder:
         plan = self._plan_by_key(node_key, client_ip, build_ref)
         renderer = self._renderer()
         render = {"meta-data": renderer.meta_data, "user-data": renderer.user_data,
-                  "ks.cfg": renderer.kickstart}[what]
+                  "network-config": renderer.network_config, "ks.cfg": renderer.kickstart}[what]
         text = render(plan)
         build = plan.build.ref if plan.build else None
         if what in ("meta-data", "ks.cfg"):  # once per boot: the first file each flow fetches
@@ -379,15 +380,32 @@ class Responder:
         mac = self.check_token(node_key, build_ref, token, "phone-home", client_ip)
         plan = self.plan_for(ClientIdentity(mac=mac, ip=client_ip))
         node = plan.node if isinstance(plan, BootPlan) else None
-        build = fields.get("build", "")[:200]
+        # The build is the one this node was served, signed into its token: cloud-init's own
+        # phone_home sends no build field. One the node does send is kept as what it claims.
+        claimed = fields.get("build", "")[:200] or None
         hostname = fields.get("hostname", "")[:253]
-        # expected: the build this node was served (signed into its token), not today's plan.
-        log.info("phone-home mac=%s node=%s hostname=%s build=%s expected=%s",
-                 mac, node, hostname, build, build_ref)
+        log.info("phone-home mac=%s node=%s hostname=%s build=%s claimed=%s",
+                 mac, node, hostname, build_ref, claimed)
         self.counters.inc("phone_homes", build=build_ref)
-        self.state.phoned_home(mac, self.clock(), build=build, hostname=hostname, ip=client_ip,
-                               node=node, expected_build=build_ref,
-                               instance_id=fields.get("instance_id", "")[:200])
+        self.state.phoned_home(mac, self.clock(), build=build_ref, hostname=hostname,
+                               ip=client_ip, node=node, claimed_build=claimed,
+                               instance_id=fields.get("instance_id", "")[:200],
+                               fqdn=fields.get("fqdn", "")[:253] or None)
+
+    def boot_report(self, node_key: str, build_ref: str, client_ip: str | None,
+                    fields: dict[str, str]) -> str:
+        """The node's final word after cloud-init: ``ready`` (status done) or ``failed``
+        (anything else, with cloud-init's errors). The caller checked the token."""
+        mac = normalize_mac(node_key)
+        report = parse_boot_report(fields)
+        plan = self.plan_for(ClientIdentity(mac=mac, ip=client_ip))
+        node = plan.node if isinstance(plan, BootPlan) else None
+        log.info("report mac=%s node=%s build=%s: %s%s", mac, node, build_ref, report.state,
+                 "" if not report.errors else f" ({len(report.errors)} errors)")
+        self.counters.inc("boot_reports", state=report.state)
+        self.state.reported(mac, self.clock(), state=report.state, build=build_ref,
+                            ip=client_ip, node=node, **report.detail())
+        return report.state
 
     def reimage_report(self, node_key: str, action_id: int, client_ip: str | None,
                        fields: dict[str, str]) -> Action:

@@ -17,9 +17,11 @@ What it does:
 3. Writes a gzip'd cpio (newc) initramfs, byte-for-byte reproducible, holding busybox, the
    modules, ``/dev/console``, ``/etc/netbootd-build`` (``NAME/VERSION``) and ``/init``: a busybox
    sh agent that brings up the network with DHCP, reads the NoCloud seed URL from the kernel
-   command line (``ds=nocloud;s=<URL>/``), fetches ``meta-data`` and ``user-data``, sets the
-   hostname, POSTs ``instance_id``, ``hostname`` and ``build`` to the cloud-config
-   ``phone_home: url:``, and then follows ``power_state: mode:`` (default: power off).
+   command line (``ds=nocloud-net;s=<URL>/``), fetches ``meta-data`` and ``user-data``, sets
+   the hostname, POSTs ``instance_id``, ``hostname`` and ``build`` to the cloud-config
+   ``phone_home: url:``, sends netbootd's ready report (``status=done``) to the report URL its
+   user-data's ``bootcmd`` carries, and then follows ``power_state: mode:`` (none, as in
+   cloud-init, when absent: it stays up).
 4. Publishes ``<store>/builds/<name>/<version>/`` (``vmlinuz``, ``initrd.img``, ``manifest.json``)
    atomically: written aside in ``<store>/builds/.tmp-*``, verified, then renamed. An existing
    build with an identical manifest is left alone; a different one is refused.
@@ -90,7 +92,7 @@ for word in $(cat /proc/cmdline); do
             ;;
     esac
 done
-[ -n "$SEED" ] || fail "no ds=nocloud;s=<url>/ on the kernel command line"
+[ -n "$SEED" ] || fail "no ds=nocloud-net;s=<url>/ on the kernel command line"
 case "$SEED" in
     */) ;;
     *) SEED="$SEED/" ;;
@@ -170,11 +172,24 @@ if [ -n "$PH_URL" ]; then
     done
     [ -n "$ok" ] || fail "phone-home to $PH_URL failed after $PH_TRIES tries: $(cat /tmp/wget.err)"
     say "phone-home ok"
+    # The ready report netbootd's user-data has real cloud-init images send (its bootcmd
+    # carries the URL) once cloud-init has finished: this agent is done at this point.
+    RP_URL=$(sed -n 's|^[[:space:]]*- "\(https*://[^"]*/report/[^"]*\)"$|\1|p' /run/user-data \
+        | head -n 1)
+    if [ -n "$RP_URL" ]; then
+        RP_BODY="status=done&errors=%5B%5D&hostname=$(urlencode "$HOST")"
+        if timeout 10 wget -q -O /run/report.reply --post-data "$RP_BODY" "$RP_URL" \
+                2>/tmp/wget.err; then
+            say "ready report ok"
+        else
+            say "ready report to $RP_URL failed: $(cat /tmp/wget.err)"
+        fi
+    fi
 else
     say "no phone_home url in user-data; not phoning home"
 fi
 
-case "${PS_MODE:-poweroff}" in
+case "${PS_MODE:-none}" in
     none)
         say "done; power_state mode none: staying up"
         while true; do

@@ -18,7 +18,7 @@ import netbootd
 TEMPLATE_NAMES = (
     "pxelinux.cfg.j2", "pxelinux-decline.cfg.j2", "ipxe-boot.ipxe.j2", "ipxe-node.ipxe.j2",
     "ipxe-build.ipxe.j2", "esxi-boot.cfg.j2", "nocloud-meta-data.j2", "nocloud-user-data.j2",
-    "esxi-ks.cfg.j2",
+    "nocloud-network-config.j2", "esxi-ks.cfg.j2",
 )
 
 

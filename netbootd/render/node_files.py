@@ -18,6 +18,7 @@ import jinja2
 from netbootd.core.identity import pxelinux_guid_name
 from netbootd.core.plan import BootPlan
 from netbootd.errors import NetbootdError
+from netbootd.render.seed import SeedError, seed_context
 from netbootd.render.urls import SiteUrls, tftp_esxi_boot_cfg
 from netbootd.store.catalog import Build, BuildCatalog
 
@@ -59,7 +60,7 @@ class NodeRenderer:
             parts += self.installer_args(plan)
         elif build.kind == "linux":
             # cloud-init NoCloud datasource over HTTP; the URL must end with '/'.
-            parts.append(f"ds=nocloud;s={self.urls.nocloud(plan.node_key, build)}")
+            parts.append(self.urls.nocloud_kernel_arg(plan.node_key, build))
         line = " ".join(p for p in parts if p)
         if "\n" in line or "\r" in line:
             raise RenderError(f"kernel command line for {plan.hostname} contains a newline")
@@ -117,16 +118,28 @@ class NodeRenderer:
                             esxi_kernelopt=self.esxi_kernelopt(plan, b))
 
     def meta_data(self, plan: BootPlan) -> str:
-        self._need_build(plan, "linux")
-        return self._render("nocloud-meta-data.j2", plan)
+        b = self._need_build(plan, "linux")
+        return self._render("nocloud-meta-data.j2", plan, **self._seed(plan, b))
 
     def user_data(self, plan: BootPlan) -> str:
-        self._need_build(plan, "linux")
-        return self._render(plan.user_data or "nocloud-user-data.j2", plan)
+        b = self._need_build(plan, "linux")
+        return self._render(plan.user_data or "nocloud-user-data.j2", plan,
+                            **self._seed(plan, b))
+
+    def network_config(self, plan: BootPlan) -> str:
+        b = self._need_build(plan, "linux")
+        return self._render("nocloud-network-config.j2", plan, **self._seed(plan, b))
 
     def kickstart(self, plan: BootPlan) -> str:
         self._need_build(plan, "esxi")
         return self._render(plan.user_data or "esxi-ks.cfg.j2", plan)
+
+    @staticmethod
+    def _seed(plan: BootPlan, build: Build) -> dict[str, Any]:
+        try:
+            return seed_context(plan, build)
+        except SeedError as e:
+            raise RenderError(str(e)) from e
 
     def _need_build(self, plan: BootPlan, kind: str) -> Build:
         if plan.build is None or plan.build.kind != kind:
@@ -163,6 +176,8 @@ class NodeRenderer:
             base = self.urls.nocloud(plan.node_key, b)
             out.append(RenderedFile("http", base + "meta-data", self.meta_data(plan)))
             out.append(RenderedFile("http", base + "user-data", self.user_data(plan)))
+            out.append(RenderedFile("http", base + "network-config",
+                                    self.network_config(plan)))
         return out
 
     def ipxe_node_url(self, plan: BootPlan) -> str:

@@ -2,11 +2,11 @@
 
 URLs for build files name the exact build (``/builds/<name>/<version>/<file>``), so a node that
 is mid-boot while a channel moves still gets one consistent set of files. Node-specific URLs are
-keyed by the node's MAC with dashes. First-boot URLs (NoCloud seed, kickstart, phone-home and
-the installer's reimage report) also carry the node's signed token (render/tokens.py) as a
-path segment: NoCloud appends ``meta-data``/``user-data`` to its seed URL, so a query string
-would be lost. A ``SiteUrls``
-mints tokens only once stamped with the time of the answer (``at(now)``).
+keyed by the node's MAC with dashes. First-boot URLs (NoCloud seed, kickstart, phone-home, the
+ready/failed report and the installer's reimage report) also carry the node's signed token
+(render/tokens.py) as a path segment: NoCloud appends ``meta-data``/``user-data`` to its seed
+URL, so a query string would be lost. A ``SiteUrls`` mints tokens only once stamped with the
+time of the answer (``at(now)``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,18 @@ class SiteUrls:
     def nocloud(self, node_key: str, build: Build) -> str:
         return (f"{self.http_base}/nocloud/{node_key}/{build.name}/{build.version}/"
                 f"{self.token(node_key, build.ref)}/")
+
+    def nocloud_kernel_arg(self, node_key: str, build: Build) -> str:
+        """The kernel argument that points cloud-init at the node's seed. ``nocloud-net``:
+        cloud-init 22.4 (Debian 12) takes a plain ``ds=nocloud`` seed for local mode and its
+        network stage then ignores it; later releases accept both spellings
+        (docs/boot-flows.md). A GRUB ``linux`` line must quote it: GRUB parses ``;``."""
+        return f"ds=nocloud-net;s={self.nocloud(node_key, build)}"
+
+    def report(self, node_key: str, build: Build) -> str:
+        """Where the booted node POSTs cloud-init's final status (ready / failed)."""
+        return (f"{self.http_base}/report/{node_key}/{build.name}/{build.version}/"
+                f"{self.token(node_key, build.ref)}")
 
     def phone_home(self, node_key: str, build: Build) -> str:
         return (f"{self.http_base}/phone-home/{node_key}/{build.name}/{build.version}/"

@@ -15,7 +15,7 @@ event at most one flush later. Without ``defer_writes`` every write commits at o
 
 Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent`` (completed),
 ``tftp-ended`` (aborted, timed out, refused), ``http-sent``, ``ipxe-script``, ``ipxe-decline``,
-``firstboot``, ``phone-home``.
+``firstboot``, ``phone-home``, ``ready`` and ``failed`` (the node's report after cloud-init).
 
 Bounded, because every MAC in a DHCP packet is client-chosen: a flood of spoofed MACs must not
 grow the database without limit. At most ``max_nodes`` distinct MACs are recorded (a node the
@@ -48,7 +48,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
   mac TEXT PRIMARY KEY, guid TEXT, ip TEXT, arch INTEGER, serial TEXT, vendor_class TEXT,
   node TEXT, hostname TEXT, current_build TEXT, boot_count INTEGER NOT NULL DEFAULT 0,
-  first_seen REAL NOT NULL, last_seen REAL NOT NULL
+  first_seen REAL NOT NULL, last_seen REAL NOT NULL, state TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, mac TEXT NOT NULL,
@@ -83,6 +83,7 @@ class NodeRecord:
     boot_count: int
     first_seen: float
     last_seen: float
+    state: str | None = None  # booted (phoned home), ready or failed (its report); None: never
 
 
 _GUID_CACHE_MAX = 100_000
@@ -125,6 +126,9 @@ class StateDB:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(nodes)")}
+        if "state" not in cols:  # a database from before the ready/failed report
+            self._db.execute("ALTER TABLE nodes ADD COLUMN state TEXT")
         if max_nodes is not None:
             self._macs = {r[0] for r in self._db.execute(
                 "SELECT mac FROM nodes UNION SELECT mac FROM events")}
@@ -265,9 +269,18 @@ class StateDB:
                     ip: str | None, node: str | None, **detail: Any) -> None:
         """A booted node reported in: count the boot and remember what it runs."""
         self.saw(ClientIdentity(mac=mac, ip=ip), now, node=node)
-        self._write("UPDATE nodes SET current_build=?, hostname=?, "
+        self._write("UPDATE nodes SET current_build=?, hostname=?, state='booted', "
                     "boot_count=boot_count+1 WHERE mac=?", (build, hostname, mac))
         self.record(mac, "phone-home", now, build=build, hostname=hostname, ip=ip, **detail)
+
+    def reported(self, mac: str, now: float, *, state: str, build: str, ip: str | None,
+                 node: str | None, **detail: Any) -> None:
+        """A booted node's ready/failed report: the node's state, and event ``ready`` or
+        ``failed``. The build is the one its token names, recorded as current as phone-home
+        does (the report may arrive without a phone-home before it)."""
+        self.saw(ClientIdentity(mac=mac, ip=ip), now, node=node)
+        self._write("UPDATE nodes SET state=?, current_build=? WHERE mac=?", (state, build, mac))
+        self.record(mac, state, now, build=build, ip=ip, **detail)
 
     def timeline(self, mac: str, after_id: int = 0) -> list[BootEvent]:
         self.flush()
@@ -320,4 +333,4 @@ class StateDB:
 
 
 _NODE_COLS = ("mac, guid, ip, arch, serial, vendor_class, node, hostname, current_build, "
-              "boot_count, first_seen, last_seen")
+              "boot_count, first_seen, last_seen, state")

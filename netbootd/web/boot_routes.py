@@ -1,6 +1,7 @@
-"""HTTP routes that answer a booting node: iPXE scripts, ESXi boot.cfg, first-boot, phone-home.
+"""HTTP routes that answer a booting node: iPXE scripts, ESXi boot.cfg, first-boot, phone-home,
+the ready/failed report.
 
-First-boot files and phone-home open only with the token the node's boot config carried
+First-boot files, phone-home and the report open only with the token the node's boot config carried
 (render/tokens.py): 403 with the reason otherwise. The token is a path segment and never
 logged.
 
@@ -80,8 +81,9 @@ async def ipxe_node(request: web.Request) -> web.Response:
 async def firstboot(request: web.Request) -> web.Response:
     m = request.match_info
     what = m["what"]
-    if what not in ("meta-data", "user-data", "vendor-data"):
-        raise web.HTTPNotFound(text="NoCloud serves meta-data, user-data and vendor-data\n")
+    if what not in ("meta-data", "user-data", "vendor-data", "network-config"):
+        raise web.HTTPNotFound(text="NoCloud serves meta-data, user-data, vendor-data and "
+                                    "network-config\n")
     return _render(request, lambda r: r.firstboot(m["key"], f"{m['name']}/{m['version']}",
                                                    what, m["token"], request.remote))
 
@@ -142,6 +144,25 @@ async def phone_home(request: web.Request) -> web.Response:
     return web.Response(text="ok\n", content_type=TEXT)
 
 
+# The ready/failed report is small: a status, a few lines of errors, host key fingerprints.
+REPORT_MAX = 65536
+
+
+async def boot_report(request: web.Request) -> web.Response:
+    """POST from the booted node once cloud-init finished: status=done|error, errors (a JSON
+    list), detail, hostname, fqdn, host_keys, libvirtd (render/report_agent.py)."""
+    m = request.match_info
+    if request.content_length is not None and request.content_length > REPORT_MAX:
+        raise web.HTTPRequestEntityTooLarge(max_size=REPORT_MAX,
+                                            actual_size=request.content_length)
+    build_ref = f"{m['name']}/{m['version']}"
+    _require_token(request, build_ref, "report")
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    state = request.app[RESPONDER].boot_report(m["key"], build_ref, request.remote, fields)
+    return web.Response(text=f"{state}\n", content_type=TEXT)
+
+
 async def reimage_report(request: web.Request) -> web.Response:
     """POST from the installer: status=done|failed, reason, sha256, bytes (images/README.md)."""
     m = request.match_info
@@ -169,7 +190,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/nocloud/{key}/{name}/{version}/{token}/{what}", firstboot)
     app.router.add_get("/ks/{key}/{name}/{version}/{token}/ks.cfg", kickstart)
     app.router.add_post("/phone-home/{key}/{name}/{version}/{token}", phone_home)
+    app.router.add_post("/report/{key}/{name}/{version}/{token}", boot_report)
     app.router.add_get("/nocloud/{key}/{name}/{version}/{what}", tokenless)
+    app.router.add_post("/report/{key}", tokenless)
     app.router.add_get("/ks/{key}/{name}/{version}/ks.cfg", tokenless)
     app.router.add_post("/phone-home/{key}", tokenless)
     app.router.add_get("/esxi/{key}/{name}/{version}/boot.cfg", esxi_boot_cfg)

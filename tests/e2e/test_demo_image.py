@@ -133,7 +133,7 @@ def test_demo_boots_and_phones_home(demo_build: Path, tmp_path: Path, nic_model:
             nic_model=nic_model,
             kernel=demo_build / "vmlinuz",
             initrd=demo_build / "initrd.img",
-            append=f"console=ttyS0 panic=-1 ds=nocloud;s={base}",
+            append=f"console=ttyS0 panic=-1 ds=nocloud-net;s={base}",
         )
         status = guest.wait(timeout=120)
         elapsed = time.monotonic() - guest.started

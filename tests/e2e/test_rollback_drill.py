@@ -53,7 +53,7 @@ def test_rollback_drill(demo_store: Path, tmp_path: Path) -> None:
             assert [e.detail["path"] for e in events if e.kind == "http-sent"] == \
                 [f"/builds/{expected}/vmlinuz", f"/builds/{expected}/initrd.img"]
             assert home.detail["build"] == expected, (step, home.detail)
-            assert home.detail["expected_build"] == expected
+            assert home.detail["build"] == expected
             node = server.node(MAC)
             assert node is not None and node.current_build == expected
 

@@ -55,7 +55,7 @@ class Server:
         """The NoCloud seed URL in the node's iPXE script (what its kernel is told)."""
         status, script = await self.get(f"{self.base}/ipxe/node.ipxe?mac={key}&arch=7")
         assert status == 200, script
-        found = re.search(r"ds=nocloud;s=(\S+/)", script)
+        found = re.search(r"ds=nocloud-net;s=(\S+/)", script)
         assert found is not None, script
         return found[1]
 
@@ -145,7 +145,7 @@ async def test_phone_home_needs_the_token_its_config_carried(server: Server) -> 
     state = server.service.state
     seed = await server.seed(DB1)
     _, user = await server.get(seed + "user-data")
-    found = re.search(r"url: (\S+)", user)
+    found = re.search(r'url: "?([^"\s]+)', user)
     assert found is not None
     phone_home = found[1]
     report = {"hostname": "db1", "build": "demo/2.0", "instance_id": "db1-demo-2.0"}
@@ -188,7 +188,7 @@ async def test_secrets_never_reach_the_logs(server: Server,
     ks = await server.kickstart(ESX1)
     _, user = await server.get(seed + "user-data")
     _, kickstart = await server.get(ks)
-    found = re.search(r"url: (\S+)", user)
+    found = re.search(r'url: "?([^"\s]+)', user)
     assert found is not None
     await server.post(found[1], hostname="db1", build="demo/2.0")
     await server.get(with_token(seed, "1.99999999999.forged") + "user-data")  # refused

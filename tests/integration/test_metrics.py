@@ -73,12 +73,12 @@ async def test_scrape_after_dhcp_tftp_http_and_phone_home(running: Running) -> N
         async with http.get(f"{running.http}/no/such/route") as r:
             assert r.status == 404
         async with http.get(f"{running.http}/ipxe/node.ipxe?mac=52-54-00-00-00-02&arch=7") as r:
-            seed = re.search(r"ds=nocloud;s=http://[^/]+(\S+/)", await r.text())
+            seed = re.search(r"ds=nocloud-net;s=http://[^/]+(\S+/)", await r.text())
         assert seed is not None
         async with http.get(running.http + seed[1] + "meta-data") as r:
             assert r.status == 200
         async with http.get(running.http + seed[1] + "user-data") as r:
-            phone_home = re.search(r"url: http://[^/]+(\S+)", await r.text())
+            phone_home = re.search(r'url: "?http://[^/]+([^"\s]+)', await r.text())
         assert phone_home is not None
         async with http.post(running.http + phone_home[1], data={"build": "demo/2.0"}) as r:
             assert r.status == 200

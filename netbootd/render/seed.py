@@ -1,0 +1,81 @@
+"""What a node's NoCloud seed says beyond its name: the pure rules behind the templates.
+
+``seed_context`` turns a plan's vars and its build's manifest into the values the
+``nocloud-*`` templates use: whether the build is a KVM hypervisor (``vars.role`` or the
+manifest's ``extra.role`` is ``kvm-hypervisor``), the guest bridge (``vars.guest_bridge``),
+the FQDN (``vars.domain``), SSH keys (``vars.ssh_authorized_keys``), cloud-init's
+``power_state`` mode and, for cloud-init 22.4 (which does not fetch ``network-config`` over
+HTTP, docs/boot-flows.md), the same network as ``network-interfaces`` text for meta-data.
+Bad values raise RenderError: a seed cloud-init would reject is never served.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from netbootd.core.plan import BootPlan
+from netbootd.errors import NetbootdError
+from netbootd.render.report_agent import REPORT_SCRIPT
+from netbootd.store.catalog import Build
+
+HYPERVISOR_ROLE = "kvm-hypervisor"
+POWER_MODES = ("poweroff", "reboot", "halt")  # cloud-init's schema; "none": no power_state
+_IFNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
+_DOMAIN = re.compile(r"^(?=.{1,200}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+                     r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+
+
+class SeedError(NetbootdError):
+    """A var makes a seed cloud-init would reject (the message names the var)."""
+
+
+def is_hypervisor(plan: BootPlan, build: Build) -> bool:
+    return HYPERVISOR_ROLE in (plan.vars.get("role"), build.manifest.extra.get("role"))
+
+
+def seed_context(plan: BootPlan, build: Build) -> dict[str, Any]:
+    v = plan.vars
+    where = f"node {plan.node or plan.node_key} (group {plan.group})"
+    bridge = v.get("guest_bridge") or None
+    if bridge is not None and not (isinstance(bridge, str) and _IFNAME.match(bridge)):
+        raise SeedError(f"{where}: vars.guest_bridge {bridge!r} is not an interface name")
+    nic = v.get("boot_nic") or None
+    if nic is not None and not (isinstance(nic, str) and _IFNAME.match(nic)):
+        raise SeedError(f"{where}: vars.boot_nic {nic!r} is not an interface name")
+    domain = v.get("domain") or None
+    if domain is not None and not (isinstance(domain, str) and _DOMAIN.match(domain)):
+        raise SeedError(f"{where}: vars.domain {domain!r} is not a DNS domain")
+    keys = v.get("ssh_authorized_keys") or []
+    if isinstance(keys, str):
+        keys = [keys]
+    if not (isinstance(keys, list) and all(isinstance(k, str) and k.strip() and "\n" not in k
+                                           for k in keys)):
+        raise SeedError(f"{where}: vars.ssh_authorized_keys must be a list of one-line keys")
+    power = v.get("power_state", "none")
+    if power not in (*POWER_MODES, "none"):
+        raise SeedError(f"{where}: vars.power_state {power!r} is not one of "
+                        f"{', '.join(POWER_MODES)}, none")
+    mac = plan.identity.mac
+    assert mac is not None  # a plan always has a MAC (BootPlan.node_key)
+    return {
+        "hypervisor": is_hypervisor(plan, build),
+        "guest_bridge": bridge,
+        "fqdn": f"{plan.hostname}.{domain}" if domain else None,
+        "ssh_keys": [k.strip() for k in keys],
+        "power_state": None if power == "none" else power,
+        "mac": mac,
+        "report_script": REPORT_SCRIPT,
+        "network_interfaces": eni_text(nic, mac, bridge) if nic and bridge else None,
+    }
+
+
+def eni_text(nic: str, mac: str, bridge: str) -> str:
+    """The guest bridge as ifupdown text, the form cloud-init 22.4 takes from meta-data
+    (``network-interfaces``). It names the NIC, so it needs ``vars.boot_nic``; ``hwaddress``
+    lets cloud-init find the device it waits for (its name must be the one the guest has,
+    or cloud-init renames the NIC)."""
+    return (f"auto lo\niface lo inet loopback\n\n"
+            f"auto {nic}\niface {nic} inet manual\n    hwaddress ether {mac}\n\n"
+            f"auto {bridge}\niface {bridge} inet dhcp\n    bridge_ports {nic}\n"
+            f"    bridge_stp off\n    bridge_fd 0\n    hwaddress ether {mac}\n")
