@@ -22,6 +22,7 @@ from netbootd.state.events import BootEvent, StateDB
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO / "images" / "demo" / "build.py"
+KVM_RECIPE = REPO / "images" / "kvm-hypervisor" / "build.py"
 DEFAULT_CACHE = REPO / "images" / ".cache"
 
 
