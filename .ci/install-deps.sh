@@ -17,6 +17,10 @@ APT_PACKAGES=(
   systemd util-linux                          # systemd-analyze verify/security; setpriv
   tftpd-hpa nginx kea-admin wrk               # bench/ peers and clients (perfdhcp is in kea-admin)
   nftables                                    # random packet loss in test namespaces
+  # Debian's cloud-init is unpacked, never installed (tests/debian_cloudinit.py); what its
+  # schema validator and network parsers import under the system python3:
+  python3-yaml python3-jsonschema python3-jinja2 python3-configobj python3-jsonpatch
+  python3-netifaces python3-requests
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -9,7 +9,9 @@ under the exact name the servers answer to.
 
 from __future__ import annotations
 
+import base64
 import copy
+import gzip
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,12 @@ from netbootd.errors import NetbootdError
 from netbootd.render.seed import SeedError, seed_context
 from netbootd.render.urls import SiteUrls, tftp_esxi_boot_cfg
 from netbootd.store.catalog import Build, BuildCatalog
+
+
+def network_config_arg(text: str) -> str:
+    """cloud-init's ``network-config=`` kernel argument: the YAML gzip'd (mtime 0, so the
+    same config gives the same line) and base64'd, as ``cloudinit.net.cmdline`` decodes it."""
+    return "network-config=" + base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
 
 
 class RenderError(NetbootdError):
@@ -61,6 +69,10 @@ class NodeRenderer:
         elif build.kind == "linux":
             # cloud-init NoCloud datasource over HTTP; the URL must end with '/'.
             parts.append(self.urls.nocloud_kernel_arg(plan.node_key, build))
+            if self._seed(plan, build)["guest_bridge"]:
+                # cloud-init 22.4 fetches no network-config from an HTTP seed, but reads one
+                # from the command line before any datasource (docs/boot-flows.md).
+                parts.append(network_config_arg(self._network_config(plan, build)))
         line = " ".join(p for p in parts if p)
         if "\n" in line or "\r" in line:
             raise RenderError(f"kernel command line for {plan.hostname} contains a newline")
@@ -127,8 +139,10 @@ class NodeRenderer:
                             **self._seed(plan, b))
 
     def network_config(self, plan: BootPlan) -> str:
-        b = self._need_build(plan, "linux")
-        return self._render("nocloud-network-config.j2", plan, **self._seed(plan, b))
+        return self._network_config(plan, self._need_build(plan, "linux"))
+
+    def _network_config(self, plan: BootPlan, build: Build) -> str:
+        return self._render("nocloud-network-config.j2", plan, **self._seed(plan, build))
 
     def kickstart(self, plan: BootPlan) -> str:
         self._need_build(plan, "esxi")

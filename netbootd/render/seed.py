@@ -3,10 +3,9 @@
 ``seed_context`` turns a plan's vars and its build's manifest into the values the
 ``nocloud-*`` templates use: whether the build is a KVM hypervisor (``vars.role`` or the
 manifest's ``extra.role`` is ``kvm-hypervisor``), the guest bridge (``vars.guest_bridge``),
-the FQDN (``vars.domain``), SSH keys (``vars.ssh_authorized_keys``), cloud-init's
-``power_state`` mode and, for cloud-init 22.4 (which does not fetch ``network-config`` over
-HTTP, docs/boot-flows.md), the same network as ``network-interfaces`` text for meta-data.
-Bad values raise RenderError: a seed cloud-init would reject is never served.
+the FQDN (``vars.domain``), SSH keys (``vars.ssh_authorized_keys``) and cloud-init's
+``power_state`` mode. Bad values raise SeedError (a RenderError to the renderer's callers):
+a seed cloud-init would reject is never served.
 """
 
 from __future__ import annotations
@@ -40,9 +39,6 @@ def seed_context(plan: BootPlan, build: Build) -> dict[str, Any]:
     bridge = v.get("guest_bridge") or None
     if bridge is not None and not (isinstance(bridge, str) and _IFNAME.match(bridge)):
         raise SeedError(f"{where}: vars.guest_bridge {bridge!r} is not an interface name")
-    nic = v.get("boot_nic") or None
-    if nic is not None and not (isinstance(nic, str) and _IFNAME.match(nic)):
-        raise SeedError(f"{where}: vars.boot_nic {nic!r} is not an interface name")
     domain = v.get("domain") or None
     if domain is not None and not (isinstance(domain, str) and _DOMAIN.match(domain)):
         raise SeedError(f"{where}: vars.domain {domain!r} is not a DNS domain")
@@ -66,16 +62,4 @@ def seed_context(plan: BootPlan, build: Build) -> dict[str, Any]:
         "power_state": None if power == "none" else power,
         "mac": mac,
         "report_script": REPORT_SCRIPT,
-        "network_interfaces": eni_text(nic, mac, bridge) if nic and bridge else None,
     }
-
-
-def eni_text(nic: str, mac: str, bridge: str) -> str:
-    """The guest bridge as ifupdown text, the form cloud-init 22.4 takes from meta-data
-    (``network-interfaces``). It names the NIC, so it needs ``vars.boot_nic``; ``hwaddress``
-    lets cloud-init find the device it waits for (its name must be the one the guest has,
-    or cloud-init renames the NIC)."""
-    return (f"auto lo\niface lo inet loopback\n\n"
-            f"auto {nic}\niface {nic} inet manual\n    hwaddress ether {mac}\n\n"
-            f"auto {bridge}\niface {bridge} inet dhcp\n    bridge_ports {nic}\n"
-            f"    bridge_stp off\n    bridge_fd 0\n    hwaddress ether {mac}\n")
