@@ -207,7 +207,7 @@ def test_inside_the_hypervisor_over_ssh(booted: Booted, name: str) -> None:
     assert "DataSourceNoCloudNet" in status or "nocloud" in status.lower(), status
     # stateless: the root is live-boot's overlay over the squashfs fetched into RAM
     assert booted.ssh(name, "findmnt -n -o FSTYPE /") == "overlay"
-    assert booted.ssh(name, "virsh -c qemu:///system pool-list --name | head -n1") == "default"
+    assert booted.ssh(name, "sudo -n virsh -c qemu:///system pool-list --name").split() == ["default"]
 
 
 def test_broken_user_data_is_failed_with_cloud_inits_error(booted: Booted) -> None:
