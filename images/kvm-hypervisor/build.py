@@ -105,13 +105,16 @@ rm -f "$R/var/lib/dbus/machine-id" "$R/etc/hostname" "$R"/etc/ssh/ssh_host_*
 # metadata addresses on a boot network.
 printf 'datasource_list: [ NoCloud, None ]\n' >"$R/etc/cloud/cloud.cfg.d/90_dpkg.cfg"
 # C.UTF-8 is built into glibc: cloud-init's default (en_US.UTF-8) would need locale data
-# generated on every boot, and its locale module fails on this lean root without it.
-printf 'locale: C.UTF-8\n' >"$R/etc/cloud/cloud.cfg.d/91_netbootd.cfg"
+# generated on every boot, and its locale module fails on this lean root without it. The root
+# is an overlay in RAM: nothing to grow or resize.
+printf 'locale: C.UTF-8\nresize_rootfs: false\ngrowpart:\n  mode: "off"\n' \
+    >"$R/etc/cloud/cloud.cfg.d/91_netbootd.cfg"
 printf 'LANG=C.UTF-8\n' >"$R/etc/default/locale"
 # Host keys are made on the node. cloud-init's ssh module does it before ssh starts; should
 # the seed be unreachable, sshd still comes up with keys of its own.
 mkdir -p "$R/etc/systemd/system/ssh.service.d"
-printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
+printf '[Service]\nExecStartPre=\nExecStartPre=%s\nExecStartPre=%s\n' \
+    '/usr/bin/ssh-keygen -A' '/usr/sbin/sshd -t' \
     >"$R/etc/systemd/system/ssh.service.d/netbootd-hostkeys.conf"
 # cloud-init renders the network as systemd-networkd units (there is no ifupdown/netplan).
 chroot "$R" systemctl enable systemd-networkd.service
@@ -123,6 +126,8 @@ done
 for kdir in "$R"/lib/modules/*; do
     chroot "$R" depmod "${kdir##*/}"
 done
+# again, without the dropped modules (the kms hook had copied the graphics drivers)
+chroot "$R" update-initramfs -u -k all
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin "$R"/var/cache/apt/archives/*.deb \
     "$R"/var/log/*.log "$R"/var/log/apt/*
 """

@@ -6,7 +6,8 @@ node whose user-data carries a module that fails. All three fetch the same build
 live-boot initramfs, squashfs root over HTTP) and run Debian's cloud-init on the seed netbootd
 renders. The first two must reach ``ready`` in netbootd's state with their own hostnames, and
 answer over SSH (a key this test made, handed out in the nodes' vars) with their hostname, an
-active libvirtd and cloud-init's ``done``; the third must be ``failed`` with cloud-init's error
+active libvirtd and cloud-init's ``done``; the BIOS node's address sits on the guest bridge its
+vars ask for. The third must be ``failed`` with cloud-init's error
 in its timeline. Every assertion reads netbootd's state database or the guest.
 """
 
@@ -138,7 +139,8 @@ def booted(kvm_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                          "vars": hv_vars},
             },
             "nodes": {
-                "hv-bios": {"uuid": BIOS[1], "hostname": "hv-bios"},
+                "hv-bios": {"uuid": BIOS[1], "hostname": "hv-bios",
+                            "vars": {"guest_bridge": "br0"}},
                 "hv-uefi": {"mac": UEFI_MAC, "hostname": "hv-uefi"},
                 "hv-broken": {"mac": BROKEN_MAC, "hostname": "hv-broken",
                               "user_data": "broken-user-data.j2"},
@@ -207,7 +209,23 @@ def test_inside_the_hypervisor_over_ssh(booted: Booted, name: str) -> None:
     assert "DataSourceNoCloudNet" in status or "nocloud" in status.lower(), status
     # stateless: the root is live-boot's overlay over the squashfs fetched into RAM
     assert booted.ssh(name, "findmnt -n -o FSTYPE /") == "overlay"
-    assert booted.ssh(name, "sudo -n virsh -c qemu:///system pool-list --name").split() == ["default"]
+    pools = booted.ssh(name, "sudo -n virsh -c qemu:///system pool-list --name")
+    assert pools.split() == ["default"]
+
+
+def test_guest_bridge_carries_the_nodes_address(booted: Booted) -> None:
+    """hv-bios has vars.guest_bridge: its boot NIC is a port of br0, which holds the address
+    the node reported from (cloud-init rendered the network-config netbootd put on the kernel
+    line)."""
+    node = booted.nodes["hv-bios"]
+    assert node.outcome is not None
+    ip = node.outcome.detail["ip"]
+    assert ip in booted.ssh("hv-bios", "ip -o -4 addr show dev br0"), "no address on br0"
+    ports = booted.ssh("hv-bios", "ls /sys/class/net/br0/brif").split()
+    assert len(ports) == 1
+    assert booted.ssh("hv-bios", f"cat /sys/class/net/{ports[0]}/address") == node.mac
+    # the bridge keeps the NIC's MAC, so the site DHCP server saw one client
+    assert booted.ssh("hv-bios", "cat /sys/class/net/br0/address") == node.mac
 
 
 def test_broken_user_data_is_failed_with_cloud_inits_error(booted: Booted) -> None:
