@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from netbootd.config import BootSettings, Config, NodeSpec
+from netbootd.core.funnel import BuildRoles, event_build, funnel
 from netbootd.core.identity import (
     ClientIdentity,
     is_identifying_guid,
@@ -27,7 +28,7 @@ from netbootd.core.identity import (
 from netbootd.core.intent import NodeOverride, ReimageOrder
 from netbootd.core.inventory import Inventory, apply_bindings, identity_key
 from netbootd.errors import BuildError, ConfigError, Conflict, NotFound
-from netbootd.state.events import NodeRecord, StateDB
+from netbootd.state.events import BootEvent, NodeRecord, StateDB
 from netbootd.state.registry import Registry
 from netbootd.store import importer, maintenance
 from netbootd.store.builds import load_store
@@ -353,8 +354,25 @@ class Admin:
             if not n.macs:
                 raise NotFound(f"node {who!r} has no MAC to look up its events by") from None
             mac = n.macs[0]
+        events = self.state.timeline(mac)
         return {"mac": mac, "events": [{"id": e.id, "ts": e.ts, "kind": e.kind,
-                                        "detail": e.detail} for e in self.state.timeline(mac)]}
+                                        "detail": e.detail} for e in events],
+                "funnel": funnel(events, self._roles(events)).as_json()}
+
+    def _roles(self, events: list[BootEvent]) -> dict[str, BuildRoles]:
+        """Kernel, initrd and root file system of each build the events name (from the
+        builds' manifests; a build since removed has none, so its files count as loader)."""
+        refs = {b for e in events if (b := event_build(e))}
+        if not refs:
+            return {}
+        catalog, _ = self.catalog()
+        out = {}
+        for ref in refs:
+            try:
+                out[ref] = build_roles(catalog.get(ref))
+            except NotFound:
+                continue
+        return out
 
 
 def load_or_create_token(path: Path) -> str:
@@ -391,6 +409,15 @@ def _build_json(b: Build, users: list[str]) -> dict[str, Any]:
             "description": b.manifest.description,
             "size": sum(i.size for i in b.manifest.files.values()),
             "used_by": users}
+
+
+def build_roles(b: Build) -> BuildRoles:
+    m = b.manifest
+    rootfs = m.extra.get("rootfs")
+    if m.esxi is not None:
+        return BuildRoles(kernel=m.esxi.kernel, initrds=tuple(m.esxi.modules))
+    return BuildRoles(kernel=m.kernel, initrds=m.initrds,
+                      rootfs=rootfs if isinstance(rootfs, str) else None)
 
 
 def _record_json(r: NodeRecord) -> dict[str, Any]:

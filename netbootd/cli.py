@@ -39,6 +39,7 @@ from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac
 from netbootd.core.plan import Decline
 from netbootd.errors import ConfigError, NetbootdError
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
+from netbootd.render.seed import var_problems
 from netbootd.service import Service, make_responder, serve
 from netbootd.state.events import StateDB
 from netbootd.state.keyfile import KeyFileError, read_key
@@ -87,6 +88,7 @@ def check_config(config: Config) -> list[str]:
         if settings.build is not None and settings.build not in catalog:
             problems.append(f"{where}.build: no build named {settings.build} "
                             f"(known: {', '.join(catalog.refs()) or 'none'})")
+        problems += [f"{where}.{p}" for p in var_problems(settings.vars)]
         if settings.channel is not None and settings.channel not in channels:
             problems.append(f"{where}.channel: channel {settings.channel} points at no build; "
                             f"run `netbootd channel set {settings.channel} NAME/VERSION`")

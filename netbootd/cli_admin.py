@@ -157,7 +157,8 @@ def cmd_node_list(args: argparse.Namespace) -> int:
         mode = (n["override"] or {}).get("mode") or "-"
         lines.append(f"{n['name']:<20} {','.join(n['macs']) or '-':<18} group={n['group'] or '-'}"
                      f" mode={'reimage' if n['reimage'] else mode} "
-                     f"build={seen.get('current_build') or '-'} boots={seen.get('boot_count', 0)}")
+                     f"build={seen.get('current_build') or '-'} boots={seen.get('boot_count', 0)}"
+                     f" state={seen.get('state') or '-'}")
     return _out(args, nodes, "\n".join(lines) or "no nodes")
 
 
@@ -209,7 +210,23 @@ def cmd_node_timeline(args: argparse.Namespace) -> int:
         when = datetime.datetime.fromtimestamp(e["ts"]).strftime("%H:%M:%S.%f")[:-3]
         detail = " ".join(f"{k}={v}" for k, v in sorted(e["detail"].items()) if v is not None)
         lines.append(f"{when} +{e['ts'] - t0:7.2f}s {e['kind']:<14} {detail}")
-    return _out(args, t, "\n".join(lines))
+    return _out(args, t, "\n".join([*lines, "", *funnel_lines(t["funnel"])]))
+
+
+def funnel_lines(f: dict[str, Any]) -> list[str]:
+    """The last boot's stages: start (seconds after the boot's first event) and duration."""
+    head = f"boot funnel (last of {f['boots']} boots, build {f['build'] or '-'}):"
+    stages = f["stages"]
+    t0 = next((s["start"] for s in stages if s["start"] is not None), None)
+    out = [head]
+    for s in stages:
+        if s["start"] is None or t0 is None:
+            out.append(f"  {s['stage']:<11} -")
+            continue
+        at = f"+{s['start'] - t0:.2f}s"
+        took = f"{s['duration']:.2f}s"
+        out.append(f"  {s['stage']:<11} {at:>9} {took:>9}  {s['detail']}".rstrip())
+    return out
 
 
 def add_admin_commands(sub: Any, config_arg: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ a seed cloud-init would reject is never served.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from netbootd.core.plan import BootPlan
@@ -33,25 +34,41 @@ def is_hypervisor(plan: BootPlan, build: Build) -> bool:
     return HYPERVISOR_ROLE in (plan.vars.get("role"), build.manifest.extra.get("role"))
 
 
-def seed_context(plan: BootPlan, build: Build) -> dict[str, Any]:
-    v = plan.vars
-    where = f"node {plan.node or plan.node_key} (group {plan.group})"
+def var_problems(v: Mapping[str, Any]) -> list[str]:
+    """Every seed var in ``v`` that cloud-init would reject, each naming the var."""
+    problems = []
     bridge = v.get("guest_bridge") or None
     if bridge is not None and not (isinstance(bridge, str) and _IFNAME.match(bridge)):
-        raise SeedError(f"{where}: vars.guest_bridge {bridge!r} is not an interface name")
+        problems.append(f"vars.guest_bridge {bridge!r} is not an interface name "
+                        "(a letter, then up to 14 of A-Z a-z 0-9 _ . -)")
     domain = v.get("domain") or None
     if domain is not None and not (isinstance(domain, str) and _DOMAIN.match(domain)):
-        raise SeedError(f"{where}: vars.domain {domain!r} is not a DNS domain")
+        problems.append(f"vars.domain {domain!r} is not a DNS domain")
     keys = v.get("ssh_authorized_keys") or []
     if isinstance(keys, str):
         keys = [keys]
     if not (isinstance(keys, list) and all(isinstance(k, str) and k.strip() and "\n" not in k
                                            for k in keys)):
-        raise SeedError(f"{where}: vars.ssh_authorized_keys must be a list of one-line keys")
+        problems.append("vars.ssh_authorized_keys must be a list of one-line public keys")
     power = v.get("power_state", "none")
     if power not in (*POWER_MODES, "none"):
-        raise SeedError(f"{where}: vars.power_state {power!r} is not one of "
+        problems.append(f"vars.power_state {power!r} is not one of "
                         f"{', '.join(POWER_MODES)}, none")
+    return problems
+
+
+def seed_context(plan: BootPlan, build: Build) -> dict[str, Any]:
+    v = plan.vars
+    problems = var_problems(v)
+    if problems:
+        raise SeedError(f"node {plan.node or plan.node_key} (group {plan.group}): "
+                        + "; ".join(problems))
+    bridge = v.get("guest_bridge") or None
+    domain = v.get("domain") or None
+    keys = v.get("ssh_authorized_keys") or []
+    if isinstance(keys, str):
+        keys = [keys]
+    power = v.get("power_state", "none")
     mac = plan.identity.mac
     assert mac is not None  # a plan always has a MAC (BootPlan.node_key)
     return {

@@ -25,7 +25,8 @@ class LabServer:
 
     def boot(self, name: str, firmware: str, mac: str, uuid: str | None = None,
              powers_off: bool = True) -> tuple[BootEvent, list[BootEvent]]:
-        """Power on a guest, wait for its phone-home; (phone-home event, this boot's events).
+        """Power on a guest, wait for its phone-home and its ready report; (phone-home event,
+        this boot's events).
 
         Events from earlier boots of the same MAC are skipped, so a node can be power-cycled."""
         after = self.last_event_id(mac)
@@ -34,6 +35,8 @@ class LabServer:
         try:
             home = wait_for_event(self.nb.state_db, mac, "phone-home", BOOT_TIMEOUT,
                                   after_id=after, guest=guest)
+            # then the ready report the seed's user-data has the node send
+            wait_for_event(self.nb.state_db, mac, "ready", 60, after_id=home.id, guest=guest)
         except TimeoutError as e:
             raise AssertionError(f"{e}\n--- netbootd log ---\n{self.nb.log_text()[-4000:]}") \
                 from None

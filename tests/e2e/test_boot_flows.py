@@ -74,9 +74,10 @@ def test_a_bios_pxelinux_config_by_guid_to_phone_home(lab_server: LabServer) -> 
     assert http == ["/builds/demo/1.0/vmlinuz", "/builds/demo/1.0/initrd.img"]
     assert [e.detail["file"] for e in events if e.kind == "firstboot"] == \
         ["meta-data", "user-data"]
-    assert kinds(events)[-1] == "phone-home"
+    assert kinds(events)[-2:] == ["phone-home", "ready"]
     node = lab_server.node(mac)
     assert node.node == "web1" and node.guid == guid and node.current_build == "demo/1.0"
+    assert node.state == "ready"
 
 
 def test_b_uefi_stock_pxe_to_ipxe_script_to_phone_home(lab_server: LabServer) -> None:
@@ -94,7 +95,7 @@ def test_b_uefi_stock_pxe_to_ipxe_script_to_phone_home(lab_server: LabServer) ->
     assert "ipxe/snponly.efi" in [e.detail["file"] for e in events if e.kind == "tftp-sent"]
     script = [e for e in events if e.kind == "ipxe-script"]
     assert len(script) == 1 and script[0].detail["group"] == "uefi"
-    assert kinds(events)[-1] == "phone-home"
+    assert kinds(events)[-2:] == ["phone-home", "ready"]
 
 
 def test_b2_uefi_stock_pxe_to_syslinux_efi(lab_server: LabServer) -> None:

@@ -94,3 +94,19 @@ def test_check_refuses_a_first_boot_key_others_can_read(tmp_path: Path,
     assert main(["check", "--config", str(config)]) == 1
     assert f"firstboot.key_file: first-boot key {key} is accessible to group or others " \
         f"(mode 0640): chmod 600 {key}" in capsys.readouterr().out
+
+
+def test_check_lists_every_seed_var_cloud_init_would_reject(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_store(tmp_path / "store")
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["groups"]["default"]["vars"] = {"power_state": "off", "guest_bridge": "br 0"}
+    data["nodes"]["db1"]["vars"] = {"ssh_authorized_keys": "ssh-ed25519 AAA\nmore",
+                                    "domain": "-bad-"}
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 1
+    out = capsys.readouterr().out
+    assert "groups.default.vars.power_state 'off' is not one of poweroff, reboot, halt, none" \
+        in out
+    assert "groups.default.vars.guest_bridge 'br 0' is not an interface name" in out
+    assert "nodes.db1.vars.ssh_authorized_keys must be a list of one-line public keys" in out
+    assert "nodes.db1.vars.domain '-bad-' is not a DNS domain" in out

@@ -14,7 +14,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "netbootd"
 PURE = ["core/identity.py", "core/inventory.py", "core/plan.py", "core/planner.py",
-        "core/bootfile.py", "dhcp/options.py", "dhcp/packet.py", "dhcp/proxy.py",
+        "core/bootfile.py", "core/funnel.py", "core/report.py", "render/seed.py",
+        "render/report_agent.py", "dhcp/options.py", "dhcp/packet.py", "dhcp/proxy.py",
         "tftp/packet.py", "tftp/session.py", "store/manifest.py", "store/catalog.py",
         "store/esxi_bootcfg.py",
         "render/urls.py", "render/node_files.py", "render/environment.py", "render/tokens.py",
