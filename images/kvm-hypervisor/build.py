@@ -65,6 +65,10 @@ PACKAGES: tuple[str, ...] = (
     "openssh-server",
     "sudo",  # cloud-init's default user gets sudo rights
     "iproute2",
+    # cloud-init 22.4 renders bridges only for ifupdown (its networkd renderer knows ethernets
+    # alone); bridge-utils makes ifupdown understand bridge_ports.
+    "ifupdown",
+    "bridge-utils",
     "qemu-system-x86",
     "libvirt-daemon-system",
     "zstd",
@@ -83,9 +87,11 @@ DROP_MODULES: tuple[str, ...] = (
     "kernel/net/wireless",
     "kernel/net/mac80211",
 )
-# live-boot: fetch= downloads the squashfs (busybox wget in the initramfs) into RAM. Serial
-# console for the lab's QEMU clients (and any server's SOL); panic=-1 reboots a dead node.
-CMDLINE = "boot=live fetch=${rootfs_url} console=ttyS0 panic=-1"
+# live-boot: fetch= downloads the squashfs (busybox wget in the initramfs) into RAM;
+# nonetworking keeps it from writing /etc/network/interfaces (cloud-init owns the network and
+# would otherwise find the boot NIC configured twice). Serial console for the lab's QEMU
+# clients (and any server's SOL); panic=-1 reboots a dead node.
+CMDLINE = "boot=live fetch=${rootfs_url} nonetworking console=ttyS0 panic=-1"
 ROOTFS = "filesystem.squashfs"
 ARTEFACTS = ("vmlinuz", "initrd.img", ROOTFS, "packages.txt", "build-info.json")
 
@@ -116,8 +122,9 @@ mkdir -p "$R/etc/systemd/system/ssh.service.d"
 printf '[Service]\nExecStartPre=\nExecStartPre=%s\nExecStartPre=%s\n' \
     '/usr/bin/ssh-keygen -A' '/usr/sbin/sshd -t' \
     >"$R/etc/systemd/system/ssh.service.d/netbootd-hostkeys.conf"
-# cloud-init renders the network as systemd-networkd units (there is no ifupdown/netplan).
-chroot "$R" systemctl enable systemd-networkd.service
+# No floppy drive on a hypervisor; QEMU's emulated one costs cloud-init's probe for a local
+# seed about half a minute of I/O errors under TCG.
+printf 'blacklist floppy\n' >"$R/etc/modprobe.d/netbootd-no-floppy.conf"
 # The kernel and initramfs leave as build files; the modules stay, minus what a headless
 # hypervisor never loads.
 for rel in @DROP_MODULES@; do

@@ -154,7 +154,7 @@ def format_timeline(events: list[BootEvent], t0: float) -> str:
 
 DEMO_MAC = "52:54:00:de:00:01"
 DEMO_UUID = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
-# The hypervisor's root (squashfs) is fetched into RAM; docs/boot-flows.md has the minimum.
+# The hypervisor's root (squashfs) is fetched into RAM; images/README.md has the minimum.
 KVM_DEMO_MEMORY_MB = 1024
 
 

@@ -13,7 +13,10 @@ in its timeline. Every assertion reads netbootd's state database or the guest.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from netbootd.lab.demo import start_netbootd, timeline, toml_dump
+from netbootd.lab.demo import DEFAULT_CACHE, KVM_RECIPE, start_netbootd, timeline, toml_dump
 from netbootd.lab.netlab import Lab, QemuGuest, lab_prerequisites
 from netbootd.state.events import BootEvent, NodeRecord, StateDB
 
@@ -37,7 +40,7 @@ BUILD = "kvm-hypervisor/1.0"
 BIOS = ("52:54:00:4b:00:01", "3f2a9c1e-7b4d-4e21-8c5a-9d0e1f2a3b4c")
 UEFI_MAC = "52:54:00:4b:00:02"
 BROKEN_MAC = "52:54:00:4b:00:03"
-# Measured on a loaded 2-core TCG host (docs/boot-flows.md): about 100-200 s to ready. The
+# Measured on a loaded 2-core TCG host (images/README.md): about 100-200 s to ready. The
 # deadline leaves room for three guests sharing the cores with other QEMU jobs.
 READY_TIMEOUT = 900.0
 GUEST_MEMORY_MB = 1024
@@ -49,6 +52,12 @@ write_files:
   - path: """ + BROKEN_PATH + """
     content: "this module fails"
 """
+
+
+def run_kvm_recipe(store: Path, version: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(KVM_RECIPE), "--store", str(store), "--version",
+                           version, "--cache", str(DEFAULT_CACHE)],
+                          capture_output=True, text=True, timeout=1800)
 
 
 @dataclass
@@ -238,3 +247,50 @@ def test_broken_user_data_is_failed_with_cloud_inits_error(booted: Booted) -> No
     assert rec.state == "failed" and rec.hostname == "hv-broken"
     failed = [e for e in booted.events("hv-broken") if e.kind == "failed"]
     assert len(failed) == 1 and failed[0].detail["errors"] == errors
+
+
+# --------------------------------------------------------------------------------------------
+# The build itself (no guest needed)
+# --------------------------------------------------------------------------------------------
+
+
+def test_build_manifest_marks_a_hypervisor_with_a_squashfs_root(kvm_store: Path) -> None:
+    build = kvm_store / "builds" / "kvm-hypervisor" / "1.0"
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert (manifest["kind"], manifest["kernel"], manifest["initrds"]) == \
+        ("linux", "vmlinuz", ["initrd.img"])
+    assert manifest["rootfs"] == "filesystem.squashfs"
+    assert manifest["role"] == "kvm-hypervisor"
+    assert manifest["cloud_init"].startswith("22.4")
+    assert "boot=live fetch=${rootfs_url}" in manifest["cmdline"]
+    assert set(manifest["files"]) == {"vmlinuz", "initrd.img", "filesystem.squashfs"}
+    with (build / "filesystem.squashfs").open("rb") as f:
+        assert f.read(4) == b"hsqs"  # squashfs magic
+    sizes = {name: entry["size"] for name, entry in manifest["files"].items()}
+    # lean: the whole appliance stays well under the RAM it boots in
+    assert sizes["filesystem.squashfs"] < 250 << 20 and sizes["initrd.img"] < 40 << 20, sizes
+
+
+def test_rebuild_is_cached_idempotent_and_conflicts_are_refused(kvm_store: Path) -> None:
+    build = kvm_store / "builds" / "kvm-hypervisor" / "1.0"
+    before = (build / "manifest.json").read_bytes()
+    t0 = time.monotonic()
+    again = run_kvm_recipe(kvm_store, "1.0")
+    assert again.returncode == 0, again.stderr
+    assert "reusing cached artefacts" in again.stderr and "already present" in again.stderr
+    assert time.monotonic() - t0 < 60
+    assert (build / "manifest.json").read_bytes() == before
+    # another build already published as 2.0 with other files: refused, left as it was
+    other = kvm_store / "builds" / "kvm-hypervisor" / "2.0"
+    other.mkdir(parents=True)
+    fake = json.loads(before)
+    fake["version"] = "2.0"
+    fake["files"]["vmlinuz"]["sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(fake))
+    try:
+        refused = run_kvm_recipe(kvm_store, "2.0")
+        assert refused.returncode == 1
+        assert "different vmlinuz" in refused.stderr
+        assert json.loads((other / "manifest.json").read_text()) == fake
+    finally:
+        shutil.rmtree(other)
