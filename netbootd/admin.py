@@ -351,9 +351,11 @@ class Admin:
             mac = normalize_mac(who)
         except ValueError:
             n = self._node(who)
-            if not n.macs:
-                raise NotFound(f"node {who!r} has no MAC to look up its events by") from None
-            mac = n.macs[0]
+            seen = self.state.node_named(n.name)  # a node known by GUID or serial only
+            if not n.macs and seen is None:
+                raise NotFound(f"node {who!r} has no MAC to look up its events by, and has "
+                               "not booted yet") from None
+            mac = n.macs[0] if n.macs else seen.mac if seen else ""
         events = self.state.timeline(mac)
         return {"mac": mac, "events": [{"id": e.id, "ts": e.ts, "kind": e.kind,
                                         "detail": e.detail} for e in events],

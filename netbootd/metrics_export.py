@@ -45,6 +45,7 @@ HELP: dict[str, str] = {
     "boots": "nodes that fetched their first-boot config (NoCloud meta-data, kickstart), by build",
     "phone_homes": "authenticated phone-home reports, by the build the node was served",
     "firstboot_refused": "first-boot or phone-home requests refused for their token, by reason",
+    "boot_reports": "ready/failed reports after cloud-init finished, by the state they set",
 }
 
 # Counters without labels, exported as 0 before their first event: a scrape (and an alert on

@@ -69,7 +69,11 @@ class NodeRenderer:
         elif build.kind == "linux":
             # cloud-init NoCloud datasource over HTTP; the URL must end with '/'.
             parts.append(self.urls.nocloud_kernel_arg(plan.node_key, build))
-            if self._seed(plan, build)["guest_bridge"]:
+            try:
+                seed: dict[str, Any] | None = self._seed(plan, build)
+            except RenderError:
+                seed = None  # a bad seed var: the seed files answer why; the boot goes on
+            if seed is not None and seed["guest_bridge"]:
                 # cloud-init 22.4 fetches no network-config from an HTTP seed, but reads one
                 # from the command line before any datasource (docs/boot-flows.md).
                 parts.append(network_config_arg(self._network_config(plan, build)))

@@ -110,6 +110,7 @@ class StateDB:
         self.counters = counters if counters is not None else Counters()
         self._since_prune = 0
         self._macs: set[str] = set()
+        self._node_cols = _NODE_COLS
         if readonly:
             # For CLI commands and tests reading beside a running server: never creates or
             # changes anything. NotFound says what to do when there is no database yet.
@@ -118,6 +119,8 @@ class StateDB:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True,
                                        isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
+            if "state" not in self._node_columns():  # a database no server has upgraded yet
+                self._node_cols = _NODE_COLS.replace(", state", ", NULL")
             return
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,12 +129,14 @@ class StateDB:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
-        cols = {r[1] for r in self._db.execute("PRAGMA table_info(nodes)")}
-        if "state" not in cols:  # a database from before the ready/failed report
+        if "state" not in self._node_columns():  # a database from before the ready/failed report
             self._db.execute("ALTER TABLE nodes ADD COLUMN state TEXT")
         if max_nodes is not None:
             self._macs = {r[0] for r in self._db.execute(
                 "SELECT mac FROM nodes UNION SELECT mac FROM events")}
+
+    def _node_columns(self) -> set[str]:
+        return {str(r[1]) for r in self._db.execute("PRAGMA table_info(nodes)")}
 
     @classmethod
     def open_readonly(cls, path: Path) -> StateDB:
@@ -304,7 +309,7 @@ class StateDB:
     def discovered(self) -> list[NodeRecord]:
         """Clients seen that no inventory node matched (``node list --discovered``)."""
         self.flush()
-        rows = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE node IS NULL "
+        rows = self._db.execute(f"SELECT {self._node_cols} FROM nodes WHERE node IS NULL "
                                 "ORDER BY last_seen DESC").fetchall()
         return [NodeRecord(*r) for r in rows]
 
@@ -317,18 +322,19 @@ class StateDB:
 
     def node(self, mac: str) -> NodeRecord | None:
         self.flush()
-        row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE mac=?", (mac,)).fetchone()
+        row = self._db.execute(f"SELECT {self._node_cols} FROM nodes WHERE mac=?",
+                               (mac,)).fetchone()
         return NodeRecord(*row) if row else None
 
     def node_named(self, name: str) -> NodeRecord | None:
         """The machine last seen as inventory node ``name``."""
-        row = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE node=? "
+        row = self._db.execute(f"SELECT {self._node_cols} FROM nodes WHERE node=? "
                                "ORDER BY last_seen DESC LIMIT 1", (name,)).fetchone()
         return NodeRecord(*row) if row else None
 
     def nodes(self) -> list[NodeRecord]:
         self.flush()
-        rows = self._db.execute(f"SELECT {_NODE_COLS} FROM nodes ORDER BY mac").fetchall()
+        rows = self._db.execute(f"SELECT {self._node_cols} FROM nodes ORDER BY mac").fetchall()
         return [NodeRecord(*r) for r in rows]
 
 

@@ -52,8 +52,8 @@ def test_rollback_drill(demo_store: Path, tmp_path: Path) -> None:
             assert offer.detail["build"] == expected, (step, offer.detail)
             assert [e.detail["path"] for e in events if e.kind == "http-sent"] == \
                 [f"/builds/{expected}/vmlinuz", f"/builds/{expected}/initrd.img"]
-            assert home.detail["build"] == expected, (step, home.detail)
-            assert home.detail["build"] == expected
+            assert home.detail["build"] == expected, (step, home.detail)  # its token's
+            assert home.detail["claimed_build"] == expected  # and what the image says
             node = server.node(MAC)
             assert node is not None and node.current_build == expected
 

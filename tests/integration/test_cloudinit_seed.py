@@ -11,6 +11,7 @@ refused before anything is served.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ def test_user_data_passes_cloud_inits_own_schema(
     compiled = run_python(cloudinit, "import sys; compile(sys.argv[1], 'report', 'exec')",
                           cmd[-2])
     assert compiled.returncode == 0, compiled.stderr
+    # cloud-init runs bootcmd as a shell script it writes with util.shellify: the words
+    # must come back unchanged (the script holds newlines and double quotes)
+    shell = run_python(cloudinit, "import json, sys; from cloudinit import util; "
+                                  "print(util.shellify(json.loads(sys.argv[1])))",
+                       json.dumps(ud["bootcmd"]))
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.startswith("#!/bin/sh\n")
+    assert shlex.split(shell.stdout.split("\n", 1)[1]) == cmd
     hypervisor = node.startswith("hv-")
     runcmd = json.dumps(ud.get("runcmd", []))
     assert ("libvirtd" in runcmd and "pool-define-as default dir" in runcmd) == hypervisor
@@ -184,5 +193,8 @@ def test_a_var_cloud_init_would_reject_is_refused(var: str, value: Any,
                   Inventory(config.groups, config.nodes), catalog)
     assert isinstance(plan, BootPlan)
     renderer = NodeRenderer(make_environment(), site_urls(), catalog)
-    with pytest.raises(RenderError, match=f"vars.{var}"):
-        renderer.user_data(plan)
+    for seed_file in (renderer.user_data, renderer.meta_data, renderer.network_config):
+        with pytest.raises(RenderError, match=f"vars.{var}"):
+            seed_file(plan)
+    # the boot config itself still renders: the node boots and its seed says what is wrong
+    assert "ds=nocloud-net;s=" in renderer.pxelinux_config(plan)

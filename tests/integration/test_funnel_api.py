@@ -131,3 +131,21 @@ async def test_the_cli_prints_the_funnel(booted: tuple[Service, Path]) -> None:
     assert listed.returncode == 0, listed.stderr
     (row,) = [line for line in listed.stdout.splitlines() if line.startswith("db1 ")]
     assert "build=demo/2.0" in row and "state=ready" in row
+
+
+async def test_a_node_known_by_guid_only_has_a_timeline_once_it_booted(
+        booted: tuple[Service, Path]) -> None:
+    service, config = booted
+    assert cli(config, "node", "timeline", "web1").returncode != 0  # not booted yet
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{service.http_port}/ipxe/node.ipxe",
+            params={"mac": "52-54-00-00-00-09", "uuid": "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a",
+                    "arch": "7"}) as r:
+        assert r.status == 200 and "web1" in await r.text()
+    service.state.flush()
+    out = cli(config, "node", "timeline", "web1", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["mac"] == "52:54:00:00:00:09"
+    assert [s["stage"] for s in data["funnel"]["stages"] if s["start"] is not None] == \
+        ["loader"]
