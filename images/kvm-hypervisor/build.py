@@ -122,6 +122,24 @@ mkdir -p "$R/etc/systemd/system/ssh.service.d"
 printf '[Service]\nExecStartPre=\nExecStartPre=%s\nExecStartPre=%s\n' \
     '/usr/bin/ssh-keygen -A' '/usr/sbin/sshd -t' \
     >"$R/etc/systemd/system/ssh.service.d/netbootd-hostkeys.conf"
+# live-boot's initramfs leaves its DHCP address on the boot NIC. cloud-init renames (for a
+# guest bridge) only NICs without an IPv4 address, and configures the network itself: drop
+# the address before it starts (the root is in RAM by then).
+cat >"$R/etc/systemd/system/netbootd-initramfs-address.service" <<'UNIT'
+[Unit]
+Description=Drop the initramfs's boot address (cloud-init configures the network)
+DefaultDependencies=no
+Before=cloud-init-local.service network-pre.target
+Wants=network-pre.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/sbin/ip -4 addr flush scope global
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+chroot "$R" systemctl enable netbootd-initramfs-address.service
 # No floppy drive on a hypervisor; QEMU's emulated one costs cloud-init's probe for a local
 # seed about half a minute of I/O errors under TCG.
 printf 'blacklist floppy\n' >"$R/etc/modprobe.d/netbootd-no-floppy.conf"
