@@ -134,6 +134,9 @@ Wants=network-pre.target
 
 [Service]
 Type=oneshot
+# once per boot: started again later (a target pulled in anew), it would drop the address
+# the node's own DHCP client got
+RemainAfterExit=yes
 ExecStart=/usr/sbin/ip -4 addr flush scope global
 
 [Install]
