@@ -40,7 +40,7 @@ BUILD = "kvm-hypervisor/1.0"
 BIOS = ("52:54:00:4b:00:01", "3f2a9c1e-7b4d-4e21-8c5a-9d0e1f2a3b4c")
 UEFI_MAC = "52:54:00:4b:00:02"
 BROKEN_MAC = "52:54:00:4b:00:03"
-# Measured on a loaded 2-core TCG host (images/README.md): about 100-200 s to ready. The
+# Measured on a loaded 2-core TCG host (images/README.md): about 175-240 s to ready. The
 # deadline leaves room for three guests sharing the cores with other QEMU jobs.
 READY_TIMEOUT = 900.0
 GUEST_MEMORY_MB = 1024
