@@ -5,10 +5,10 @@ cloud-init image has it; curl may be missing), started by a ``bootcmd`` as a tra
 unit so that it can wait for cloud-init to finish without being part of it. It waits for
 ``cloud-init status --wait``, then POSTs a form to the report URL given as its argument:
 ``status`` (``done`` or ``error``, from ``/run/cloud-init/result.json``, waited for: 22.4's
-``--wait`` returns at the first stage that failed, before the final stage writes it), ``errors`` (a JSON
-list), ``detail`` (``cloud-init status --long``), ``hostname``, ``fqdn``, ``host_keys`` (the
-SSH host key fingerprints) and ``libvirtd`` (``systemctl is-active libvirtd``). The server
-side is ``Responder.boot_report``; the payload is bounded there.
+``--wait`` returns at the first stage that failed, before the final stage writes it),
+``errors`` (a JSON list), ``detail`` (``cloud-init status --long``), ``hostname``, ``fqdn``,
+``host_keys`` (the SSH host key fingerprints) and ``libvirtd`` (``systemctl is-active
+libvirtd``). The server side is ``Responder.boot_report``; the payload is bounded there.
 
 Only the standard library, Python 3.7 and later; no single quotes, no jinja markup.
 """
