@@ -20,6 +20,7 @@ APT_PACKAGES=(
   systemd util-linux                          # systemd-analyze verify/security; setpriv
   tftpd-hpa nginx kea-admin wrk               # bench/ peers and clients (perfdhcp is in kea-admin)
   nftables                                    # random packet loss in test namespaces
+  mmdebstrap squashfs-tools openssh-client    # KVM hypervisor appliance recipe; SSH into it
   # Debian's cloud-init is unpacked, never installed (tests/debian_cloudinit.py); what its
   # schema validator and network parsers import under the system python3:
   python3-yaml python3-jsonschema python3-jinja2 python3-configobj python3-jsonpatch

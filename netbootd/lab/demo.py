@@ -1,4 +1,7 @@
-"""The demo lab: build the demo appliance, serve it with netbootd, PXE-boot a QEMU client.
+"""The demo lab: build an appliance, serve it with netbootd, PXE-boot a QEMU client.
+
+By default the appliance is the KVM hypervisor (images/kvm-hypervisor: Debian 12, live-boot,
+cloud-init, libvirt); ``--quick`` boots the busybox demo appliance (images/demo) instead.
 
 ``python -m netbootd.lab.demo`` (root) is the README's first command after its install step.
 The helpers here (start netbootd in the lab namespace, wait for a node's phone-home in
@@ -22,6 +25,7 @@ from netbootd.state.events import BootEvent, StateDB
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO / "images" / "demo" / "build.py"
+KVM_RECIPE = REPO / "images" / "kvm-hypervisor" / "build.py"
 DEFAULT_CACHE = REPO / "images" / ".cache"
 
 
@@ -151,51 +155,115 @@ def format_timeline(events: list[BootEvent], t0: float) -> str:
 
 DEMO_MAC = "52:54:00:de:00:01"
 DEMO_UUID = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
+# The hypervisor's root (squashfs) is fetched into RAM; images/README.md has the minimum.
+KVM_DEMO_MEMORY_MB = 1024
 
 
-def run_demo(workdir: Path, firmware: Firmware, timeout: float) -> int:
+def build_kvm(store: Path, version: str, cache: Path = DEFAULT_CACHE) -> Path:
+    """Run the KVM hypervisor recipe into ``store`` (cached by its inputs); the build's
+    directory."""
+    subprocess.run([sys.executable, str(KVM_RECIPE), "--store", str(store), "--version",
+                    version, "--cache", str(cache)], check=True)
+    return store / "builds" / "kvm-hypervisor" / version
+
+
+def print_funnel(state_db: Path, mac: str, build_dir: Path) -> None:
+    """The node's boot funnel (stages of its last boot), as ``netbootd node timeline`` shows."""
+    from netbootd.cli_admin import funnel_lines
+    from netbootd.core.funnel import BuildRoles, funnel
+
+    m = json.loads((build_dir / "manifest.json").read_text())
+    ref = f"{m['name']}/{m['version']}"
+    roles = {ref: BuildRoles(kernel=m.get("kernel"), initrds=tuple(m.get("initrds", ())),
+                             rootfs=m.get("rootfs"))}
+    print("\n".join(funnel_lines(funnel(timeline(state_db, mac), roles).as_json())))
+
+
+def wait_for_report(state_db: Path, mac: str, timeout: float,
+                    guest: QemuGuest | None = None) -> BootEvent:
+    """Poll the state database until ``mac`` has its ready or failed report."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if state_db.exists():
+            with StateDB.open_readonly(state_db) as db:
+                for e in db.timeline(mac):
+                    if e.kind in ("ready", "failed"):
+                        return e
+        if guest is not None and not guest.running():
+            raise TimeoutError(f"the guest exited before its report; console tail:\n"
+                               f"{guest.serial_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            tail = guest.serial_text()[-2000:] if guest is not None else ""
+            raise TimeoutError(f"no ready/failed report for {mac} within {timeout:.0f} s; "
+                               f"console tail:\n{tail}")
+        time.sleep(0.5)
+
+
+def run_demo(workdir: Path, firmware: Firmware, timeout: float, quick: bool = False) -> int:
     problems = lab_prerequisites(firmware)
     if problems:
         print("the demo needs: " + "; ".join(problems), file=sys.stderr)
         return 2
     store = workdir / "store"
-    print("== building the demo appliance (Debian kernel + busybox first-boot agent)")
-    build_demo(store, "1.0")
+    if quick:
+        print("== building the demo appliance (Debian kernel + busybox first-boot agent)")
+        build = build_demo(store, "1.0")
+        group = {"default": True, "build": "demo/1.0", "vars": {"power_state": "poweroff"}}
+        memory = 512
+    else:
+        print("== building the KVM hypervisor appliance (Debian 12: live-boot, cloud-init, "
+              "libvirt; first run a few minutes, then cached)")
+        t_build = time.monotonic()
+        build = build_kvm(store, "1.0")
+        print(f"== build ready in {time.monotonic() - t_build:.1f} s")
+        group = {"default": True, "build": "kvm-hypervisor/1.0",
+                 "vars": {"power_state": "none"}}
+        memory = KVM_DEMO_MEMORY_MB
     with Lab() as lab:
-        config = lab_config(lab, workdir, store, groups={
-            "default": {"default": True, "build": "demo/1.0",
-                        "vars": {"power_state": "poweroff"}}},
-            nodes={"appliance-01": {"uuid": DEMO_UUID, "hostname": "appliance-01"}})
+        config = lab_config(lab, workdir, store, groups={"default": group},
+                            nodes={"appliance-01": {"uuid": DEMO_UUID,
+                                                    "hostname": "appliance-01"}})
         print(f"== netbootd on {lab.server_ip} (namespace {lab.netns}); site DHCP: dnsmasq "
               f"on {lab.site_ip}, addresses only")
         nb = start_netbootd(lab, ["serve", "--config", str(config)], workdir,
                             workdir / "state" / "state.sqlite3")
         print(f"== powering on a {firmware.upper()} QEMU client, MAC {DEMO_MAC}, "
-              f"GUID {DEMO_UUID}")
+              f"GUID {DEMO_UUID}, {memory} MB RAM")
         t0 = time.time()
-        guest = lab.start_qemu("demo", firmware=firmware, mac=DEMO_MAC, uuid=DEMO_UUID)
+        guest = lab.start_qemu("demo", firmware=firmware, mac=DEMO_MAC, uuid=DEMO_UUID,
+                               memory_mb=memory)
         try:
-            home = wait_for_event(nb.state_db, DEMO_MAC, "phone-home", timeout, guest=guest)
+            report = wait_for_report(nb.state_db, DEMO_MAC, timeout, guest=guest)
         except TimeoutError as e:
             print(f"demo failed: {e}\n--- netbootd log ---\n{nb.log_text()[-3000:]}",
                   file=sys.stderr)
             return 1
         print("== boot timeline (netbootd's record)")
         print(format_timeline(timeline(nb.state_db, DEMO_MAC), t0))
-        print(f"== {home.detail['hostname']} phoned home running {home.detail['build']} "
-              f"{home.ts - t0:.1f} s after power-on")
-        try:
-            guest.wait(30)
-        except subprocess.TimeoutExpired:
-            guest.kill()
-    return 0
+        print_funnel(nb.state_db, DEMO_MAC, build)
+        d = report.detail
+        print(f"== {d.get('hostname') or 'appliance-01'} is {report.kind} running "
+              f"{d.get('build')} {report.ts - t0:.1f} s after power-on"
+              + (f"; libvirtd {d['libvirtd']}" if d.get("libvirtd") else "")
+              + (f"; errors: {d.get('errors')}" if report.kind == "failed" else ""))
+        if quick:
+            try:
+                guest.wait(30)
+            except subprocess.TimeoutExpired:
+                guest.kill()
+        else:
+            guest.kill()  # a hypervisor stays up; the demo is over
+    return 0 if report.kind == "ready" else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m netbootd.lab.demo", description=__doc__)
     p.add_argument("--workdir", type=Path, default=REPO / "images" / "out" / "demo")
     p.add_argument("--firmware", choices=["bios", "uefi"], default="bios")
-    p.add_argument("--timeout", type=float, default=240.0)
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for the node's report (default 600; --quick 240)")
+    p.add_argument("--quick", action="store_true",
+                   help="boot the busybox demo appliance instead of the KVM hypervisor")
     args = p.parse_args(argv)
     if not DEMO_RECIPE.is_file():
         # The appliance recipe is source, not part of the installed package.
@@ -210,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                 f.unlink()
         elif target.exists():
             target.unlink()
-    return run_demo(args.workdir.resolve(), args.firmware, args.timeout)
+    timeout = args.timeout if args.timeout is not None else (240.0 if args.quick else 600.0)
+    return run_demo(args.workdir.resolve(), args.firmware, timeout, args.quick)
 
 
 if __name__ == "__main__":

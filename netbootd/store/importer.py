@@ -248,12 +248,14 @@ def build_arch(kernel: Path, declared: object) -> str:
 
 def import_linux(store: Path, name: str, version: str, kernel: Path, initrds: list[Path],
                  *, rootfs: Path | None = None, cmdline: str = "", description: str = "",
-                 arch: str | None = None, progress: Progress = _no_progress) -> Manifest:
+                 extra: dict[str, Any] | None = None, arch: str | None = None,
+                 progress: Progress = _no_progress) -> Manifest:
     """A Linux/KVM build from a kernel, initrds and an optional squashfs root.
 
     Files keep their own names. The root file system's URL reaches the kernel command line
     through the ``${rootfs_url}`` placeholder (``root=live:${rootfs_url}`` for dracut,
     ``fetch=${rootfs_url}`` for live-boot), so no distribution's syntax is assumed.
+    ``extra`` adds recipe facts to the manifest (e.g. ``role``); ``rootfs`` is set here.
     """
     if "\n" in cmdline or "\r" in cmdline:
         raise BuildError("--cmdline may not contain a newline")
@@ -261,7 +263,7 @@ def import_linux(store: Path, name: str, version: str, kernel: Path, initrds: li
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
         raise BuildError(f"two files with one name among {', '.join(names)}; rename one")
-    extra: dict[str, Any] = {"rootfs": rootfs.name} if rootfs else {}
+    extra = {**(extra or {}), **({"rootfs": rootfs.name} if rootfs else {})}
     with staging(store, name, version, progress) as st:
         for p in paths:
             st.add(path_source(p.name, p))
