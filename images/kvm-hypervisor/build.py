@@ -303,8 +303,34 @@ def artefacts(cache: Path, force: bool = False) -> Path:
             shutil.rmtree(done)
         os.rename(out, done)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work)
     return done
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` (from /proc/self/mounts), deepest first."""
+    prefix = str(path.resolve())
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point = line.split()[1].replace("\\040", " ")
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def remove_work_dir(work: Path) -> None:
+    """Remove the build's work dir, but never through a mount: mmdebstrap mounts /proc, /sys
+    and /dev entries in the chroot and normally unmounts them; if any is left (an interrupted
+    build, a busy mount), deleting through it could delete host files. Unmount first; if that
+    fails, leave the dir and say so."""
+    for point in mounts_under(work):
+        subprocess.run(["umount", point], check=False, capture_output=True)
+    left = mounts_under(work)
+    if left:
+        log(f"not removing {work}: still mounted: {', '.join(left)} (umount them, then "
+            f"remove it)")
+        return
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def publish(store: Path, name: str, version: str, art: Path) -> tuple[Path, bool]:

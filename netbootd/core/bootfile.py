@@ -2,7 +2,7 @@
 
 - A client that is already iPXE (user class ``iPXE``) never gets the iPXE binary again: it gets
   the HTTP URL of its iPXE script (no chainload loop). This also covers QEMU's BIOS NIC ROM,
-  which is iPXE from its first DHCP (pxe-facts.md): for an ``ipxe`` node it goes straight to its
+  which is iPXE from its first DHCP (docs/firmware-notes.md): for an ``ipxe`` node it goes straight to its
   script, for a ``pxelinux`` or ``grub`` node it is handed that loader, which never DHCPs as
   iPXE.
 - A ``secure_boot`` node on UEFI gets shim (``[loaders.bootfiles.shim]``), which loads the

@@ -8,7 +8,7 @@ edge; the core never sees option bytes. This module owns the normal forms:
   option 97 carries the raw SMBIOS bytes whose first three fields are little-endian, so the
   canonical form is ``uuid.UUID(bytes_le=raw)``; pxelinux and syslinux.efi instead print
   ``uuid.UUID(bytes=raw)`` and ask for ``pxelinux.cfg/<that>`` (observed with syslinux 6.04 on
-  SeaBIOS and OVMF, see pxe-facts.md). ``guid_candidates`` maps either spelling to both.
+  SeaBIOS and OVMF, see docs/firmware-notes.md). ``guid_candidates`` maps either spelling to both.
 - GUIDs that identify nobody (all-zero, all-FF, and known shared GUIDs) are dropped.
 - Arch: IANA "Processor Architecture Types" (option 93, RFC 4578 section 2.1 and its registry).
 """

@@ -1,7 +1,7 @@
 """ProxyDHCP decisions (pure): which packets to answer, what the answer says, where it goes.
 
 Owns the PXE-specific rules of a ProxyDHCP server (PXE spec 2.1 section 2.2.3, RFC 4578) as
-observed with real firmware (see pxe-facts.md, "The proxy exchange"):
+observed with real firmware (docs/firmware-notes.md, "The proxy exchange"):
 
 - ``classify`` turns a parsed packet into a ``PxeRequest`` (with the client's ``ClientIdentity``)
   or an ``Ignored(reason)``. Only clients whose option 60 starts with ``PXEClient`` or
@@ -86,7 +86,7 @@ def classify(packet: DhcpPacket, *, port: int) -> PxeRequest | Ignored:
     if packet.op != BOOTREQUEST:
         return Ignored("not-bootrequest")
     vendor_class = packet.option(DhcpOption.VENDOR_CLASS_ID)
-    # pxe-facts.md: a proxy answers only PXEClient/HTTPClient and is silent for everything else
+    # docs/firmware-notes.md: a proxy answers only PXEClient/HTTPClient and is silent for everything else
     # (udhcpc, syslinux.efi's own DHCP, OS installers): the site server serves those.
     if vendor_class is None or not vendor_class.startswith((PXE_CLIENT, HTTP_CLIENT)):
         return Ignored("not-pxe")
@@ -158,7 +158,7 @@ def _user_classes(raw: bytes | None) -> list[str]:
     """User classes from option 77.
 
     RFC 3004 section 4 makes the option a list of length-prefixed class names, but iPXE (and
-    QEMU's iPXE NIC ROM, pxe-facts.md) sends the bare string ``iPXE``, as did the pre-RFC 3004
+    QEMU's iPXE NIC ROM, docs/firmware-notes.md) sends the bare string ``iPXE``, as did the pre-RFC 3004
     convention. A value whose first byte is printable ASCII cannot start a valid RFC 3004 list
     of sensible length, so it is read as one bare string; otherwise it is parsed as RFC 3004,
     falling back to the bare reading when the lengths do not add up.
@@ -253,7 +253,7 @@ def boot_options(
     if reply_type is MessageType.ACK or request.http_boot:
         carry_bootfile, vendor_options = True, False
     else:
-        # pxe-facts.md: two field-proven strategies for the OFFER on 67. With offer_bootfile the
+        # docs/firmware-notes.md: two field-proven strategies for the OFFER on 67. With offer_bootfile the
         # OFFER says "download the boot file offered, skip boot server discovery" (option 43
         # sub-option 6 = 8, as Smee does) and the client never needs 4011. Without it the OFFER
         # has no option 43 and no file (as Pixiecore does), and EDK2/iPXE come back on 4011.
@@ -299,7 +299,7 @@ def reply_destination(
         # RFC 2131 section 4.1: a relayed request is answered to the relay on the server port.
         return packet.giaddr, relay_port
     if port == PXE_PROXY_PORT:
-        # pxe-facts.md: EDK2 sends its 4011 REQUEST from udp/4011, iPXE from udp/68; both only
+        # docs/firmware-notes.md: EDK2 sends its 4011 REQUEST from udp/4011, iPXE from udp/68; both only
         # listen where they sent from.
         return source
     if packet.ciaddr != ZERO_IP:
