@@ -193,7 +193,7 @@ def check_warnings(config: Config, catalog: BuildCatalog,
     grub_users = [w for w, s, group in entries
                   if (s.loader or (groups[group].settings.loader if group in groups else None)
                       or ("grub" if s.secure_boot else None)) == "grub"]
-    dhcp_mode = getattr(config.dhcp, "mode", "proxy")  # "server": netbootd hands out addresses
+    dhcp_mode = config.dhcp.mode  # "server": netbootd hands out addresses, GRUB included
     if grub_users and dhcp_mode != "server" and \
             config.dhcp.site_next_server != config.server.address:
         addr = config.server.address

@@ -171,6 +171,16 @@ def test_check_warns_of_grub_behind_a_proxy(tmp_path: Path,
         in proxy[0]
 
 
+def test_check_does_not_warn_of_grub_when_netbootd_is_the_dhcp_server(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _grub_site(tmp_path)
+    data["nodes"]["g1"] = {"mac": "52:54:00:77:00:02", "loader": "grub"}
+    data["dhcp"] = {"mode": "server", "pools": {"lab": {
+        "subnet": "10.77.0.0/24", "range": ["10.77.0.100", "10.77.0.200"]}}}
+    assert main(["check", "--config", str(write(tmp_path, data))]) == 0
+    assert not [ln for ln in capsys.readouterr().out.splitlines() if "ProxyDHCP" in ln]
+
+
 def test_check_reports_missing_grub_images(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     data = _grub_site(tmp_path)
