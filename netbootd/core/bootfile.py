@@ -2,9 +2,9 @@
 
 - A client that is already iPXE (user class ``iPXE``) never gets the iPXE binary again: it gets
   the HTTP URL of its iPXE script (no chainload loop). This also covers QEMU's BIOS NIC ROM,
-  which is iPXE from its first DHCP (docs/firmware-notes.md): for an ``ipxe`` node it goes straight to its
-  script, for a ``pxelinux`` or ``grub`` node it is handed that loader, which never DHCPs as
-  iPXE.
+  which is iPXE from its first DHCP (docs/firmware-notes.md): for an ``ipxe`` node it goes
+  straight to its script, for a ``pxelinux`` or ``grub`` node it is handed that loader, which
+  never DHCPs as iPXE.
 - A ``secure_boot`` node on UEFI gets shim (``[loaders.bootfiles.shim]``), which loads the
   signed GRUB next to it (docs/secure-boot.md); on BIOS there is no Secure Boot and it gets
   its loader as usual.

@@ -86,8 +86,9 @@ def classify(packet: DhcpPacket, *, port: int) -> PxeRequest | Ignored:
     if packet.op != BOOTREQUEST:
         return Ignored("not-bootrequest")
     vendor_class = packet.option(DhcpOption.VENDOR_CLASS_ID)
-    # docs/firmware-notes.md: a proxy answers only PXEClient/HTTPClient and is silent for everything else
-    # (udhcpc, syslinux.efi's own DHCP, OS installers): the site server serves those.
+    # docs/firmware-notes.md: a proxy answers only PXEClient/HTTPClient and is silent for
+    # everything else (udhcpc, syslinux.efi's own DHCP, OS installers): the site server
+    # serves those.
     if vendor_class is None or not vendor_class.startswith((PXE_CLIENT, HTTP_CLIENT)):
         return Ignored("not-pxe")
     if packet.option(DhcpOption.MESSAGE_TYPE) is None:
@@ -158,10 +159,10 @@ def _user_classes(raw: bytes | None) -> list[str]:
     """User classes from option 77.
 
     RFC 3004 section 4 makes the option a list of length-prefixed class names, but iPXE (and
-    QEMU's iPXE NIC ROM, docs/firmware-notes.md) sends the bare string ``iPXE``, as did the pre-RFC 3004
-    convention. A value whose first byte is printable ASCII cannot start a valid RFC 3004 list
-    of sensible length, so it is read as one bare string; otherwise it is parsed as RFC 3004,
-    falling back to the bare reading when the lengths do not add up.
+    QEMU's iPXE NIC ROM, docs/firmware-notes.md) sends the bare string ``iPXE``, as did the
+    pre-RFC 3004 convention. A value whose first byte is printable ASCII cannot start a valid
+    RFC 3004 list of sensible length, so it is read as one bare string; otherwise it is parsed
+    as RFC 3004, falling back to the bare reading when the lengths do not add up.
     """
     if not raw:
         return []
@@ -253,10 +254,11 @@ def boot_options(
     if reply_type is MessageType.ACK or request.http_boot:
         carry_bootfile, vendor_options = True, False
     else:
-        # docs/firmware-notes.md: two field-proven strategies for the OFFER on 67. With offer_bootfile the
-        # OFFER says "download the boot file offered, skip boot server discovery" (option 43
-        # sub-option 6 = 8, as Smee does) and the client never needs 4011. Without it the OFFER
-        # has no option 43 and no file (as Pixiecore does), and EDK2/iPXE come back on 4011.
+        # docs/firmware-notes.md: two field-proven strategies for the OFFER on 67. With
+        # offer_bootfile the OFFER says "download the boot file offered, skip boot server
+        # discovery" (option 43 sub-option 6 = 8, as Smee does) and the client never needs
+        # 4011. Without it the OFFER has no option 43 and no file (as Pixiecore does), and
+        # EDK2/iPXE come back on 4011.
         carry_bootfile = vendor_options = offer_bootfile
 
     bootfile = answer.bootfile.encode("utf-8")
@@ -299,8 +301,8 @@ def reply_destination(
         # RFC 2131 section 4.1: a relayed request is answered to the relay on the server port.
         return packet.giaddr, relay_port
     if port == PXE_PROXY_PORT:
-        # docs/firmware-notes.md: EDK2 sends its 4011 REQUEST from udp/4011, iPXE from udp/68; both only
-        # listen where they sent from.
+        # docs/firmware-notes.md: EDK2 sends its 4011 REQUEST from udp/4011, iPXE from udp/68;
+        # both only listen where they sent from.
         return source
     if packet.ciaddr != ZERO_IP:
         return packet.ciaddr, client_port
