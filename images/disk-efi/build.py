@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # images/: the shared recipe code
-from recipe_common import file_entry
+from recipe_common import RecipeError, download_deb, file_entry, unpack_deb
 
 MIB = 1 << 20
 ESP_START = 2048  # sectors
@@ -73,19 +73,16 @@ def run(cmd: Sequence[str], stdin: str | None = None, cwd: Path | None = None) -
 
 
 def signed_file(package: str, member: str, cache: Path) -> Path:
+    """``member`` of ``package``: from the host if installed, else from the package's .deb,
+    downloaded and unpacked into ``cache`` by the recipes' shared helpers (never installed)."""
     host = Path("/") / member
     if host.is_file():
         return host
-    unpacked = cache / "unpacked" / package
-    if not (unpacked / member).is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        if not sorted(cache.glob(f"{package}_*.deb")):
-            run(["apt-get", "download", package], cwd=cache)
-        debs = sorted(cache.glob(f"{package}_*.deb"))
-        if not debs:
-            raise DiskError(f"apt-get download {package} left no .deb in {cache}")
-        unpacked.mkdir(parents=True, exist_ok=True)
-        run(["dpkg-deb", "-x", str(debs[-1]), str(unpacked)])
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        unpacked = unpack_deb(cache, download_deb(cache, package))
+    except RecipeError as exc:
+        raise DiskError(str(exc)) from None
     if not (unpacked / member).is_file():
         raise DiskError(f"{package} has no {member}")
     return unpacked / member
