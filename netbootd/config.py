@@ -153,6 +153,9 @@ class StateConfig:
     max_clients: int = 100_000  # identities and IP -> MAC pairs kept in memory (LRU)
     max_nodes: int = 50_000  # MACs the state database records; configured nodes always are
     max_events: int = 1_000_000  # boot events kept; the oldest are pruned beyond this
+    # Seconds an IP -> MAC pair learnt from a request stays trusted (like a lease): after
+    # that, requests from the address that name no MAC are no longer tied to that node.
+    ip_mac_ttl: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,12 +420,13 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                                               _range(1, 1_000_000)))
 
     sd = r.table(data, "state", "")
-    r.unknown(sd, {"max_clients", "max_nodes", "max_events"}, "state.")
+    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl"}, "state.")
     state = StateConfig(
         max_clients=r.value(sd, "max_clients", "state.", int, 100_000, _range(1, 10_000_000)),
         max_nodes=r.value(sd, "max_nodes", "state.", int, 50_000, _range(1, 10_000_000)),
         max_events=r.value(sd, "max_events", "state.", int, 1_000_000,
                            _range(1000, 1_000_000_000)),
+        ip_mac_ttl=r.value(sd, "ip_mac_ttl", "state.", float, 3600.0, _range(1, 30 * 86400)),
     )
 
     a = r.table(data, "admin", "")

@@ -7,7 +7,9 @@ from the plan and records events. It holds no protocol rules of its own.
 Client IP -> MAC: the proxy never assigns addresses, but a PXE client's DHCPREQUEST to the
 site server carries option 50 (requested address, RFC 2131 section 4.3.2), and later requests
 carry the MAC in their path or query; both teach us which MAC stands behind a TFTP or HTTP
-source address, so loader and kernel downloads land in the right node's timeline.
+source address, so loader and kernel downloads land in the right node's timeline. The pairs
+expire like leases and the newest MAC at an address wins (core/ip_macs.py): a request that
+cannot be tied to a node that way gets the default answer, never another node's.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from netbootd.config import Config
+from netbootd.config import Config, NodeSpec
 from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
 from netbootd.core.identity import (
     Arch,
@@ -30,6 +31,7 @@ from netbootd.core.identity import (
 )
 from netbootd.core.intent import EMPTY_INTENT, Intent
 from netbootd.core.inventory import Inventory, apply_bindings
+from netbootd.core.ip_macs import IpMacs
 from netbootd.core.plan import BootPlan, Decline
 from netbootd.core.planner import decide
 from netbootd.core.report import parse_boot_report
@@ -95,7 +97,7 @@ class Responder:
         self.grub_prefixes = _grub_prefixes(config)
         self.sightings = Sightings(config.state.max_clients)
         self.clock = clock
-        self._mac_by_ip: OrderedDict[str, str] = OrderedDict()
+        self._mac_by_ip = IpMacs(config.state.ip_mac_ttl, config.state.max_clients)
         self._load_intent()
 
     def reconfigure(self, config: Config, catalog: BuildCatalog,
@@ -108,6 +110,8 @@ class Responder:
         self.pxelinux_prefixes = _pxelinux_prefixes(config)
         self.grub_prefixes = _grub_prefixes(config)
         self.sightings.capacity = config.state.max_clients
+        self._mac_by_ip.ttl = config.state.ip_mac_ttl
+        self._mac_by_ip.capacity = config.state.max_clients
         self._load_intent()
 
     def refresh(self) -> None:
@@ -159,15 +163,11 @@ class Responder:
 
     # -- identity ------------------------------------------------------------------------------
     def learn_ip(self, ip: str, mac: str) -> None:
-        if ip in ("0.0.0.0", "") or not mac:
-            return
-        self._mac_by_ip.pop(ip, None)
-        self._mac_by_ip[ip] = mac
-        while len(self._mac_by_ip) > self.config.state.max_clients:
-            self._mac_by_ip.popitem(last=False)
+        self._mac_by_ip.learn(ip, mac, self.clock())
 
     def mac_for_ip(self, ip: str) -> str | None:
-        return self._mac_by_ip.get(ip)
+        """The MAC last learnt at ``ip``, if learnt within ``state.ip_mac_ttl`` seconds."""
+        return self._mac_by_ip.mac_for(ip, self.clock())
 
     def _renderer(self) -> NodeRenderer:
         """The renderer for an answer given now (first-boot tokens are issued per answer)."""
@@ -292,20 +292,30 @@ class Responder:
             # Only a node configured by this GUID answers here; anyone else gets "not
             # found" and the loader goes on to 01-<mac>. So does a GUID seen on several
             # machines: it identifies none of them.
-            if guid in self.intent.ambiguous_guids or \
-                    self.inventory.find_node(ClientIdentity(guid=guid)) is None:
+            node = None if guid in self.intent.ambiguous_guids else \
+                self.inventory.find_node(ClientIdentity(guid=guid))
+            if node is None:
                 continue
             # The MAC that sent this GUID in DHCP; after a restart, the stored one; as a
             # last resort, the MAC last seen at this address.
             ident = self.sightings.enrich(ClientIdentity(guid=guid, ip=client_ip))
             if ident.mac is None:
                 ident = replace(ident, mac=self.state.mac_for_guid(guid) or
-                                self.mac_for_ip(client_ip))
+                                self._ip_mac_of(node, client_ip))
             plan = self.plan_for(ident)
             if isinstance(plan, BootPlan):
                 self.learn_ip(client_ip, plan.identity.mac or "")
                 return plan
         return None
+
+    def _ip_mac_of(self, node: NodeSpec, client_ip: str) -> str | None:
+        """The MAC learnt at ``client_ip``, only if it is not another node's: a plan (and the
+        first-boot tokens in it) is never made with a MAC that names someone else."""
+        mac = self.mac_for_ip(client_ip)
+        if mac is None:
+            return None
+        owner = self.inventory.find_node(ClientIdentity(mac=mac))
+        return mac if owner is None or owner.name == node.name else None
 
     def _grub_cfg(self, name: str, client_ip: str) -> str:
         """GRUB's config names (docs/boot-flows.md): ``grub.cfg-<uuid>`` (asked first: only
