@@ -3,7 +3,14 @@
 Pure: ``parse_config(dict)`` does the validation; ``load_config(path)`` only reads the file.
 Each subsystem receives only its own section (``config.tftp`` for the TFTP server...). The
 inventory sections (``[groups.*]``, ``[nodes.*]``) become ``GroupSpec``/``NodeSpec`` records
-that ``core.inventory`` turns into the matching index. Example: docs/configuration.md.
+that ``core.inventory`` turns into the matching index (the records themselves live in
+``core/model.py``). Example: docs/configuration.md.
+
+Why one module of this size: a config is checked as a whole, so that ``netbootd check`` and a
+refused reload list every problem at once, with keys that refer to each other across sections
+(a node's group, a reservation inside a pool, a bootfile table per loader). The section types
+and their reader stay together so each key's default, type and bounds are written once, next
+to the dataclass field they fill.
 """
 
 from __future__ import annotations
