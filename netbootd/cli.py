@@ -227,13 +227,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    # render records nothing: an in-memory state keeps the operator's database untouched;
-    # the intent (channels, overrides, reimage orders) is read, so render shows what serve does;
-    # the first-boot key is read, never created (that is the server's job, as its user).
+    # render records nothing: the server's state database is opened read-only (so GUIDs it
+    # saw on several machines identify nobody here too), or an in-memory one before the first
+    # serve; the intent (channels, overrides, reimage orders) is read, so render shows what
+    # serve does; the first-boot key is read, never created (the server's job, as its user).
     intent_db = config.server.state_dir / "intent.sqlite3"
     registry = Registry(intent_db) if intent_db.is_file() else None
+    state_db = config.server.state_dir / "state.sqlite3"
+    state = StateDB(state_db, readonly=True) if state_db.is_file() else StateDB(Path(":memory:"))
     at = args.at if args.at is not None else time.time()
-    responder, problems = make_responder(config, StateDB(Path(":memory:")), registry=registry,
+    responder, problems = make_responder(config, state, registry=registry,
                                          key=read_key(config.firstboot_key_file),
                                          clock=lambda: at)
     for p in problems:

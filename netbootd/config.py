@@ -3,7 +3,14 @@
 Pure: ``parse_config(dict)`` does the validation; ``load_config(path)`` only reads the file.
 Each subsystem receives only its own section (``config.tftp`` for the TFTP server...). The
 inventory sections (``[groups.*]``, ``[nodes.*]``) become ``GroupSpec``/``NodeSpec`` records
-that ``core.inventory`` turns into the matching index. Example: docs/configuration.md.
+that ``core.inventory`` turns into the matching index (the records themselves live in
+``core/model.py``). Example: docs/configuration.md.
+
+Why one module of this size: a config is checked as a whole, so that ``netbootd check`` and a
+refused reload list every problem at once, with keys that refer to each other across sections
+(a node's group, a reservation inside a pool, a bootfile table per loader). The section types
+and their reader stay together so each key's default, type and bounds are written once, next
+to the dataclass field they fill.
 """
 
 from __future__ import annotations
@@ -12,11 +19,18 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from netbootd.core.identity import normalize_guid, normalize_mac, parse_arch
+
+# The inventory records live in the core (core/model.py); imported here under their old names.
+from netbootd.core.model import SELECTOR_KEYS as SELECTOR_KEYS
+from netbootd.core.model import BootSettings as BootSettings
+from netbootd.core.model import GroupSpec as GroupSpec
+from netbootd.core.model import NodeSpec as NodeSpec
+from netbootd.core.model import Selector as Selector
 from netbootd.errors import ConfigError
 from netbootd.store.channels import CHANNEL_RE
 
@@ -25,8 +39,6 @@ DHCP_MODES = ("proxy", "server")
 LOADERS = ("pxelinux", "ipxe", "grub")
 # [loaders.bootfiles.*] tables: one per loader, plus the Secure Boot first stage (shim).
 BOOTFILE_TABLES = (*LOADERS, "shim")
-SELECTOR_KEYS = ("arch", "mac_prefix", "vendor_class", "user_class", "manufacturer", "product",
-                 "serial")
 
 # Where Debian's packages put the bootloaders (pxelinux, syslinux-common, syslinux-efi, ipxe).
 # Each TFTP/HTTP prefix is an overlay of directories, searched in order.
@@ -148,6 +160,9 @@ class StateConfig:
     max_clients: int = 100_000  # identities and IP -> MAC pairs kept in memory (LRU)
     max_nodes: int = 50_000  # MACs the state database records; configured nodes always are
     max_events: int = 1_000_000  # boot events kept; the oldest are pruned beyond this
+    # Seconds an IP -> MAC pair learnt from a request stays trusted (like a lease): after
+    # that, requests from the address that name no MAC are no longer tied to that node.
+    ip_mac_ttl: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,59 +186,6 @@ class ReimageConfig:
 class LoaderConfig:
     dirs: Mapping[str, tuple[Path, ...]]
     bootfiles: Mapping[str, Mapping[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class Selector:
-    """Facts a group matches on; every field set must match (AND), lists mean any-of."""
-
-    arch: tuple[str, ...] = ()  # arch family names: bios, efi64, arm64...
-    mac_prefix: tuple[str, ...] = ()
-    vendor_class: tuple[str, ...] = ()  # prefixes of option 60
-    user_class: tuple[str, ...] = ()
-    manufacturer: tuple[str, ...] = ()
-    product: tuple[str, ...] = ()
-    serial: tuple[str, ...] = ()
-
-    @property
-    def specificity(self) -> int:
-        return sum(1 for k in SELECTOR_KEYS if getattr(self, k))
-
-
-@dataclass(frozen=True, slots=True)
-class BootSettings:
-    """Settings a group gives its members and a node may override; None means 'inherit'."""
-
-    build: str | None = None  # an exact NAME/VERSION (a pin)
-    channel: str | None = None  # follow a channel (see `netbootd channel`)
-    mode: str | None = None
-    loader: str | None = None
-    # Boot UEFI members through the signed chain shim -> GRUB -> kernel (DHCP cannot tell
-    # whether Secure Boot is on, so the group says so).
-    secure_boot: bool | None = None
-    cmdline: str | None = None
-    user_data: str | None = None  # template name for cloud-init user-data / kickstart
-    vars: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class GroupSpec:
-    name: str
-    settings: BootSettings
-    match: Selector | None = None
-    default: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
-    name: str
-    settings: BootSettings
-    macs: tuple[str, ...] = ()
-    guids: tuple[str, ...] = ()
-    serials: tuple[str, ...] = ()
-    group: str | None = None
-    hostname: str | None = None
-    ip: str | None = None  # server mode: the address reserved for this node's MACs
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,12 +427,13 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                                               _range(1, 1_000_000)))
 
     sd = r.table(data, "state", "")
-    r.unknown(sd, {"max_clients", "max_nodes", "max_events"}, "state.")
+    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl"}, "state.")
     state = StateConfig(
         max_clients=r.value(sd, "max_clients", "state.", int, 100_000, _range(1, 10_000_000)),
         max_nodes=r.value(sd, "max_nodes", "state.", int, 50_000, _range(1, 10_000_000)),
         max_events=r.value(sd, "max_events", "state.", int, 1_000_000,
                            _range(1000, 1_000_000_000)),
+        ip_mac_ttl=r.value(sd, "ip_mac_ttl", "state.", float, 3600.0, _range(1, 30 * 86400)),
     )
 
     a = r.table(data, "admin", "")

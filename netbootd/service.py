@@ -25,7 +25,6 @@ from aiohttp import web
 from netbootd.admin import Admin, load_or_create_token
 from netbootd.config import Config, load_config
 from netbootd.dhcp.endpoint import start_dhcp_endpoint
-from netbootd.dhcp.options import MessageType
 from netbootd.dhcp.probe import interface_of, probe
 from netbootd.dhcp.proxy import BootAnswer, PxeRequest
 from netbootd.dhcp.server import lease_server_for
@@ -132,9 +131,9 @@ class Service:
 
     # -- adapters between endpoints and the responder -----------------------------------------
     def _dhcp_answer(self, req: PxeRequest) -> BootAnswer | None:
-        message = "offer" if req.message_type == MessageType.DISCOVER else "ack"
         target = self.responder.dhcp_boot_target(req.identity, is_ipxe=req.is_ipxe,
-                                                 http_boot=req.http_boot, message=message)
+                                                 http_boot=req.http_boot,
+                                                 message=req.answer_kind)
         if target is None:
             return None
         return BootAnswer(server_ip=self.config.server.address, bootfile=target.bootfile)

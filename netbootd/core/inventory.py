@@ -19,8 +19,8 @@ import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from netbootd.config import GroupSpec, NodeSpec, Selector
 from netbootd.core.identity import ClientIdentity, is_identifying_guid
+from netbootd.core.model import GroupSpec, NodeSpec, Selector
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netbootd.core.identity import ClientIdentity
-from netbootd.store.catalog import Build
+from netbootd.core.model import Build
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ from netbootd.core.build_arch import arch_mismatch
 from netbootd.core.identity import ClientIdentity
 from netbootd.core.intent import EMPTY_INTENT, Intent, NodeOverride
 from netbootd.core.inventory import Inventory
+from netbootd.core.model import Build, BuildCatalog
 from netbootd.core.plan import BootPlan, Decline, Reimage
-from netbootd.store.catalog import Build, BuildCatalog
 
 
 def default_hostname(mac: str) -> str:

@@ -136,7 +136,7 @@ class DhcpEndpoint(asyncio.DatagramProtocol):
         if self._transport is None:
             raise RuntimeError("datagram received on an endpoint without a transport")
         self._transport.sendto(reply.to_bytes(), destination)
-        kind = "offer" if self.role == "dhcp" else "ack"
+        kind = verdict.answer_kind
         self._counters.inc("dhcp_answered", type=kind)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("dhcp %s: %s to mac=%s arch=%s guid=%s bootfile=%s via %s:%d", self.role,

@@ -57,6 +57,13 @@ class PxeRequest:
     http_boot: bool  # option 60 starts with HTTPClient: the bootfile must be a URL
     relayed: bool  # giaddr set: arrived through a DHCP relay
 
+    @property
+    def answer_kind(self) -> str:
+        """``offer`` or ``ack``: what a boot answer to this request is (the one place that says
+        so; events, counters and logs use it). A DISCOVER is offered to; a REQUEST or INFORM
+        (to the proxy on 4011, or to the server in server mode) is acknowledged."""
+        return "offer" if self.message_type is MessageType.DISCOVER else "ack"
+
 
 @dataclass(frozen=True)
 class Ignored:

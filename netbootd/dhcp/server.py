@@ -1,5 +1,10 @@
 """Server-mode DHCP decisions (pure): pools, leases and the RFC 2131 replies.
 
+One module of this size because the message handlers below are one state machine over one
+lease table (``LeaseServer``): DISCOVER, REQUEST, DECLINE and RELEASE all read and change
+the same leases and share who-may-have-which-address (``_may_have``, ``_admit``); split
+by message, each piece would still need all of it.
+
 Owns what a DHCP server decides when netbootd hands out addresses itself (``[dhcp] mode =
 "server"``, docs/boot-flows.md): which address a client is offered, whether a REQUEST is ACKed
 or NAKed, what DECLINE, RELEASE and INFORM do, where the reply goes, and which lease records

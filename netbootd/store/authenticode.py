@@ -19,7 +19,8 @@ at boot). It answers "does this build have a chance under Secure Boot", which is
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from netbootd.core.model import Signature
 
 __all__ = ["NotPE", "Signature", "inspect_pe", "security_directory", "strip_signature"]
 
@@ -30,21 +31,6 @@ _OID_O = bytes.fromhex("55040a")  # 2.5.4.10 organizationName
 
 class NotPE(ValueError):
     """The bytes are not a PE image (or are truncated where a PE field should be)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Signature:
-    signed: bool
-    signer: str | None = None  # subject CN (or O) of the signing certificate
-    issuer: str | None = None  # its issuer's CN (or O)
-
-    def describe(self) -> str:
-        if not self.signed:
-            return "unsigned"
-        return f"signed by {self.signer or '?'} (issuer {self.issuer or '?'})"
-
-    def to_json(self) -> dict[str, object]:
-        return {"signed": self.signed, "signer": self.signer, "issuer": self.issuer}
 
 
 def signature_from_json(data: object) -> Signature | None:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-ARCHES: Final = ("amd64", "arm64")
-DEFAULT_ARCH: Final = "amd64"  # builds from before the manifest recorded one were all x86-64
+from netbootd.core.model import ARCHES, DEFAULT_ARCH
+
+__all__ = ["ARCHES", "DEFAULT_ARCH", "HEAD_BYTES", "kernel_arch"]
+
 HEAD_BYTES: Final = 4096  # enough for every header read below
 
 _PE_MACHINES: Final = {0x8664: "amd64", 0xAA64: "arm64"}

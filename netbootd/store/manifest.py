@@ -23,63 +23,21 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
+# The records live in the core (core/model.py); imported here under their old names.
+from netbootd.core.model import ARCHES, DEFAULT_ARCH
+from netbootd.core.model import DiskImage as DiskImage
+from netbootd.core.model import EsxiBoot as EsxiBoot
+from netbootd.core.model import FileInfo as FileInfo
+from netbootd.core.model import Manifest as Manifest
 from netbootd.errors import BuildError
-from netbootd.store.kernel_arch import ARCHES, DEFAULT_ARCH
 
 KINDS = ("linux", "esxi", "disk")
 COMPRESSIONS = ("none", "gzip", "xz")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 FILE_RE = re.compile(r"^[A-Za-z0-9._+-][A-Za-z0-9._+/-]{0,200}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True, slots=True)
-class FileInfo:
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class EsxiBoot:
-    """The parts of an ESXi installer's ``boot.cfg`` that a per-node boot.cfg is made from."""
-
-    kernel: str
-    modules: tuple[str, ...]
-    kernelopt: str = ""
-    title: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class DiskImage:
-    """A disk image build's payload: the file served, its compression, the raw image's facts."""
-
-    file: str
-    compression: str
-    raw_size: int
-    raw_sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    name: str
-    version: str
-    kind: str
-    files: dict[str, FileInfo]
-    kernel: str | None = None
-    initrds: tuple[str, ...] = ()
-    cmdline: str = ""
-    description: str = ""
-    esxi: EsxiBoot | None = None
-    disk: DiskImage | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    arch: str = DEFAULT_ARCH
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
 
 
 def valid_file_name(name: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import re
@@ -23,11 +24,13 @@ import pytest
 import yarl
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from helpers import BASE_CONFIG, TEST_NOW, free_port, loopback_config, make_store
+from helpers import BASE_CONFIG, TEST_NOW, free_port, loopback_config, make_store, write_build
+from netbootd.admin import Admin
 from netbootd.cli import main as cli_main
 from netbootd.config import parse_config
 from netbootd.lab.demo import toml_dump
 from netbootd.service import Service
+from netbootd.state.events import StateDB
 
 WEB1_GUID = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
 WEB1_WIRE = bytes.fromhex("004f5a1c8e7d2b394c9a600f1e2d3c4b5a")
@@ -79,6 +82,10 @@ class Running:
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
     make_store(tmp_path / "store")
+    raw = bytes(range(256)) * 16  # a disk image, for a reimage order
+    write_build(tmp_path / "store", "lab-disk", "1", {"disk.img": raw}, kind="disk",
+                disk={"file": "disk.img", "compression": "none", "raw_size": len(raw),
+                      "raw_sha256": hashlib.sha256(raw).hexdigest()})
     relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     relay.bind(("127.0.0.1", 0))
     relay.setblocking(False)
@@ -95,6 +102,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     data["tftp"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
     data["http"] = {"listen": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)}
     data["admin"] = {"listen": "127.0.0.1", "port": 0}
+    data["reimage"] = {"installer": "demo/2.0", "target": "/dev/vdb"}
     path = tmp_path / "netbootd.toml"
     path.write_text(toml_dump(data))
     # A pinned clock: first-boot tokens depend on the time, and `render --at` the same time
@@ -186,6 +194,61 @@ async def test_render_prints_exactly_what_is_served(running: Running) -> None:
     assert await running.tftp(f"/grub/grub.cfg-01-{SB1_MAC}") == expected
     assert b"sb1 boots demo/1.0" in expected
     assert await running.tftp("grub/grub.cfg-0A4D4DFB") is None  # configs are per MAC
+
+
+async def render_equals_served(running: Running, cases: list[list[str]]) -> int:
+    """Every file `render --list` names for each case, fetched from the server as the node
+    would (TFTP or HTTP): byte-for-byte what `render --file` prints. Returns how many."""
+    checked = 0
+    async with aiohttp.ClientSession() as http:
+        for case in cases:
+            listing = (await running.render(*case, "--list")).splitlines()
+            assert listing, case
+            for line in listing:
+                channel, name = line.split(" ", 1)
+                expected = (await running.render(*case, "--file", name)).encode()
+                if channel == "tftp":
+                    served = await running.tftp(name)
+                else:
+                    url = name.replace("http://127.0.0.1:" + str(running.service.config.http.port),
+                                       running.http)
+                    async with http.get(url) as r:
+                        assert r.status == 200, (url, await r.text())
+                        served = await r.read()
+                assert served == expected, (case, name)
+                checked += 1
+    return checked
+
+
+async def test_render_equals_served_for_a_shared_guid_and_a_reimage_order(
+        running: Running) -> None:
+    svc = running.service
+    clones = ["52:54:00:00:30:01", "52:54:00:00:30:02"]
+    # Two machines show web1's SMBIOS UUID (a cloned image): it identifies neither of them.
+    for mac in clones:
+        pkt = discover(mac, vendor=b"PXEClient:Arch:00000:UNDI:002001", guid_wire=WEB1_WIRE)
+        assert await running.dhcp(pkt, svc.config.dhcp.port) is not None
+    state_db = svc.config.server.state_dir / "state.sqlite3"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:  # the server commits what it saw in batches; render reads the committed state
+        with StateDB(state_db, readonly=True) as seen:
+            if WEB1_GUID in seen.shared_guids():
+                break
+        assert loop.time() < deadline, "the shared GUID never reached the state database"
+        await asyncio.sleep(0.05)
+    with Admin(svc.config) as admin:  # as the CLI would
+        admin.reimage("lab1", "lab-disk/1", who="test")
+    lab1 = "52:54:00:00:00:05"
+    cases = [["--mac", clones[0], "--uuid", WEB1_GUID, "--arch", "bios"],
+             ["--mac", clones[1], "--uuid", WEB1_GUID, "--arch", "efi64", "--ipxe"],
+             ["--mac", lab1, "--arch", "bios"],
+             ["--mac", lab1, "--arch", "efi64", "--ipxe"]]
+    assert await render_equals_served(running, cases) >= 4
+    # What was compared is what the server decides: neither clone is web1, lab1 reimages.
+    for case in cases[:2]:
+        assert "decision: node=- " in await running.render(*case)
+    assert "mode=reimage build=demo/2.0" in await running.render(*cases[2])
 
 
 async def test_pxelinux_guid_file_in_both_byte_orders(running: Running) -> None:

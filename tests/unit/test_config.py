@@ -37,3 +37,12 @@ def test_minimal_config_has_sane_defaults() -> None:
     assert c.tftp.port == 69 and c.dhcp.proxy_port == 4011 and c.tftp.max_blksize == 1468
     assert c.http_base == "http://10.0.0.1:8080"
     assert c.loaders.bootfiles["pxelinux"]["bios"] == "bios/lpxelinux.0"
+
+
+def test_ip_mac_ttl_defaults_to_an_hour_and_is_bounded() -> None:
+    base = {"server": {"address": "10.0.0.1"}, "groups": {"d": {"default": True, "build": "x/1"}}}
+    assert parse_config(base).state.ip_mac_ttl == 3600.0
+    assert parse_config({**base, "state": {"ip_mac_ttl": 90}}).state.ip_mac_ttl == 90.0
+    for bad in (0, -5, "long", 31 * 86400):
+        with pytest.raises(ConfigError, match=r"state\.ip_mac_ttl"):
+            parse_config({**base, "state": {"ip_mac_ttl": bad}})

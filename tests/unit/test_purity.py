@@ -1,10 +1,16 @@
-"""The pure ring imports no asyncio, socket, aiohttp, clock, OS or database (design.md).
+"""The pure ring imports no asyncio, socket, aiohttp, clock, OS, randomness or database.
 
-``os`` is forbidden outright, so the environment (``os.environ``) is out of reach too.
+One list, one rule (design in docs/architecture.md):
 
-Checked transitively: a pure module may import other netbootd modules only if they are pure
-too. ``paths.py`` is not pure (containment must resolve symlinks on disk) and neither is
-``store/builds.py`` (it reads the store); the pure ring gets their results as values.
+- every module in ``PURE`` (and every ``core/*.py``, found by globbing so a new core module is
+  checked without being listed) imports nothing in ``FORBIDDEN``, checked transitively: a pure
+  module may import other netbootd modules only if they are pure too. ``os`` is forbidden
+  outright, so the environment (``os.environ``) is out of reach; ``random``, so answers are
+  reproducible. ``paths.py`` is not pure (containment must resolve symlinks on disk) and neither
+  is ``store/builds.py`` (it reads the store); the pure ring gets their results as values.
+- ``core/`` is the innermost ring: it imports no other netbootd package (not ``config``,
+  ``store``, ``state``, ``render`` nor any edge); ``config`` and ``store`` produce the core's
+  records (core/model.py), never the reverse.
 """
 
 import ast
@@ -13,17 +19,21 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "netbootd"
-PURE = ["core/identity.py", "core/inventory.py", "core/plan.py", "core/planner.py",
-        "core/bootfile.py", "core/funnel.py", "core/report.py", "render/seed.py",
-        "render/report_agent.py", "dhcp/options.py", "dhcp/packet.py", "dhcp/proxy.py",
-        "dhcp/server.py",
-        "tftp/packet.py", "tftp/session.py", "store/manifest.py", "store/catalog.py",
-        "store/esxi_bootcfg.py",
-        "render/urls.py", "render/node_files.py", "render/environment.py", "render/tokens.py",
-        "config.py",
-        "errors.py", "metrics.py"]
+CORE = sorted(str(p.relative_to(PKG)) for p in (PKG / "core").glob("*.py"))
+PURE = sorted({*CORE, "render/seed.py",
+               "render/report_agent.py", "dhcp/options.py", "dhcp/packet.py", "dhcp/proxy.py",
+               "dhcp/server.py",
+               "tftp/packet.py", "tftp/session.py", "store/manifest.py", "store/catalog.py",
+               "store/esxi_bootcfg.py", "store/authenticode.py", "store/kernel_arch.py",
+               "store/channels.py",
+               "render/urls.py", "render/node_files.py", "render/environment.py",
+               "render/tokens.py",
+               "config.py",
+               "errors.py", "metrics.py"})
 FORBIDDEN = {"asyncio", "socket", "aiohttp", "time", "datetime", "selectors", "threading",
-             "subprocess", "os", "sqlite3", "signal", "shutil", "tempfile"}
+             "subprocess", "os", "sqlite3", "signal", "shutil", "tempfile", "random"}
+# What a core module may import from netbootd: the core itself and the exception types.
+CORE_MAY_IMPORT = {PKG / "core", PKG / "errors.py"}
 
 
 def imports_of(module: Path) -> tuple[set[str], set[Path]]:
@@ -63,4 +73,16 @@ def test_pure_module_imports_transitively(module: str) -> None:
         external, internal = imports_of(current)
         bad = external & FORBIDDEN
         assert not bad, f"{module} reaches {current.relative_to(PKG)}, which imports {bad}"
+        if current.parent == PKG / "core":
+            outside = {i for i in internal
+                       if not any(i == a or a in i.parents for a in CORE_MAY_IMPORT)}
+            assert not outside, (f"{module} reaches {current.relative_to(PKG)}, which imports "
+                                 f"{sorted(str(i.relative_to(PKG)) for i in outside)}")
         todo.extend(internal)
+
+
+def test_the_list_names_real_modules() -> None:
+    # A renamed module must not silently drop out of the check.
+    assert "core/model.py" in CORE and "core/planner.py" in CORE
+    missing = [m for m in PURE if not (PKG / m).is_file()]
+    assert not missing

@@ -6,14 +6,11 @@ reply rules follow pxe-facts.md "The proxy exchange".
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
 from typing import Any
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
-import netbootd.dhcp
 from netbootd.core.identity import Arch
 from netbootd.dhcp.options import MessageType
 from netbootd.dhcp.packet import DhcpPacket
@@ -360,20 +357,3 @@ def test_no_address_hint_without_pxe_vendor_class_or_address() -> None:
     assert address_hint(packet_of(CLIENTS["ovmf-edk2-pxe"])) is None  # DISCOVER: nothing yet
     bad_length = [*_edk2(mtype=3), (50, b"\xc0\x00\x02")]
     assert address_hint(packet_of(bad_length)) is None
-
-
-# --- purity ---------------------------------------------------------------------------------------
-
-FORBIDDEN = {"asyncio", "socket", "time", "datetime", "os", "aiohttp", "selectors", "random"}
-
-
-@pytest.mark.parametrize("module", ["options.py", "packet.py", "proxy.py"])
-def test_pure_modules_import_no_io_or_clock(module: str) -> None:
-    path = Path(netbootd.dhcp.__file__).parent / module
-    imported: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & FORBIDDEN

@@ -1,0 +1,148 @@
+"""The World: one immutable value holding everything an answer is decided from, and its watcher.
+
+A ``World`` is the config, the build catalog, the inventory (config nodes plus adopted ones,
+rebound identities moved), the intent (channels, overrides, open reimage orders, the GUIDs
+that identify nobody), the renderer and the TFTP folders that get dynamic config names. It
+never changes: a change makes a new World with the next ``generation`` number, and the
+``WorldWatcher`` swaps it in with one attribute assignment (``watcher.world``), so a request
+answered from one World sees one consistent picture even when a flip lands mid-request.
+
+When a new World is made:
+
+- the store's generation marker moved (an import, a removal): the catalog is re-read;
+- the intent database changed (``PRAGMA data_version``: another process, e.g. the CLI or
+  the admin API, wrote): channels and orders are re-read;
+- a GUID began or stopped being shared in a way that changes who it identifies (in-memory
+  counter of the state database; a storm of clones of one GUID does not rebuild per packet);
+- the service reloads its config (``reload``).
+
+Staleness bound: the markers are looked at once per request, by the edge, before the request
+is answered (one stat(2) and one in-memory SQLite pragma), so a change committed before a
+request arrives is in the World that answers it: a channel flip applies at the very next
+boot (tests/integration/test_channel_flip.py). Nothing is looked at again while answering.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from netbootd.config import Config
+from netbootd.core.intent import Intent
+from netbootd.core.inventory import Inventory, apply_bindings
+from netbootd.core.model import BuildCatalog
+from netbootd.render.node_files import NodeRenderer
+from netbootd.render.urls import SiteUrls
+from netbootd.state.events import StateDB
+from netbootd.state.registry import Registry
+from netbootd.store.builds import HashCache, load_store
+from netbootd.store.layout import GenerationWatch
+
+log = logging.getLogger("netbootd.decision")
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    generation: int
+    config: Config
+    catalog: BuildCatalog
+    inventory: Inventory
+    intent: Intent
+    renderer: NodeRenderer
+    # TFTP folders holding a pxelinux binary (each gets a dynamic pxelinux.cfg/), and those
+    # GRUB's images and shim are served from (each gets the dynamic grub.cfg names).
+    pxelinux_prefixes: tuple[str, ...]
+    grub_prefixes: tuple[str, ...]
+
+    @property
+    def urls(self) -> SiteUrls:
+        return self.renderer.urls
+
+
+def pxelinux_prefixes(config: Config) -> tuple[str, ...]:
+    return tuple(sorted({p.split("/", 1)[0]
+                         for p in config.loaders.bootfiles["pxelinux"].values()}))
+
+
+def grub_prefixes(config: Config) -> tuple[str, ...]:
+    b = config.loaders.bootfiles
+    return tuple(sorted({p.split("/", 1)[0] for t in ("grub", "shim")
+                         for p in b.get(t, {}).values()}))
+
+
+def make_world(generation: int, config: Config, catalog: BuildCatalog, renderer: NodeRenderer,
+               state: StateDB, registry: Registry | None) -> World:
+    """Inventory = config nodes + adopted nodes, with rebound identities moved; intent =
+    channels, overrides, open reimage orders and the GUIDs that identify nobody."""
+    if registry is None:
+        inventory = Inventory(config.groups, config.nodes)
+        intent = Intent(installer=config.reimage.installer)
+    else:
+        bindings = {b.identity: b.node for b in registry.bindings()}
+        nodes = apply_bindings([*config.nodes, *registry.adopted_nodes()], bindings)
+        inventory = Inventory(config.groups, nodes)
+        ambiguous = frozenset(
+            g for g, macs in state.shared_guids().items()
+            if not any(macs <= set(n.macs) for n in nodes))  # one machine's NICs are fine
+        intent = registry.intent(config.reimage.installer, ambiguous)
+    return World(generation, config, catalog, inventory, intent, renderer,
+                 pxelinux_prefixes(config), grub_prefixes(config))
+
+
+class WorldWatcher:
+    """Makes a new World when the store, the intent or GUID sharing changed; the edges read
+    ``current()`` once per request and answer from what it returns."""
+
+    def __init__(self, config: Config, catalog: BuildCatalog, renderer: NodeRenderer,
+                 state: StateDB, *, registry: Registry | None = None,
+                 store_dir: Path | None = None, verify: HashCache | None = None) -> None:
+        self.state = state
+        self.registry = registry
+        self.store_dir = store_dir  # None in quick mode, whose catalog is fixed
+        self.verify = verify  # server.verify_builds: re-hash new build files on each reload
+        self._store_watch = GenerationWatch(store_dir) if store_dir is not None else None
+        self._guid_epoch = state.guid_epoch
+        state.take_guid_changes()
+        if registry is not None:
+            registry.changed()  # what is read below is the state seen
+        self.world = make_world(0, config, catalog, renderer, state, registry)
+
+    def current(self) -> World:
+        w = self.world
+        catalog, renderer = w.catalog, w.renderer
+        if self._store_watch is not None and self.store_dir is not None \
+                and self._store_watch.changed():
+            catalog, problems = load_store(self.store_dir, self.verify)
+            for p in problems:
+                log.warning("store: %s", p)
+            renderer = NodeRenderer(renderer.env, renderer.urls, catalog, renderer.reimage_target)
+            log.info("store changed: builds=%s", ", ".join(catalog.refs()) or "none")
+        intent_changed = self.registry is not None and \
+            (self.registry.changed() or self._guids_changed(w.intent))
+        if catalog is not w.catalog or intent_changed:
+            self._swap(w.config, catalog, renderer)
+        return self.world
+
+    def reload(self, config: Config, catalog: BuildCatalog, renderer: NodeRenderer) -> World:
+        """A reloaded config and store: a new World at once."""
+        return self._swap(config, catalog, renderer)
+
+    def _swap(self, config: Config, catalog: BuildCatalog, renderer: NodeRenderer) -> World:
+        self._guid_epoch = self.state.guid_epoch
+        self.state.take_guid_changes()
+        self.world = make_world(self.world.generation + 1, config, catalog, renderer,
+                                self.state, self.registry)
+        return self.world
+
+    def _guids_changed(self, intent: Intent) -> bool:
+        """Whether GUID sharing changed in a way that can change the intent.
+
+        A GUID that already identifies nobody stays so when more MACs show it: a storm of
+        machines with one cloned GUID must not rebuild the World per DHCP packet (bench
+        dhcp.max-rate, docs/performance.md)."""
+        if self.state.guid_epoch == self._guid_epoch:
+            return False
+        self._guid_epoch = self.state.guid_epoch
+        joined, left = self.state.take_guid_changes()
+        return bool(left) or any(g not in intent.ambiguous_guids for g in joined)
