@@ -8,12 +8,12 @@ render), tftp_names.py (TFTP file names) and reports.py (first boot, phone-home,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from netbootd.answers import Recorded, SawNode, plan_of
 from netbootd.core.identity import ClientIdentity, normalize_mac
 from netbootd.core.ip_macs import IpMacs
 from netbootd.core.plan import BootPlan, Decline
-from netbootd.core.planner import decide
 from netbootd.errors import NotFound
 from netbootd.metrics import Counters
 from netbootd.render.node_files import NodeRenderer
@@ -60,8 +60,17 @@ class AnswerBase:
 
     def _plan(self, w: World, ident: ClientIdentity,
               build_override: str | None = None) -> BootPlan | Decline:
-        return decide(self.sightings.enrich(ident), w.inventory, w.catalog, build_override,
-                      w.intent)
+        return plan_of(w, self.sightings.enrich(ident), build_override)
+
+    def apply(self, events: Iterable[Recorded]) -> None:
+        """Write what an answer asked to record (netbootd/answers.py) to the state database,
+        at the time the answer was given."""
+        now = self.clock()
+        for e in events:
+            if isinstance(e, SawNode):
+                self.state.saw(e.identity, now, node=e.node)
+            else:
+                self.state.record(e.mac, e.kind, now, **e.detail)
 
     def _event(self, mac: str | None, kind: str, **detail: object) -> None:
         if mac is not None:

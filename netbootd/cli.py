@@ -37,7 +37,6 @@ from netbootd.config import (
     TftpConfig,
     load_config,
 )
-from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
 from netbootd.core.build_arch import selector_build_arches
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
@@ -246,19 +245,17 @@ def cmd_render(args: argparse.Namespace) -> int:
         guid=normalize_guid(args.uuid) if args.uuid else None,
         arch=parse_arch(args.arch) if args.arch else None,
         vendor_class=args.vendor_class, user_class="iPXE" if args.ipxe else None)
-    plan = responder.render_plan(ident)
+    # The same answer the server gives (netbootd/answers.py); its events are dropped.
+    answer = responder.render_dhcp(ident, is_ipxe=args.ipxe, http_boot=args.http_boot)
+    plan, target = answer.plan, answer.target
     if isinstance(plan, Decline):
         print(f"decision: decline: {plan.reason}")
         return 2
-    target: BootTarget | None
-    try:
-        target = choose_bootfile(plan, ident.arch, is_ipxe=args.ipxe, http_boot=args.http_boot,
-                                 bootfiles=config.loaders.bootfiles,
-                                 http_base=responder.urls.http_base)
-        dhcp_line = (f"dhcp: bootfile={target.bootfile} next-server={config.server.address}"
+    if target is not None:
+        dhcp_line = (f"dhcp: bootfile={target.bootfile} next-server={target.server_ip}"
                      f" ({'http' if target.via_http else 'tftp'})")
-    except NoLoader as e:
-        target, dhcp_line = None, f"dhcp: silent ({e})"
+    else:
+        dhcp_line = f"dhcp: silent ({answer.reason})"
     files = responder.render_files(plan, target)
     if args.file is not None:
         for f in files:

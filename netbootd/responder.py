@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from netbootd.answers import DhcpAnswer, answer_dhcp, answer_ipxe, arch_name, node_files
 from netbootd.config import Config
-from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
-from netbootd.core.identity import Arch, ClientIdentity
+from netbootd.core.bootfile import BootTarget
+from netbootd.core.identity import ClientIdentity
 from netbootd.core.intent import Intent
 from netbootd.core.inventory import Inventory
 from netbootd.core.ip_macs import IpMacs
@@ -129,48 +130,40 @@ class Responder(TftpNames, NodeReports):
         self.observe_dhcp(ident)
         # After observing: a GUID this packet shows on a second machine already counts.
         w = self.refresh()
-        plan = self._plan(w, ident)
-        if isinstance(plan, Decline):
+        answer = answer_dhcp(w, self.sightings.enrich(ident), is_ipxe=is_ipxe,
+                             http_boot=http_boot, kind=message)
+        self.apply(answer.events)
+        plan, target = answer.plan, answer.target
+        if target is None:
             log.info("decline mac=%s guid=%s arch=%s: %s", ident.mac, ident.guid,
-                     _arch_name(ident.arch), plan.reason)
-            self._event(ident.mac, "dhcp-decline", reason=plan.reason)
+                     arch_name(ident.arch), answer.reason)
             return None
-        try:
-            target = choose_bootfile(plan, ident.arch, is_ipxe=is_ipxe, http_boot=http_boot,
-                                     bootfiles=w.config.loaders.bootfiles,
-                                     http_base=w.urls.http_base)
-        except NoLoader as e:
-            log.info("decline mac=%s arch=%s: %s", ident.mac, _arch_name(ident.arch), e)
-            self._event(ident.mac, "dhcp-decline", reason=str(e))
-            return None
-        if plan.node is not None:  # observe_dhcp recorded the rest; this adds the node's name
-            self.state.saw(plan.identity, self.clock(), node=plan.node)
+        assert isinstance(plan, BootPlan)  # a target is only chosen for a plan
         log.info("%s mac=%s guid=%s arch=%s node=%s group=%s build=%s mode=%s bootfile=%s",
-                 message, ident.mac, ident.guid, _arch_name(ident.arch), plan.node, plan.group,
+                 message, ident.mac, ident.guid, arch_name(ident.arch), plan.node, plan.group,
                  plan.build.ref if plan.build else None, plan.mode, target.bootfile)
-        self._event(ident.mac, f"dhcp-{message}", bootfile=target.bootfile,
-                    arch=_arch_name(ident.arch), guid=ident.guid, ipxe=is_ipxe,
-                    http_boot=http_boot, node=plan.node, group=plan.group,
-                    build=plan.build.ref if plan.build else None, mode=plan.mode)
         return target
 
     def ipxe_script(self, ident: ClientIdentity) -> str:
         if ident.mac:
             self.observe_dhcp(ident)  # what iPXE tells us of itself, as in a DHCP packet
         w = self.refresh()
-        plan = self._plan(w, ident)
-        if isinstance(plan, Decline):
-            self._event(ident.mac, "ipxe-decline", reason=plan.reason)
-            return f"#!ipxe\necho netbootd: not booting this node: {plan.reason}\nexit 1\n"
-        if plan.node is not None:  # observe_dhcp recorded the rest; this adds the node's name
-            self.state.saw(plan.identity, self.clock(), node=plan.node)
-        self._event(ident.mac, "ipxe-script", node=plan.node, group=plan.group,
-                    build=plan.build.ref if plan.build else None, mode=plan.mode)
-        return self._renderer(w).ipxe_script(plan)
+        text, events = answer_ipxe(w, self.sightings.enrich(ident), self.clock())
+        self.apply(events)
+        return text
 
     def http_sent(self, path: str, client_ip: str | None, status: int) -> None:
         mac = self.mac_for_ip(client_ip) if client_ip else None
         self._event(mac, "http-sent", path=path, status=status)
+
+    def render_dhcp(self, ident: ClientIdentity, *, is_ipxe: bool,
+                    http_boot: bool) -> DhcpAnswer:
+        """For ``netbootd render``: the DHCP answer a server that saw ``ident`` gives, by the
+        same function; its events are the caller's to drop."""
+        w = self.refresh()
+        self.sightings.saw(ident)
+        return answer_dhcp(w, self.sightings.enrich(ident), is_ipxe=is_ipxe,
+                           http_boot=http_boot, kind="offer")
 
     def render_plan(self, ident: ClientIdentity) -> BootPlan | Decline:
         """For ``netbootd render``: the plan, exactly as a server that saw ``ident`` decides."""
@@ -180,27 +173,4 @@ class Responder(TftpNames, NodeReports):
 
     def render_files(self, plan: BootPlan, target: BootTarget | None) -> list[RenderedFile]:
         """Every dynamic file the node of ``plan`` fetches after DHCP answered ``target``."""
-        w = self.refresh()
-        ident = plan.identity
-        if target is None:  # no loader for this arch: the node gets nothing
-            prefixes: tuple[str, ...] = ()
-        elif ident.arch is None:
-            prefixes = w.pxelinux_prefixes
-        elif not target.via_http and target.bootfile in \
-                w.config.loaders.bootfiles["pxelinux"].values():
-            prefixes = (target.bootfile.split("/", 1)[0],)
-        else:
-            prefixes = ()
-        grub = None
-        if target is not None and plan.loader == "grub":  # choose_bootfile named GRUB or shim
-            grub = target.bootfile.split("/", 1)[0] if not target.via_http else \
-                (w.grub_prefixes[0] if w.grub_prefixes else None)
-            prefixes = ()
-        runs_ipxe = target is not None and grub is None and (ident.arch is None or not prefixes)
-        by_guid = ident.guid is not None and ident.guid not in w.intent.ambiguous_guids and \
-            w.inventory.find_node(ClientIdentity(guid=ident.guid)) is not None
-        return self._renderer(w).files_for(plan, prefixes, runs_ipxe, by_guid, grub)
-
-
-def _arch_name(arch: Arch | None) -> str | None:
-    return None if arch is None else arch.name.lower()
+        return node_files(self.refresh(), plan, target, self.clock())

@@ -131,12 +131,9 @@ class Service:
 
     # -- adapters between endpoints and the responder -----------------------------------------
     def _dhcp_answer(self, req: PxeRequest) -> BootAnswer | None:
-        target = self.responder.dhcp_boot_target(req.identity, is_ipxe=req.is_ipxe,
-                                                 http_boot=req.http_boot,
-                                                 message=req.answer_kind)
-        if target is None:
-            return None
-        return BootAnswer(server_ip=self.config.server.address, bootfile=target.bootfile)
+        return self.responder.dhcp_boot_target(req.identity, is_ipxe=req.is_ipxe,
+                                               http_boot=req.http_boot,
+                                               message=req.answer_kind)
 
     def _tftp_resolve(self, filename: str, client: tuple[str, int]) -> TftpSource:
         found = self.responder.tftp_lookup(filename, client[0])

@@ -25,15 +25,14 @@ boot (tests/integration/test_channel_flip.py). Nothing is looked at again while 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
+from netbootd.answers import World, grub_prefixes, pxelinux_prefixes
 from netbootd.config import Config
 from netbootd.core.intent import Intent
 from netbootd.core.inventory import Inventory, apply_bindings
 from netbootd.core.model import BuildCatalog
 from netbootd.render.node_files import NodeRenderer
-from netbootd.render.urls import SiteUrls
 from netbootd.state.events import StateDB
 from netbootd.state.registry import Registry
 from netbootd.store.builds import HashCache, load_store
@@ -41,34 +40,7 @@ from netbootd.store.layout import GenerationWatch
 
 log = logging.getLogger("netbootd.decision")
 
-
-@dataclass(frozen=True, slots=True)
-class World:
-    generation: int
-    config: Config
-    catalog: BuildCatalog
-    inventory: Inventory
-    intent: Intent
-    renderer: NodeRenderer
-    # TFTP folders holding a pxelinux binary (each gets a dynamic pxelinux.cfg/), and those
-    # GRUB's images and shim are served from (each gets the dynamic grub.cfg names).
-    pxelinux_prefixes: tuple[str, ...]
-    grub_prefixes: tuple[str, ...]
-
-    @property
-    def urls(self) -> SiteUrls:
-        return self.renderer.urls
-
-
-def pxelinux_prefixes(config: Config) -> tuple[str, ...]:
-    return tuple(sorted({p.split("/", 1)[0]
-                         for p in config.loaders.bootfiles["pxelinux"].values()}))
-
-
-def grub_prefixes(config: Config) -> tuple[str, ...]:
-    b = config.loaders.bootfiles
-    return tuple(sorted({p.split("/", 1)[0] for t in ("grub", "shim")
-                         for p in b.get(t, {}).values()}))
+__all__ = ["World", "WorldWatcher", "make_world"]
 
 
 def make_world(generation: int, config: Config, catalog: BuildCatalog, renderer: NodeRenderer,

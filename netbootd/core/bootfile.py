@@ -23,8 +23,22 @@ from netbootd.core.plan import BootPlan
 
 @dataclass(frozen=True, slots=True)
 class BootTarget:
-    bootfile: str  # a TFTP path or an http:// URL
-    via_http: bool
+    """What a DHCP answer tells the client to load: the one type the planner side returns and
+    the DHCP codecs (dhcp/proxy.py, dhcp/server.py) encode.
+
+    ``server_ip`` goes into siaddr (next-server) and option 54; ``bootfile`` is a TFTP path or
+    an ``http://`` URL (iPXE scripts, UEFI HTTP Boot); ``tftp_server_name`` is option 66 and
+    defaults to ``server_ip``.
+    """
+
+    server_ip: str
+    bootfile: str
+    tftp_server_name: str | None = None
+
+    @property
+    def via_http(self) -> bool:
+        """A URL (fetched over HTTP) rather than a TFTP path."""
+        return "://" in self.bootfile
 
 
 class NoLoader(Exception):
@@ -32,28 +46,29 @@ class NoLoader(Exception):
 
 
 def choose_bootfile(plan: BootPlan, arch: Arch | None, *, is_ipxe: bool, http_boot: bool,
-                    bootfiles: Mapping[str, Mapping[str, str]], http_base: str) -> BootTarget:
+                    bootfiles: Mapping[str, Mapping[str, str]], http_base: str,
+                    server_ip: str) -> BootTarget:
     family = (arch or Arch.BIOS).family
     loader = plan.loader
     if loader == "pxelinux" and (http_boot or family not in bootfiles["pxelinux"]):
         loader = "ipxe"  # pxelinux exists for BIOS and x86-64 EFI over TFTP only
     if loader == "pxelinux":
-        return BootTarget(bootfiles["pxelinux"][family], via_http=False)
+        return BootTarget(server_ip, bootfiles["pxelinux"][family])
     if loader == "grub":
         table = "shim" if plan.secure_boot and family != "bios" else "grub"
-        return _binary(bootfiles, table, family, http_boot, http_base)
+        return _binary(bootfiles, table, family, http_boot, http_base, server_ip)
     if is_ipxe:
-        return BootTarget(f"{http_base}/ipxe/boot.ipxe", via_http=True)
-    return _binary(bootfiles, "ipxe", family, http_boot, http_base)
+        return BootTarget(server_ip, f"{http_base}/ipxe/boot.ipxe")
+    return _binary(bootfiles, "ipxe", family, http_boot, http_base, server_ip)
 
 
 def _binary(bootfiles: Mapping[str, Mapping[str, str]], table: str, family: str,
-            http_boot: bool, http_base: str) -> BootTarget:
+            http_boot: bool, http_base: str, server_ip: str) -> BootTarget:
     path = bootfiles.get(table, {}).get(family)
     if path is None:
         what = {"ipxe": "iPXE binary", "grub": "GRUB image", "shim": "shim (Secure Boot)"}[table]
         raise NoLoader(f"no {what} configured for arch family {family}: set "
                        f"[loaders.bootfiles.{table}] {family} = \"PREFIX/FILE\"")
     if http_boot:
-        return BootTarget(f"{http_base}/loaders/{path}", via_http=True)
-    return BootTarget(path, via_http=False)
+        return BootTarget(server_ip, f"{http_base}/loaders/{path}")
+    return BootTarget(server_ip, path)

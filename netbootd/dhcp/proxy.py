@@ -19,6 +19,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
+from netbootd.core.bootfile import BootTarget
 from netbootd.core.identity import Arch, ClientIdentity, guid_from_option97
 from netbootd.dhcp.options import (
     DhcpOption,
@@ -72,18 +73,8 @@ class Ignored:
     reason: str
 
 
-@dataclass(frozen=True)
-class BootAnswer:
-    """What the planner wants the client to load.
-
-    ``server_ip`` goes into siaddr (next-server) and option 54; ``bootfile`` is a TFTP path or an
-    ``http://`` URL (iPXE scripts, UEFI HTTP Boot); ``tftp_server_name`` is option 66 and
-    defaults to ``server_ip``.
-    """
-
-    server_ip: str
-    bootfile: str
-    tftp_server_name: str | None = None
+# What to boot is one type, decided in the core (core/bootfile.py); the old name stays.
+BootAnswer = BootTarget
 
 
 def classify(packet: DhcpPacket, *, port: int) -> PxeRequest | Ignored:

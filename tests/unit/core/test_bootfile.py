@@ -20,7 +20,7 @@ def plan(loader: str, arch: Arch) -> BootPlan:
 
 def choose(loader: str, arch: Arch, *, http_boot: bool, is_ipxe: bool = False):  # type: ignore[no-untyped-def]
     return choose_bootfile(plan(loader, arch), arch, is_ipxe=is_ipxe, http_boot=http_boot,
-                           bootfiles=DEFAULT_BOOTFILES, http_base=BASE)
+                           bootfiles=DEFAULT_BOOTFILES, http_base=BASE, server_ip="192.0.2.1")
 
 
 @pytest.mark.parametrize("loader", ["pxelinux", "ipxe"])
@@ -67,5 +67,5 @@ def test_secure_boot_over_http_boot_starts_shim_by_url() -> None:
 
     p = replace(plan("grub", Arch.HTTP_X64), secure_boot=True)
     t = choose_bootfile(p, Arch.HTTP_X64, is_ipxe=False, http_boot=True,
-                        bootfiles=DEFAULT_BOOTFILES, http_base=BASE)
+                        bootfiles=DEFAULT_BOOTFILES, http_base=BASE, server_ip="192.0.2.1")
     assert t.via_http and t.bootfile == f"{BASE}/loaders/grub/shimx64.efi"

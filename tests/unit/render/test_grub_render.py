@@ -113,13 +113,13 @@ def test_bootfiles(responder: Responder) -> None:
         # QEMU's BIOS ROM is iPXE: a GRUB node still gets GRUB, not an iPXE script.
         for is_ipxe in (False, True):
             t = choose_bootfile(plan, arch, is_ipxe=is_ipxe, http_boot=False, bootfiles=bf,
-                                http_base="http://h:1")
+                                http_base="http://h:1", server_ip="192.0.2.1")
             assert (t.bootfile, t.via_http) == (want, False)
     sb = plan_for(responder, "52:54:00:00:00:5b", Arch.EFI_X64)
     assert sb.secure_boot
     with pytest.raises(NoLoader, match=r"\[loaders.bootfiles.shim\] arm64"):
         choose_bootfile(sb, Arch.EFI_ARM64, is_ipxe=False, http_boot=False, bootfiles=bf,
-                        http_base="http://h:1")
+                        http_base="http://h:1", server_ip="192.0.2.1")
 
 
 def test_esxi_never_boots_through_grub(tmp_path: Path) -> None:
