@@ -19,7 +19,7 @@ import jinja2
 
 from netbootd.core.identity import pxelinux_guid_name
 from netbootd.core.plan import BootPlan
-from netbootd.errors import NetbootdError
+from netbootd.errors import NetbootdError, NotFound
 from netbootd.render.grub import GRUB_HTTP_ARCHES, grub_args, grub_device_path, grub_quote
 from netbootd.render.seed import SeedError, seed_context
 from netbootd.render.urls import SiteUrls, tftp_esxi_boot_cfg
@@ -34,6 +34,10 @@ def network_config_arg(text: str) -> str:
 
 class RenderError(NetbootdError):
     """A template failed to render or produced something unsafe (e.g. a newline in cmdline)."""
+
+
+class NoSuchFile(RenderError, NotFound):
+    """The node has no such file: its build is of another kind (error_map.py: a 404)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +191,7 @@ class NodeRenderer:
     def _need_build(self, plan: BootPlan, kind: str) -> Build:
         if plan.build is None or plan.build.kind != kind:
             have = plan.build.ref if plan.build else "no build"
-            raise RenderError(f"{plan.hostname} boots {have} in mode {plan.mode}: it has no "
+            raise NoSuchFile(f"{plan.hostname} boots {have} in mode {plan.mode}: it has no "
                               f"{kind} first-boot files")
         return plan.build
 

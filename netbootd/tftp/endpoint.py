@@ -37,7 +37,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netbootd.errors import MalformedPacket, NotFound, PathRefused
+from netbootd.error_map import refusal_for
+from netbootd.errors import MalformedPacket
 from netbootd.metrics import Counters
 from netbootd.tftp.packet import Error, ErrorCode, ReadRequest, WriteRequest, parse_packet
 from netbootd.tftp.session import (
@@ -341,34 +342,20 @@ class TftpServer:
             return
         try:
             source = self._resolver(packet.filename, client)
-        except NotFound as exc:
-            log.debug("tftp: %s:%d %r not found: %s", *client, packet.filename, exc)
+        except Exception as exc:  # error_map.py says what each becomes
+            why = refusal_for(exc)
+            if why.expected:
+                log.log(logging.DEBUG if why.label == "not-found" else logging.INFO,
+                        "tftp: %s:%d %r refused (%s): %s", *client, packet.filename,
+                        why.label, exc)
+            else:
+                log.exception("tftp: resolving %r for %s:%d failed", packet.filename, *client)
             self._refuse(
                 client,
                 local_ip,
                 packet.filename,
-                "not-found",
-                Error(ErrorCode.FILE_NOT_FOUND, "file not found"),
-            )
-            return
-        except PathRefused as exc:
-            log.info("tftp: %s:%d %r refused: %s", *client, packet.filename, exc)
-            self._refuse(
-                client,
-                local_ip,
-                packet.filename,
-                "access",
-                Error(ErrorCode.ACCESS_VIOLATION, "access violation"),
-            )
-            return
-        except Exception:
-            log.exception("tftp: resolving %r for %s:%d failed", packet.filename, *client)
-            self._refuse(
-                client,
-                local_ip,
-                packet.filename,
-                "error",
-                Error(ErrorCode.NOT_DEFINED, "internal error"),
+                why.label,
+                Error(why.tftp_code, why.tftp_message),
             )
             return
         try:

@@ -12,6 +12,9 @@ what was expected.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from aiohttp import web
 
 from netbootd.core.identity import (
@@ -22,13 +25,14 @@ from netbootd.core.identity import (
     normalize_guid,
     normalize_mac,
 )
-from netbootd.errors import NotFound
-from netbootd.render.node_files import RenderError
+from netbootd.error_map import refusal_for
+from netbootd.errors import NetbootdError, NotFound
 from netbootd.render.tokens import TokenRefused
 from netbootd.render.urls import reimage_subject
 from netbootd.responder import Responder
 
 RESPONDER = web.AppKey("responder", Responder)
+log = logging.getLogger("netbootd.http")
 TEXT = "text/plain"
 
 
@@ -71,11 +75,7 @@ async def ipxe_stage1(request: web.Request) -> web.Response:
 
 async def ipxe_node(request: web.Request) -> web.Response:
     ident = _identity_from_query(request)
-    try:
-        text = request.app[RESPONDER].ipxe_script(ident)
-    except RenderError as e:
-        raise web.HTTPInternalServerError(text=f"{e}\n") from e
-    return web.Response(text=text, content_type=TEXT)
+    return _render(request, lambda r: r.ipxe_script(ident))
 
 
 async def firstboot(request: web.Request) -> web.Response:
@@ -107,17 +107,20 @@ async def esxi_boot_cfg(request: web.Request) -> web.Response:
                                                        request.remote or ""))
 
 
-def _render(request: web.Request, produce: object) -> web.Response:
-    responder = request.app[RESPONDER]
+# error_map.py says which status an answer's error is; these are the responses for them.
+_HTTP_ERRORS: dict[int, type[web.HTTPError]] = {
+    403: web.HTTPForbidden, 404: web.HTTPNotFound, 500: web.HTTPInternalServerError}
+
+
+def _render(request: web.Request, produce: Callable[[Responder], str]) -> web.Response:
     try:
-        text = produce(responder)  # type: ignore[operator]
-    except TokenRefused as e:
-        raise web.HTTPForbidden(text=f"{e}\n") from e
-    except NotFound as e:
-        raise web.HTTPNotFound(text=f"{e}\n") from e
-    except RenderError as e:
-        raise web.HTTPNotFound(text=f"{e}\n") from e
-    return web.Response(text=str(text), content_type=TEXT)
+        text = produce(request.app[RESPONDER])
+    except NetbootdError as e:
+        refusal = refusal_for(e)
+        if not refusal.expected:
+            log.error("%s: %s", request.path, e)
+        raise _HTTP_ERRORS[refusal.http_status](text=f"{e}\n") from e
+    return web.Response(text=text, content_type=TEXT)
 
 
 def _require_token(request: web.Request, subject: str, what: str) -> None:
