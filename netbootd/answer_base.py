@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from netbootd.answers import Recorded, SawNode, plan_of
+from netbootd.answers import AnswerCache, Recorded, SawNode, plan_of
 from netbootd.core.identity import ClientIdentity, normalize_mac
 from netbootd.core.ip_macs import IpMacs
 from netbootd.core.plan import BootPlan, Decline
@@ -34,6 +34,7 @@ class AnswerBase:
     counters: Counters
     clock: Callable[[], float]  # the time answers are given at (tests and render pin it)
     _mac_by_ip: IpMacs
+    answer_cache: AnswerCache
 
     def refresh(self) -> World:
         """The World to answer the request that is starting from (the watcher looks)."""
@@ -53,6 +54,12 @@ class AnswerBase:
     def _renderer(self, w: World) -> NodeRenderer:
         """The renderer for an answer given now (first-boot tokens are issued per answer)."""
         return w.renderer.at(self.clock())
+
+    def _text(self, w: World, kind: str, plan: BootPlan,
+              render: Callable[[NodeRenderer, BootPlan], str]) -> str:
+        """A node's rendered config, from the answer cache when this World already made it
+        in this token bucket (netbootd/answers.py)."""
+        return self.answer_cache.text(w, kind, plan, self.clock(), render)
 
     def plan_for(self, ident: ClientIdentity,
                  build_override: str | None = None) -> BootPlan | Decline:

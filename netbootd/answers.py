@@ -14,7 +14,8 @@ database; the World's parts are values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from netbootd.config import Config
@@ -26,6 +27,7 @@ from netbootd.core.model import BuildCatalog
 from netbootd.core.plan import BootPlan, Decline
 from netbootd.core.planner import decide
 from netbootd.render.node_files import NodeRenderer, RenderedFile
+from netbootd.render.tokens import BUCKET
 from netbootd.render.urls import SiteUrls
 
 
@@ -99,6 +101,41 @@ def plan_of(world: World, ident: ClientIdentity,
     return decide(ident, world.inventory, world.catalog, build_override, world.intent)
 
 
+# -- rendered text, cached ---------------------------------------------------------------------
+class AnswerCache:
+    """Rendered text of a node's config (iPXE script, pxelinux cfg, GRUB cfg), bounded LRU.
+
+    The text is a function of the question, the plan, the World and the first-boot tokens in
+    it; the plan is a function of the World and the (enriched) identity, and a token of the
+    node, the subject and the issue time rounded down to ``tokens.BUCKET``. So the key
+    (question, the plan's identity, build and mode, World generation, token bucket) gives the
+    very text a fresh render would: the node's own tokens, issued in the same bucket. Events
+    are not cached: each request records its own."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._texts: OrderedDict[Hashable, str] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def text(self, world: World, kind: str, plan: BootPlan, now: float,
+             render: Callable[[NodeRenderer, BootPlan], str]) -> str:
+        key = (kind, plan.identity, plan.build.ref if plan.build else None, plan.mode,
+               world.generation, int(now) // BUCKET)
+        texts = self._texts
+        found = texts.get(key)
+        if found is not None:
+            texts.move_to_end(key)
+            self.hits += 1
+            return found
+        self.misses += 1
+        made = render(world.renderer.at(now), plan)
+        texts[key] = made
+        if len(texts) > self.capacity:
+            texts.popitem(last=False)
+        return made
+
+
 # -- DHCP ----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class DhcpAnswer:
@@ -134,8 +171,8 @@ def answer_dhcp(world: World, ident: ClientIdentity, *, is_ipxe: bool, http_boot
 
 
 # -- the iPXE script -----------------------------------------------------------------------
-def answer_ipxe(world: World, ident: ClientIdentity,
-                now: float) -> tuple[str, tuple[Recorded, ...]]:
+def answer_ipxe(world: World, ident: ClientIdentity, now: float,
+                cache: AnswerCache | None = None) -> tuple[str, tuple[Recorded, ...]]:
     """The node's iPXE script (first-boot tokens issued at ``now``), or a script that says
     why it is not booted."""
     plan = plan_of(world, ident)
@@ -144,7 +181,9 @@ def answer_ipxe(world: World, ident: ClientIdentity,
                 _event(ident.mac, "ipxe-decline", reason=plan.reason))
     events = _saw(plan) + _event(ident.mac, "ipxe-script", node=plan.node, group=plan.group,
                                  build=plan.build.ref if plan.build else None, mode=plan.mode)
-    return world.renderer.at(now).ipxe_script(plan), events
+    if cache is None:
+        return world.renderer.at(now).ipxe_script(plan), events
+    return cache.text(world, "ipxe", plan, now, NodeRenderer.ipxe_script), events
 
 
 # -- every file a node fetches (render) ------------------------------------------------------

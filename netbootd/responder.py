@@ -21,7 +21,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netbootd.answers import DhcpAnswer, answer_dhcp, answer_ipxe, arch_name, node_files
+from netbootd.answers import (
+    AnswerCache,
+    DhcpAnswer,
+    answer_dhcp,
+    answer_ipxe,
+    arch_name,
+    node_files,
+)
 from netbootd.config import Config
 from netbootd.core.bootfile import BootTarget
 from netbootd.core.identity import ClientIdentity
@@ -64,6 +71,7 @@ class Responder(TftpNames, NodeReports):
         self.watcher = WorldWatcher(config, catalog, renderer, state, registry=registry,
                                     store_dir=store_dir, verify=verify)
         self.sightings = Sightings(config.state.max_clients)
+        self.answer_cache = AnswerCache(config.state.max_clients)
         self.clock = clock
         self._mac_by_ip = IpMacs(config.state.ip_mac_ttl, config.state.max_clients)
 
@@ -109,6 +117,7 @@ class Responder(TftpNames, NodeReports):
         """Swap in a reloaded config and store; what was learnt about clients is kept."""
         self.watcher.reload(config, catalog, renderer)
         self.sightings.capacity = config.state.max_clients
+        self.answer_cache.capacity = max(1, config.state.max_clients)
         self._mac_by_ip.ttl = config.state.ip_mac_ttl
         self._mac_by_ip.capacity = config.state.max_clients
 
@@ -148,7 +157,8 @@ class Responder(TftpNames, NodeReports):
         if ident.mac:
             self.observe_dhcp(ident)  # what iPXE tells us of itself, as in a DHCP packet
         w = self.refresh()
-        text, events = answer_ipxe(w, self.sightings.enrich(ident), self.clock())
+        text, events = answer_ipxe(w, self.sightings.enrich(ident), self.clock(),
+                                   self.answer_cache)
         self.apply(events)
         return text
 

@@ -19,7 +19,7 @@ from netbootd.core.identity import ClientIdentity, guid_candidates, normalize_ma
 from netbootd.core.plan import BootPlan, Decline
 from netbootd.errors import NotFound
 from netbootd.paths import contain, split_client_path
-from netbootd.render.node_files import RenderError
+from netbootd.render.node_files import NodeRenderer, RenderError
 from netbootd.world import World
 
 log = logging.getLogger("netbootd.decision")
@@ -83,20 +83,20 @@ class TftpNames(AnswerBase):
             plan = self._plan(w, ClientIdentity(mac=mac, ip=client_ip))
             if isinstance(plan, Decline):
                 return self._renderer(w).pxelinux_decline(plan.reason)
-            return self._renderer(w).pxelinux_config(plan)
+            return self._text(w, "pxelinux", plan, NodeRenderer.pxelinux_config)
         if len(name) == 36 and name.count("-") == 4:
             # pxelinux spells the GUID in raw byte order; firmware may use the canonical one.
             by_guid = self._plan_by_guid_name(w, name, client_ip)
             if by_guid is None:
                 raise NotFound(f"pxelinux.cfg/{name}: no node with this GUID")
-            return self._renderer(w).pxelinux_config(by_guid)
+            return self._text(w, "pxelinux", by_guid, NodeRenderer.pxelinux_config)
         if name == "default":
             known = self.mac_for_ip(client_ip)
             plan = self._plan(w, ClientIdentity(mac=known, ip=client_ip)) if known else \
                 Decline("client not identified (no MAC known for its address)")
             if isinstance(plan, Decline):
                 return self._renderer(w).pxelinux_decline(plan.reason)
-            return self._renderer(w).pxelinux_config(plan)
+            return self._text(w, "pxelinux", plan, NodeRenderer.pxelinux_config)
         if _HEX_IP.match(name):
             raise NotFound(f"pxelinux.cfg/{name}: configs are per GUID and MAC")
         raise NotFound(f"pxelinux.cfg/{name}: no such config")
@@ -161,7 +161,7 @@ class TftpNames(AnswerBase):
             by_guid = self._plan_by_guid_name(w, name[len("grub.cfg-"):], client_ip)
             if by_guid is None:
                 raise NotFound(f"{name}: no node with this GUID")
-            return self._renderer(w).grub_config(by_guid)
+            return self._text(w, "grub", by_guid, NodeRenderer.grub_config)
         elif _HEX_IP.match(name[len("grub.cfg-"):]):
             raise NotFound(f"{name}: configs are per MAC")
         else:
@@ -171,7 +171,7 @@ class TftpNames(AnswerBase):
         if isinstance(plan, Decline):
             self._event(ident.mac if ident else None, "grub-decline", reason=plan.reason)
             return self._renderer(w).grub_decline(plan.reason)
-        return self._renderer(w).grub_config(plan)
+        return self._text(w, "grub", plan, NodeRenderer.grub_config)
 
     def tftp_done(self, filename: str, client_ip: str, outcome: str, nbytes: int) -> None:
         mac = self.mac_for_ip(client_ip)
