@@ -4,17 +4,26 @@ for), and the example's host paths pointed at the test's own folders and loopbac
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
+import os
+import re
 import socket
 import struct
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from esxi_iso_maker import make_esxi8_iso
 from helpers import free_port
+from hostile import tftp_fetch
 from netbootd.lab.demo import toml_dump
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,3 +133,71 @@ def import_builds(config: Path, data: dict[str, Any], tmp: Path) -> None:
                 extra = ["--cmdline", "boot=live components fetch=${rootfs_url}",
                          "--rootfs", str(squash)]
             netbootd(*common, *extra, str(kernel), str(initrd))
+
+
+TOKEN = re.compile(r"\b\d{9,11}\.\d{9,11}\.[A-Za-z0-9_-]{20,}")
+
+
+def untoken(text: str) -> str:
+    """``text`` with its first-boot tokens (issued.expiry.mac) blanked: two renders at two
+    moments differ only there."""
+    return TOKEN.sub("<token>", text)
+
+
+def rendered_files(config: Path, mac: str, arch: str, at: float) -> dict[tuple[str, str], str]:
+    """Every file `netbootd render` shows for one client: (channel, name) -> content."""
+    out = netbootd("render", "--config", str(config), "--mac", mac, "--arch", arch,
+                   "--at", str(at)).stdout
+    parts = re.split(r"\n==> (tftp|http) (\S+) <==\n", out)
+    return {(parts[i], parts[i + 1]): parts[i + 2] for i in range(1, len(parts) - 2, 3)}
+
+
+@contextlib.contextmanager
+def serving(config: Path, timeout: float = 120) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `netbootd serve` on ``config``, yielded once READY=1 (every listener bound);
+    stopped (SIGTERM, by its PID) afterwards."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"netbootd-examples-{os.getpid()}-{time.monotonic_ns()}"
+    s.bind("\0" + name)
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    env["NOTIFY_SOCKET"] = "@" + name
+    proc = subprocess.Popen([sys.executable, "-m", "netbootd", "serve", "--config", str(config)],
+                            cwd=str(REPO), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "netbootd serve did not become ready"
+            s.settimeout(1.0)
+            try:
+                if "READY=1" in s.recv(4096).decode().splitlines():
+                    break
+            except TimeoutError:
+                continue
+        yield proc
+    finally:
+        s.close()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return int(r.status), bytes(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), bytes(e.read())
+
+
+def tftp_get(port: int, name: str) -> bytes:
+    data, _ = asyncio.run(tftp_fetch(port, b"\x00\x01" + name.encode() + b"\0octet\0",
+                                     timeout=30))
+    return data
