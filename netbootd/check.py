@@ -367,7 +367,7 @@ def build_file_problems(config: Config, catalog: BuildCatalog, channels: Mapping
                     f"not a Linux {role}: the loader refuses it and the node stops",
                     "import the kernel and initrd from inside the image (e.g. casper/vmlinuz "
                     "and casper/initrd of an ISO, mounted with `mount -o loop`), or import an "
-                    "ESXi ISO with `netbootd image import-esxi`"
+                    "ESXi ISO with `netbootd image import --kind esxi`"
                     if kind == "iso9660" else f"import the real {role} of this build"))
     return errors, warnings
 
