@@ -111,3 +111,18 @@ def test_every_config_check_passes_renders_every_node(tmp_path: Path) -> None:
                     assert code == 0, (name, i, data["groups"], arch, err.getvalue())
                     assert "==> " in out.getvalue()
     assert clean > 0 and rejected > 0, (clean, rejected)
+
+
+def test_an_esxi_kickstart_without_a_hash_is_not_served(tmp_path: Path) -> None:
+    data = example_data("esxi-iso", tmp_path, loopback=True)
+    data["groups"]["esxi"]["vars"] = {"insecure_no_root_password": True}
+    config = write_example("esxi-iso", tmp_path, data=data)
+    mac = data["nodes"]["esx01"]["mac"]
+    ks_url = next(name for (_, name) in rendered_files(config, mac, "bios", time.time())
+                  if name.endswith("/ks.cfg"))
+    del data["groups"]["esxi"]["vars"]  # the opt-in gone: the same URL must not answer
+    config.write_text(toml_dump(data))
+    assert netbootd("check", "--config", str(config), check=False).returncode == 1
+    with serving(config):
+        status, body = http_get(ks_url)
+    assert status == 404 and b"root_password_hash" in body and b"rootpw" in body
