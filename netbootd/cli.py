@@ -86,6 +86,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     created = config.firstboot.key_file is None and not key_file.exists()
     key = firstboot_key(config)
     if created:
+        _give_to_state_owner(key_file)
         print(f"note: created the first-boot key {key_file} (0600), as `netbootd serve` "
               "does at first start; serve will sign tokens with it", file=sys.stderr)
     responder, problems = make_responder(config, StateDB(Path(":memory:")), registry=registry,
@@ -130,6 +131,16 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"\n==> {f.channel} {f.name} <==")
         sys.stdout.write(f.content)
     return 0
+
+
+def _give_to_state_owner(path: Path) -> None:
+    """Run as root, render made the key: hand it to the owner of the state directory, so a
+    server running as that user can read it (systemd's DynamicUser= re-owns it at start)."""
+    if os.geteuid() != 0:
+        return
+    owner = path.parent.stat()
+    if (owner.st_uid, owner.st_gid) != (0, 0):
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _timestamp(text: str) -> float:

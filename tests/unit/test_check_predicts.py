@@ -12,7 +12,9 @@ import pytest
 
 from example_configs import fake_bzimage, fake_initrd, fake_loaders, netbootd
 from helpers import BASE_CONFIG, make_store
+from netbootd.config import load_config
 from netbootd.lab.demo import toml_dump
+from netbootd.service import firstboot_key
 
 
 def site(tmp: Path, **changes: Any) -> Path:
@@ -159,3 +161,26 @@ def test_invalid_toml_is_exit_2_with_no_traceback(tmp_path: Path) -> None:
     p.write_text("[server\naddress = 1")
     code, report = check(p)
     assert code == 2 and "not valid TOML" in report["errors"][0]["problem"]
+
+
+def test_render_before_the_first_serve_makes_the_key_serve_uses(tmp_path: Path) -> None:
+    config = site(tmp_path)
+    (tmp_path / "state").mkdir()
+    key_file = tmp_path / "state" / "firstboot.key"
+    r = netbootd("render", "--config", str(config), "--mac", "52:54:00:00:00:02",
+                 "--arch", "bios", "--at", "1800000000")
+    assert r.returncode == 0 and f"created the first-boot key {key_file}" in r.stderr
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first = r.stdout
+    again = netbootd("render", "--config", str(config), "--mac", "52:54:00:00:00:02",
+                     "--arch", "bios", "--at", "1800000000")
+    assert again.stdout == first and "created" not in again.stderr  # the same key, kept
+    assert firstboot_key(load_config(config)) == key_file.read_bytes()
+
+
+def test_uefi_is_a_name_for_x86_64_uefi_clients(tmp_path: Path) -> None:
+    code, report = check(site(tmp_path, groups__uefi_ipxe__match={"arch": "uefi"}))
+    assert code == 0, report["errors"]
+    r = netbootd("render", "--config", str(site(tmp_path, groups__uefi_ipxe__match={
+        "arch": "uefi"})), "--mac", "52:54:00:99:00:01", "--arch", "7")
+    assert "group=uefi-ipxe" in r.stdout
