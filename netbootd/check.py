@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from netbootd.check_magic import HEAD_BYTES, describe, initrd_verdict, kernel_verdict
 from netbootd.config import BootSettings, Config, GroupSpec, load_config
@@ -39,6 +40,9 @@ from netbootd.state.keyfile import KeyFileError, read_key
 from netbootd.state.registry import Registry
 from netbootd.store.builds import load_store
 from netbootd.store.catalog import Build, BuildCatalog
+
+if TYPE_CHECKING:
+    from netbootd.responder import Responder
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_SCHEMA = 0, 1, 2
 
@@ -379,20 +383,19 @@ _FAMILY_ARCH = {"bios": Arch.BIOS, "efi64": Arch.EFI_BC, "efi32": Arch.EFI_IA32,
                 "arm64": Arch.EFI_ARM64, "arm32": Arch.EFI_ARM32}
 
 
-def make_render_responder(config: Config) -> Any:
-    """The responder ``netbootd render`` and ``serve`` answer with (the one place this module
-    builds it): an in-memory state, the operator's intent database read, the real key when
-    there is one (else a throwaway one: check shows no tokens)."""
+def make_render_responder(config: Config, key: bytes,
+                          clock: Callable[[], float] = time.time
+                          ) -> tuple[Responder, list[str]]:
+    """The responder ``netbootd render`` and ``check`` answer with, as ``serve`` builds it
+    (the one place outside the service that does): an in-memory state, so nothing is
+    recorded, and the operator's intent database (channels, overrides, reimage orders) read."""
     from netbootd.service import make_responder  # the service imports the whole server
 
     intent_db = config.server.state_dir / "intent.sqlite3"
     registry = Registry(intent_db) if intent_db.is_file() else None
-    try:
-        key = read_key(config.firstboot_key_file)
-    except KeyFileError:
-        key = secrets.token_bytes(32)
-    responder, _ = make_responder(config, StateDB(Path(":memory:")), registry=registry, key=key)
-    return responder
+    responder, problems = make_responder(config, StateDB(Path(":memory:")), registry=registry,
+                                         key=key, clock=clock)
+    return responder, problems
 
 
 def _glob_sample(pattern: str) -> str:
@@ -424,7 +427,7 @@ def _group_identity(g: GroupSpec, taken: set[str], arch: Arch | None) -> ClientI
         serial=s(sel.serial[0]) if sel and sel.serial else None)
 
 
-def _render_one(config: Config, responder: Any, ident: ClientIdentity
+def _render_one(config: Config, responder: Responder, ident: ClientIdentity
                 ) -> tuple[BootPlan | Decline, list[RenderedFile]]:
     plan = responder.render_plan(ident)
     if isinstance(plan, Decline):
@@ -445,8 +448,12 @@ def render_problems(config: Config) -> tuple[list[Finding], list[Finding], int]:
     """Render every node and every reachable group as each client arch its build runs on."""
     errors: dict[str, Finding] = {}
     warnings: list[Finding] = []
+    try:  # the real key when there is one, else a throwaway one: check shows no tokens
+        key = read_key(config.firstboot_key_file)
+    except KeyFileError:
+        key = secrets.token_bytes(32)
     try:
-        responder = make_render_responder(config)
+        responder, _ = make_render_responder(config, key)
     except NetbootdError as e:
         return [Finding("server", f"cannot build the renderer: {e}")], [], 0
     count = 0

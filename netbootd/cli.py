@@ -40,9 +40,7 @@ from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
 from netbootd.errors import ConfigError, NetbootdError
-from netbootd.service import Service, firstboot_key, make_responder, serve
-from netbootd.state.events import StateDB
-from netbootd.state.registry import Registry
+from netbootd.service import Service, firstboot_key, serve
 from netbootd.store.builds import quick_build
 from netbootd.store.catalog import BuildCatalog
 
@@ -74,13 +72,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from netbootd.check import make_render_responder
+
     config = load_config(args.config)
-    # render records nothing: an in-memory state keeps the operator's database untouched;
-    # the intent (channels, overrides, reimage orders) is read, so render shows what serve does;
-    # the first-boot key is the server's: created here as serve creates it at first start
-    # when there is none yet, so the tokens shown are the ones serve will accept.
-    intent_db = config.server.state_dir / "intent.sqlite3"
-    registry = Registry(intent_db) if intent_db.is_file() else None
+    # render records nothing (check.make_render_responder: an in-memory state, the intent
+    # read); the first-boot key is the server's: created here as serve creates it at first
+    # start when there is none yet, so the tokens shown are the ones serve will accept.
     at = args.at if args.at is not None else time.time()
     key_file = config.firstboot_key_file
     created = config.firstboot.key_file is None and not key_file.exists()
@@ -89,8 +86,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         _give_to_state_owner(key_file)
         print(f"note: created the first-boot key {key_file} (0600), as `netbootd serve` "
               "does at first start; serve will sign tokens with it", file=sys.stderr)
-    responder, problems = make_responder(config, StateDB(Path(":memory:")), registry=registry,
-                                         key=key, clock=lambda: at)
+    responder, problems = make_render_responder(config, key, clock=lambda: at)
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     ident = ClientIdentity(
