@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netbootd.admin_next import next_boot
 from netbootd.config import BootSettings, Config, NodeSpec
 from netbootd.core.funnel import BuildRoles, event_build, funnel
 from netbootd.core.identity import (
@@ -200,10 +201,19 @@ class Admin:
                                          now=self.clock()).as_json()
 
     def channel_rollback(self, channel: str, *, to: str | None = None, who: str,
-                         why: str = "") -> dict[str, Any]:
+                         why: str = "", force: bool = False) -> dict[str, Any]:
+        """Back to the previous build, or ``to`` one the channel had; ``force`` allows a
+        ``to`` the channel never pointed at (which is a ``set`` in all but name)."""
         if channel not in self.registry.channels():
             raise NotFound(f"no channel {channel!r} (channels: "
                            f"{', '.join(sorted(self.registry.channels())) or 'none'})")
+        if to is not None and not force:
+            had = list(dict.fromkeys(b for e in self.registry.history(channel)
+                                     for b in (e.to_build, e.from_build) if b))
+            if to not in had:
+                raise Conflict(f"channel {channel} never pointed at {to} (it had: "
+                               f"{', '.join(had)}); roll back to one of those, or add "
+                               f"--force (API: \"force\": true) to move it there anyway")
         target = self.registry.rollback_target(channel, to)
         catalog, _ = self.catalog()
         catalog.get(target)
@@ -226,14 +236,27 @@ class Admin:
         adopted = {n.name for n in self.registry.adopted_nodes()}
         overrides = self.registry.overrides()
         orders = self.registry.open_orders()
-        return [self._view(n, records.get(name), name in adopted, overrides, orders)
+        nxt = self._next_boot(inv)
+        return [self._view(n, records.get(name), name in adopted, overrides, orders, nxt)
                 for name, n in sorted(inv.nodes.items())]
 
+    def _next_boot(self, inv: Inventory) -> Callable[[NodeSpec, NodeRecord | None],
+                                                    dict[str, Any]]:
+        """The planner's answer for a node, over the store and intent as they are now."""
+        catalog, _ = self.catalog()
+        nodes = list(inv.nodes.values())
+        ambiguous = frozenset(g for g, macs in self.state.shared_guids().items()
+                              if not any(macs <= set(n.macs) for n in nodes))
+        intent = self.registry.intent(self.config.reimage.installer, ambiguous)
+        return lambda n, seen: next_boot(n, seen, inv, catalog, intent)
+
     def _view(self, n: NodeSpec, record: NodeRecord | None, adopted: bool,
-              overrides: dict[str, NodeOverride], orders: dict[str, ReimageOrder]
+              overrides: dict[str, NodeOverride], orders: dict[str, ReimageOrder],
+              nxt: Callable[[NodeSpec, NodeRecord | None], dict[str, Any]]
               ) -> dict[str, Any]:
         ov = overrides.get(n.name)
         return {
+            "next": nxt(n, record),
             "name": n.name, "source": "adopted" if adopted else "config",
             "macs": list(n.macs), "guids": list(n.guids), "serials": list(n.serials),
             "group": n.group, "hostname": n.hostname or n.name,
@@ -265,7 +288,8 @@ class Admin:
         """One node's view, its actions and recent events; reads only what concerns it."""
         record = self.state.node_named(n.name)
         view = self._view(n, record, self.registry.is_adopted(n.name),
-                          self.registry.overrides(), self.registry.open_orders())
+                          self.registry.overrides(), self.registry.open_orders(),
+                          self._next_boot(self.inventory()))
         view["actions"] = [a.as_json() for a in self.registry.actions(n.name)]
         mac = n.macs[0] if n.macs else (view["seen"] or {}).get("mac")
         view["timeline"] = [] if not mac else [
@@ -348,6 +372,11 @@ class Admin:
             raise NotFound(f"the installer {inst} is not in the store (known: "
                            f"{', '.join(catalog.refs()) or 'none'})")
         return self.registry.order_reimage(name, image, who=who, now=self.clock()).as_json()
+
+    def cancel_reimage(self, name: str, *, who: str) -> dict[str, Any]:
+        """Withdraw the node's open reimage order; the answer is the cancelled action."""
+        self._node(name)
+        return self.registry.cancel_reimage(name, who=who, now=self.clock()).as_json()
 
     def set_node(self, name: str, *, build: str | None = None, channel: str | None = None,
                  mode: str | None = None, clear: bool = False) -> dict[str, Any]:

@@ -56,7 +56,8 @@ class Action:
     node: str
     kind: str  # "reimage"
     image: str
-    state: str  # pending | done | failed (failed: the order stays pending, see last reason)
+    state: str  # pending | done | failed (the order stays open, see reason) | superseded
+    #             | cancelled (an admin withdrew it before the installer reported)
     reason: str
     created: float
     updated: float
@@ -203,6 +204,21 @@ class Registry:
                 self.set_override(node, NodeOverride(ov.build, ov.channel, None), now=now)
             assert cur.lastrowid is not None
             return self.action(cur.lastrowid)
+
+    def cancel_reimage(self, node: str, *, who: str, now: float) -> Action:
+        """Withdraw ``node``'s open reimage order (pending, or failed and to be retried): the
+        node boots its normal plan again, and an installer still running that order is
+        refused when it reports (``finish_reimage`` accepts open orders only)."""
+        with self._txn():
+            row = self._db.execute("SELECT id FROM actions WHERE node=? AND kind='reimage' "
+                                   "AND state IN ('pending', 'failed') ORDER BY id DESC",
+                                   (node,)).fetchone()
+            if row is None:
+                raise NotFound(f"node {node!r} has no open reimage order; nothing to cancel "
+                               f"(`netbootd node show {node}` lists its orders)")
+            self._write("UPDATE actions SET state='cancelled', reason=?, updated=? WHERE id=?",
+                        (f"cancelled by {who}", now, row[0]))
+            return self.action(int(row[0]))
 
     def action(self, action_id: int) -> Action:
         row = self._db.execute(f"SELECT {_ACTION_COLS} FROM actions WHERE id=?",

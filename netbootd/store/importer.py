@@ -201,6 +201,22 @@ class Staging:
             with contextlib.suppress(OSError):
                 if blob.stat().st_nlink == 1:
                     blob.unlink()
+        # Directories this import made and left empty (another import's files keep theirs).
+        for d in [*{b.parent for b in self.new_blobs}, self.dir.parent]:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+class StoreFull(BuildError):
+    """The store's file system (or quota) filled up during an import; nothing was kept."""
+
+    exit_code = 5  # docs/operations.md, exit codes
+
+
+class StoreAccess(BuildError):
+    """The store is read-only or not writable by this user; nothing was kept."""
+
+    exit_code = 4  # docs/operations.md, exit codes
 
 
 @contextlib.contextmanager
@@ -220,9 +236,13 @@ def staging(store: Path, name: str, version: str,
     except OSError as e:
         st.abort()
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise BuildError(f"no space left in {store} while importing {name}/{version}: "
+            raise StoreFull(f"no space left in {store} while importing {name}/{version}: "
                              "free some space (`netbootd image gc` removes unused files) and "
                              "import again; the store is unchanged") from e
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise StoreAccess(f"cannot write the store {store} ({e.strerror}): run the import "
+                              "as the user netbootd runs as (or root), on a writable store; "
+                              "the store is unchanged") from e
         raise BuildError(f"importing {name}/{version} failed: {e}; the store is "
                          "unchanged") from e
     except BaseException:
