@@ -37,6 +37,7 @@ from netbootd.store.builds import load_store
 from netbootd.store.catalog import Build, BuildCatalog
 from netbootd.store.channels import CHANNEL_RE, rollback_stack
 from netbootd.store.importer import Progress
+from netbootd.store.sniff import check_import
 
 MODES_SETTABLE = ("appliance", "local", "menu", "discover")
 # How far back `channel rollback` is promised to work: the builds a channel had before its
@@ -117,6 +118,7 @@ class Admin:
         disk (one image), esxi (one installer ISO). ``arch`` (linux only): checked against
         the kernel's header, which decides when it says."""
         kw: dict[str, Any] = {"progress": progress} if progress else {}
+        check_import(kind, paths, rootfs)  # an ISO is not a kernel: say which --kind fits
         if kind == "tree":
             if len(paths) != 1:
                 raise BuildError("a tree import takes one directory or tarball")

@@ -201,8 +201,8 @@ class Staging:
             with contextlib.suppress(OSError):
                 if blob.stat().st_nlink == 1:
                     blob.unlink()
-        # Directories this import made and left empty (another import's files keep theirs).
-        for d in [*{b.parent for b in self.new_blobs}, self.dir.parent]:
+        # Blob directories this import made and left empty (others' files keep theirs).
+        for d in {b.parent for b in self.new_blobs}:
             with contextlib.suppress(OSError):
                 d.rmdir()
 

@@ -104,7 +104,7 @@ def test_reimage_drill(demo_store: Path, tmp_path: Path) -> None:
         disk_build = netbootd(config, "image", "import", "--kind", "disk", "--name",
                               "lab-disk", "--version", "1", str(work / "lab.img.gz"))
         assert disk_build["disk"]["raw_sha256"] == info["raw_sha256"]
-        order = netbootd(config, "node", "reimage", "lab7", "--image", "lab-disk/1")
+        order = netbootd(config, "node", "reimage", "lab7", "--image", "lab-disk/1", "--yes")
         assert order["state"] == "pending"
         state_db = tmp_path / "state" / "state.sqlite3"
         nb = start_netbootd(lab, ["serve", "--config", str(config)], tmp_path, state_db)
