@@ -8,15 +8,21 @@ running server notices changes by itself (``Responder.refresh``); nothing here s
 
 from __future__ import annotations
 
-import os
-import secrets
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netbootd.admin_json import (
+    ROLLBACK_KEEP,
+    build_json,
+    build_roles,
+    build_users,
+    lease_json,
+    load_or_create_token,
+    record_json,
+)
 from netbootd.admin_next import next_boot
 from netbootd.config import BootSettings, Config, NodeSpec
 from netbootd.core.funnel import BuildRoles, event_build, funnel
@@ -28,21 +34,20 @@ from netbootd.core.identity import (
 )
 from netbootd.core.intent import NodeOverride, ReimageOrder
 from netbootd.core.inventory import Inventory, apply_bindings, identity_key
-from netbootd.errors import BuildError, ConfigError, Conflict, NotFound
+from netbootd.errors import BuildError, Conflict, NotFound
 from netbootd.state.events import BootEvent, NodeRecord, StateDB
 from netbootd.state.leases import LeaseDB
 from netbootd.state.registry import Registry
 from netbootd.store import importer, maintenance
 from netbootd.store.builds import load_store
-from netbootd.store.catalog import Build, BuildCatalog
-from netbootd.store.channels import CHANNEL_RE, rollback_stack
+from netbootd.store.catalog import BuildCatalog
+from netbootd.store.channels import CHANNEL_RE
 from netbootd.store.importer import Progress
 from netbootd.store.sniff import check_import
 
+__all__ = ["MODES_SETTABLE", "ROLLBACK_KEEP", "Admin", "build_roles", "load_or_create_token"]
+
 MODES_SETTABLE = ("appliance", "local", "menu", "discover")
-# How far back `channel rollback` is promised to work: the builds a channel had before its
-# current one, this many deep, are kept (image remove refuses them). Older ones may go.
-ROLLBACK_KEEP = 3
 
 
 @dataclass
@@ -91,12 +96,12 @@ class Admin:
     def builds(self) -> list[dict[str, Any]]:
         catalog, _ = self.catalog()
         users = self._build_users()
-        return [_build_json(b, users.get(b.ref, [])) for b in catalog.all()]
+        return [build_json(b, users.get(b.ref, [])) for b in catalog.all()]
 
     def build(self, ref: str) -> dict[str, Any]:
         catalog, _ = self.catalog()
         b = catalog.get(ref)
-        out = _build_json(b, self._build_users().get(ref, []))
+        out = build_json(b, self._build_users().get(ref, []))
         out["files"] = {n: {"size": i.size, "sha256": i.sha256}
                         for n, i in sorted(b.manifest.files.items())}
         out["cmdline"] = b.manifest.cmdline
@@ -115,30 +120,11 @@ class Admin:
                      description: str = "", progress: Progress | None = None,
                      arch: str | None = None) -> dict[str, Any]:
         """``kind``: linux (paths = kernel, initrds...), tree (one directory or tarball),
-        disk (one image), esxi (one installer ISO). ``arch`` (linux only): checked against
-        the kernel's header, which decides when it says."""
-        kw: dict[str, Any] = {"progress": progress} if progress else {}
+        disk (one image), esxi (one installer ISO); see ``importer.import_kind``."""
         check_import(kind, paths, rootfs)  # an ISO is not a kernel: say which --kind fits
-        if kind == "tree":
-            if len(paths) != 1:
-                raise BuildError("a tree import takes one directory or tarball")
-            m = importer.import_tree(self.store, paths[0], name=name, version=version, **kw)
-            return self.build(m.ref)
-        if not name or not version:
-            raise BuildError(f"a {kind} import needs --name and --version")
-        if kind == "linux":
-            if not paths:
-                raise BuildError("a linux import needs a kernel and usually an initrd")
-            m = importer.import_linux(self.store, name, version, paths[0], list(paths[1:]),
-                                      rootfs=rootfs, cmdline=cmdline, description=description,
-                                      arch=arch, **kw)
-        elif kind in ("disk", "esxi"):
-            if len(paths) != 1:
-                raise BuildError(f"a {kind} import takes exactly one file")
-            fn = importer.import_disk if kind == "disk" else importer.import_esxi_iso
-            m = fn(self.store, name, version, paths[0], description=description, **kw)
-        else:
-            raise BuildError(f"unknown import kind {kind!r} (linux, tree, disk, esxi)")
+        m = importer.import_kind(self.store, kind, name=name, version=version, paths=paths,
+                                 cmdline=cmdline, rootfs=rootfs, description=description,
+                                 progress=progress, arch=arch)
         return self.build(m.ref)
 
     def verify(self, ref: str | None = None) -> dict[str, Any]:
@@ -164,30 +150,7 @@ class Admin:
                 "staging_removed": r.staging_removed}
 
     def _build_users(self) -> dict[str, list[str]]:
-        """What still needs each build: channels, their rollback history, pins, orders."""
-        users: dict[str, list[str]] = {}
-
-        def add(ref: str | None, why: str) -> None:
-            if ref:
-                users.setdefault(ref, []).append(why)
-
-        for ch, ref in sorted(self.registry.channels().items()):
-            add(ref, f"channel {ch}")
-            kept = rollback_stack(self.registry.history(ch))[-ROLLBACK_KEEP:]
-            for old in dict.fromkeys(reversed(kept)):
-                add(old, f"channel {ch}'s rollback history (last {ROLLBACK_KEEP} builds)")
-        for g in self.config.groups:
-            add(g.settings.build, f"config groups.{g.name}.build")
-        for n in self.config.nodes:
-            add(n.settings.build, f"config nodes.{n.name}.build")
-        for node, ov in sorted(self.registry.overrides().items()):
-            add(ov.build, f"node {node} (node set --build)")
-        for node, order in sorted(self.registry.open_orders().items()):
-            add(order.image, f"node {node}'s open reimage order")
-        inst = self.config.reimage.installer
-        if inst and "/" in inst:
-            add(inst, "config reimage.installer")
-        return users
+        return build_users(self.config, self.registry)
 
     # -- channels ------------------------------------------------------------------------------
     def channels(self) -> dict[str, str]:
@@ -232,7 +195,7 @@ class Admin:
     # -- nodes ---------------------------------------------------------------------------------
     def nodes(self, discovered: bool = False) -> list[dict[str, Any]]:
         if discovered:
-            return [_record_json(r) for r in self.state.discovered()]
+            return [record_json(r) for r in self.state.discovered()]
         inv = self.inventory()
         records = {r.node: r for r in self.state.nodes() if r.node}
         adopted = {n.name for n in self.registry.adopted_nodes()}
@@ -266,22 +229,8 @@ class Admin:
             {"build": ov.build, "channel": ov.channel, "mode": ov.mode},
             "reimage": None if n.name not in orders else
             self.registry.action(orders[n.name].action_id).as_json(),
-            "seen": None if record is None else _record_json(record),
-            "lease": self._lease_json(n.macs)}
-
-    def _lease_json(self, macs: tuple[str, ...]) -> dict[str, Any] | None:
-        """The node's DHCP lease in server mode: its bound address first, else its last
-        record (offered, released); None in proxy mode or before its first exchange."""
-        db = self.leases()
-        if db is None or not macs:
-            return None
-        records = db.for_macs(macs)
-        if not records:
-            return None
-        now = self.clock()
-        best = next((x for x in records if x.state == "bound" and x.expires > now), records[0])
-        return {"ip": best.ip, "mac": best.mac, "state": best.state, "expires": best.expires,
-                "pool": best.pool, "active": best.state == "bound" and best.expires > now}
+            "seen": None if record is None else record_json(record),
+            "lease": lease_json(self.leases(), n.macs, self.clock())}
 
     def node(self, name: str) -> dict[str, Any]:
         return self._detail(self._node(name))
@@ -435,53 +384,8 @@ class Admin:
         return out
 
 
-def load_or_create_token(path: Path) -> str:
-    """The admin API's bearer token: read from ``path``, or made (0600) at first start.
-
-    A token file that other users can read is refused: the token opens every change."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        st = path.stat()
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError([f"admin token file {path} is readable by other users: "
-                               f"chmod 600 {path}"], "admin") from None
-        token = path.read_text().strip()
-        if len(token) < 16:
-            raise ConfigError([f"admin token file {path} holds no token of 16+ characters; "
-                               "delete it and netbootd makes a new one"], "admin") from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
-
-
 def _mac(value: str) -> str:
     try:
         return normalize_mac(value)
     except ValueError as e:
         raise BuildError(f"{value!r}: {e}") from None
-
-
-def _build_json(b: Build, users: list[str]) -> dict[str, Any]:
-    return {"ref": b.ref, "name": b.name, "version": b.version, "kind": b.kind,
-            "arch": b.arch, "description": b.manifest.description,
-            "size": sum(i.size for i in b.manifest.files.values()),
-            "used_by": users}
-
-
-def build_roles(b: Build) -> BuildRoles:
-    m = b.manifest
-    rootfs = m.extra.get("rootfs")
-    if m.esxi is not None:
-        return BuildRoles(kernel=m.esxi.kernel, initrds=tuple(m.esxi.modules))
-    return BuildRoles(kernel=m.kernel, initrds=m.initrds,
-                      rootfs=rootfs if isinstance(rootfs, str) else None)
-
-
-def _record_json(r: NodeRecord) -> dict[str, Any]:
-    return {"mac": r.mac, "guid": r.guid, "ip": r.ip, "arch": r.arch, "serial": r.serial,
-            "vendor_class": r.vendor_class, "node": r.node, "hostname": r.hostname,
-            "current_build": r.current_build, "boot_count": r.boot_count,
-            "first_seen": r.first_seen, "last_seen": r.last_seen, "state": r.state}
