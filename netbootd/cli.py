@@ -25,7 +25,7 @@ from typing import Any
 
 import netbootd
 from netbootd.cli_admin import add_admin_commands
-from netbootd.cli_errors import run
+from netbootd.cli_errors import parse, run
 from netbootd.cli_quick import cmd_boot, interface_address, quick_config
 from netbootd.config import (
     BootSettings,
@@ -417,7 +417,7 @@ def cmd_loaders(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     _setup_logging(args.verbose)
     return run(args.func, args)  # exit codes and messages: cli_errors, docs/operations.md
 

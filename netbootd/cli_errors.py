@@ -93,6 +93,18 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, with ``--help | head`` (and ``--print-man | head``) quiet."""
+    try:
+        try:
+            return parser.parse_args(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        raise SystemExit(EXIT_BROKEN_PIPE) from None
+
+
 def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """``func(args)``'s exit code, or the code (and one message) of what it raised."""
     try:

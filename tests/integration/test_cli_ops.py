@@ -235,6 +235,16 @@ def test_a_closed_pipe_ends_quietly_with_141(cfg: Path) -> None:
     assert err == ""
 
 
+@pytest.mark.parametrize("args", [["--print-man"], ["node", "--help"]])
+def test_help_and_the_man_page_into_a_closed_pipe_are_quiet(args: list[str]) -> None:
+    proc = subprocess.Popen([*ENTRY, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) in (0, EXIT_BROKEN_PIPE) and err == "", err
+
+
 @contextlib.contextmanager
 def tmpfs(where: Path, size: str) -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
