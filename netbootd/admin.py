@@ -8,6 +8,7 @@ running server notices changes by itself (``Responder.refresh``); nothing here s
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from netbootd.core.inventory import Inventory, apply_bindings, identity_key
 from netbootd.errors import BuildError, Conflict, NotFound
 from netbootd.state.events import BootEvent, NodeRecord, StateDB
 from netbootd.state.leases import LeaseDB
-from netbootd.state.registry import Registry
+from netbootd.state.registry import Registry, state_unavailable
 from netbootd.store import importer, maintenance
 from netbootd.store.builds import load_store
 from netbootd.store.catalog import BuildCatalog
@@ -57,8 +58,11 @@ class Admin:
 
     def __post_init__(self) -> None:
         state_dir = self.config.server.state_dir
-        self.registry = Registry(state_dir / "intent.sqlite3")
-        self.state = StateDB(state_dir / "state.sqlite3")
+        try:
+            self.registry = Registry(state_dir / "intent.sqlite3")
+            self.state = StateDB(state_dir / "state.sqlite3")
+        except (sqlite3.OperationalError, PermissionError) as e:
+            raise state_unavailable(state_dir, e) from e
         self._leases_path = state_dir / "leases.sqlite3"
         self._leases: LeaseDB | None = None
 

@@ -11,13 +11,14 @@ is seen at the next request without a restart or a poll loop.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from netbootd.config import BootSettings, NodeSpec
 from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
-from netbootd.errors import NotFound
+from netbootd.errors import NetbootdError, NotFound
 from netbootd.store.channels import HistoryEntry, rollback_target
 
 _SCHEMA = """
@@ -74,6 +75,28 @@ class Action:
 class Binding:
     identity: str  # "mac:<mac>", "guid:<guid>", "serial:<serial>"
     node: str
+
+
+class StateUnavailable(NetbootdError):
+    """The state directory cannot be written: read-only, another user's, or locked."""
+
+    exit_code = 4  # docs/operations.md, exit codes
+
+
+def state_unavailable(state_dir: Path, e: Exception) -> StateUnavailable:
+    """Say why ``state_dir``'s databases could not be opened, and what to do."""
+    try:
+        readonly = bool(os.statvfs(state_dir).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly = False
+    if readonly:
+        why = "is on a read-only file system; remount it read-write (or run this on the server)"
+    elif "locked" in str(e):
+        why = "is locked by another process; try again in a moment"
+    else:
+        why = (f"is not writable by uid {os.geteuid()}; run it as the user netbootd runs as "
+               "(or root)")
+    return StateUnavailable(f"cannot open the state in {state_dir} ({e}): it {why}")
 
 
 _ACTION_COLS = "id, node, kind, image, state, reason, created, updated, who, attempts"
