@@ -60,8 +60,12 @@ class Admin:
         state_dir = self.config.server.state_dir
         try:
             self.registry = Registry(state_dir / "intent.sqlite3")
+        except (sqlite3.OperationalError, PermissionError) as e:
+            raise state_unavailable(state_dir, e) from e
+        try:
             self.state = StateDB(state_dir / "state.sqlite3")
         except (sqlite3.OperationalError, PermissionError) as e:
+            self.registry.close()
             raise state_unavailable(state_dir, e) from e
         self._leases_path = state_dir / "leases.sqlite3"
         self._leases: LeaseDB | None = None
