@@ -2,6 +2,9 @@
 
 Every command calls the same functions the server uses (``make_responder``, ``decide``, the
 renderer), so ``render`` shows offline exactly what ``serve`` would answer.
+
+The config check is in ``check``, quick mode in ``cli_quick``, exit codes in ``cli_errors``,
+the admin commands in ``cli_admin`` (parser) and ``cli_admin_cmds`` (bodies).
 """
 
 from __future__ import annotations
@@ -9,13 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import fcntl
 import importlib.metadata
-import ipaddress
 import logging
 import os
-import socket
-import struct
 import sys
 import time
 from pathlib import Path
@@ -23,26 +22,17 @@ from typing import Any
 
 import netbootd
 from netbootd.cli_admin import add_admin_commands
+from netbootd.cli_errors import parse, run
+from netbootd.cli_quick import cmd_boot, interface_address, quick_config
 from netbootd.config import (
-    DEFAULT_BOOTFILES,
-    DEFAULT_LOADER_DIRS,
-    BootSettings,
-    Config,
-    DhcpConfig,
-    GroupSpec,
-    HttpConfig,
-    LoaderConfig,
-    ServerConfig,
-    TftpConfig,
     load_config,
 )
 from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
-from netbootd.errors import ConfigError, NetbootdError
 from netbootd.service import Service, firstboot_key, serve
-from netbootd.store.builds import quick_build
-from netbootd.store.catalog import BuildCatalog
+
+__all__ = ["build_parser", "interface_address", "main", "quick_config"]
 
 # Every command that reads the config: --config, else $NETBOOTD_CONFIG, else the packaged path.
 CONFIG_ARG: dict[str, Any] = {
@@ -156,55 +146,6 @@ def _timestamp(text: str) -> float:
     return when.timestamp()
 
 
-def interface_address(interface: str) -> str:
-    """The IPv4 address of a network interface (SIOCGIFADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", interface.encode()[:15]))
-    return socket.inet_ntoa(packed[20:24])
-
-
-def quick_config(args: argparse.Namespace, build_ref: str) -> Config:
-    """The config of quick mode: one default group booting ``build_ref`` through iPXE."""
-    address = args.address
-    if address is None:
-        if args.interface is None:
-            raise ConfigError(["--address or --interface is required: the address PXE clients "
-                               "reach this host at"], "netbootd boot")
-        try:
-            address = interface_address(args.interface)
-        except OSError as e:
-            raise ConfigError([f"--interface {args.interface}: no IPv4 address ({e})"],
-                              "netbootd boot") from e
-    try:
-        ipaddress.IPv4Address(address)
-    except ValueError:
-        raise ConfigError([f"--address {address!r} is not an IPv4 address"],
-                          "netbootd boot") from None
-    state_dir = Path(args.state_dir)
-    return Config(
-        server=ServerConfig(address=address, interface=args.interface, state_dir=state_dir,
-                            store_dir=state_dir / "store"),
-        dhcp=DhcpConfig(),
-        tftp=TftpConfig(port=args.tftp_port),
-        http=HttpConfig(port=args.http_port),
-        loaders=LoaderConfig(dirs={k: tuple(Path(p) for p in v)
-                                   for k, v in DEFAULT_LOADER_DIRS.items()},
-                             bootfiles={k: dict(v) for k, v in DEFAULT_BOOTFILES.items()}),
-        groups=(GroupSpec(name="quick", default=True,
-                          settings=BootSettings(build=build_ref, loader="ipxe")),),
-        nodes=(), source="netbootd boot")
-
-
-def cmd_boot(args: argparse.Namespace) -> int:
-    build = quick_build(Path(args.kernel), [Path(p) for p in args.initrd], args.cmdline)
-    config = quick_config(args, build.ref)
-    service = Service(config, catalog=BuildCatalog([build]))
-    logging.getLogger("netbootd").info("quick mode: every PXE client boots %s (%s)",
-                                       args.kernel, build.ref)
-    asyncio.run(serve(service))
-    return 0
-
-
 def package_version() -> str:
     """The installed distribution's version (its metadata, which pyproject.toml derives from
     ``netbootd.__version__``); that attribute itself when run from a checkout not installed."""
@@ -214,13 +155,56 @@ def package_version() -> str:
         return netbootd.__version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="netbootd", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--version", action="version", version=f"netbootd {package_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+DESCRIPTION = """netbootd network-boots machines: ProxyDHCP (or a DHCP server), TFTP and HTTP
+from one service, builds imported into a store, channels with rollback, per-node overrides,
+lab reimage and boot timelines. Every command but serve and boot reads --config."""
 
-    s = sub.add_parser("serve", help="run the ProxyDHCP, TFTP and HTTP servers")
+EPILOG = """examples:
+  netbootd check --config /etc/netbootd/netbootd.toml
+  netbootd image import --name kvm --version 2026.11 vmlinuz initrd.img
+  netbootd channel set kvm-stable kvm/2026.11 --why 'new kernel'
+  netbootd node list
+  netbootd COMMAND --help        (each command's options and an example)
+
+exit codes: 0 done, 1 problems found, 2 refused (nothing changed), 3 another DHCP server,
+4 no permission / read-only / locked, 5 disk full, 130 interrupted, 141 output pipe closed
+(docs/operations.md)."""
+
+
+class _PrintMan(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from netbootd.manpage import man_page
+
+        sys.stdout.write(man_page(build_parser(), package_version()))
+        parser.exit()
+
+
+class _PrintCompletion(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object,
+                 *_: object) -> None:
+        from netbootd.manpage import completion
+
+        sys.stdout.write(completion(build_parser(), str(values)))
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netbootd", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    p.add_argument("--version", action="version", version=f"netbootd {package_version()}",
+                   help="print the installed version and exit")
+    p.add_argument("--print-man", action=_PrintMan, nargs=0,
+                   help="print the netbootd(8) man page (roff) and exit")
+    p.add_argument("--print-completion", action=_PrintCompletion, choices=("bash", "zsh"),
+                   help="print a shell completion script and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the ProxyDHCP, TFTP and HTTP servers",
+                       description="Run the ProxyDHCP, TFTP, HTTP and admin API servers.",
+                       epilog="example:\n  netbootd serve --config /etc/netbootd/netbootd.toml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", **CONFIG_ARG)
     s.set_defaults(func=cmd_serve)
 
@@ -246,21 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: now); first-boot tokens depend on it")
     s.set_defaults(func=cmd_render)
 
-    s = sub.add_parser("boot", help="quick mode: serve one kernel to every PXE client")
-    s.add_argument("kernel")
-    s.add_argument("initrd", nargs="*")
-    s.add_argument("--cmdline", default="")
-    s.add_argument("--interface")
-    s.add_argument("--address")
-    s.add_argument("--http-port", type=int, default=8080)
-    s.add_argument("--tftp-port", type=int, default=69)
-    s.add_argument("--state-dir", default="/var/lib/netbootd/quick")
+    s = sub.add_parser("boot", help="quick mode: serve one kernel to every PXE client",
+                       description="Quick mode: every PXE client boots one kernel (no config).",
+                       epilog="example:\n  netbootd boot vmlinuz initrd.img --interface eth1 "
+                              "--cmdline console=ttyS0",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("kernel", help="the kernel every client boots")
+    s.add_argument("initrd", nargs="*", help="initrds, in order")
+    s.add_argument("--cmdline", default="", help="the kernel command line")
+    s.add_argument("--interface", help="serve on this interface (its address is used)")
+    s.add_argument("--address", help="the IPv4 address clients reach this host at")
+    s.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    s.add_argument("--tftp-port", type=int, default=69, help="TFTP port (default 69)")
+    s.add_argument("--state-dir", default="/var/lib/netbootd/quick",
+                   help="where quick mode keeps its state (default /var/lib/netbootd/quick)")
     s.set_defaults(func=cmd_boot)
 
-    s = sub.add_parser("loaders", help="prepare loader folders that are built, not packaged")
+    s = sub.add_parser("loaders", help="prepare loader folders that are built, not packaged",
+                       description="Prepare loader folders that are built, not packaged.",
+                       epilog="example:\n  netbootd loaders grub --arm64",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("which", choices=["grub"], help="grub: GRUB network images (grub-mknetdir) "
                    "and Debian's signed shim and GRUB for Secure Boot")
-    s.add_argument("--dest", type=Path, default=Path("/var/lib/netbootd/loaders/grub"))
+    s.add_argument("--dest", type=Path, default=Path("/var/lib/netbootd/loaders/grub"),
+                   help="where the loaders go (default /var/lib/netbootd/loaders/grub)")
     s.add_argument("--cache", type=Path, default=Path("/var/cache/netbootd/debs"),
                    help="where signed packages are downloaded and unpacked when not installed")
     s.add_argument("--no-signed", action="store_true", help="skip shim and signed GRUB")
@@ -282,13 +275,9 @@ def cmd_loaders(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     _setup_logging(args.verbose)
-    try:
-        return int(args.func(args))
-    except (NetbootdError, ValueError) as e:
-        print(f"netbootd: {e}", file=sys.stderr)
-        return int(getattr(e, "exit_code", 2))
+    return run(args.func, args)  # exit codes and messages: cli_errors, docs/operations.md
 
 
 if __name__ == "__main__":
