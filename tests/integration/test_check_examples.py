@@ -43,7 +43,8 @@ def test_example_checks_and_serves_what_render_showed(name: str, tmp_path: Path)
     assert not key_file.exists()  # a fresh state dir: serve never ran
     if "reimage" in data:  # the lab's drill: one laptop ordered to be reimaged, one not
         first = next(iter(data["nodes"]))
-        netbootd("node", "reimage", "--config", str(config), first, "--image", "lab-disk/7")
+        netbootd("node", "reimage", "--config", str(config), first, "--image", "lab-disk/7",
+                 "--yes")
     at = time.time()
     files: dict[tuple[str, str], str] = {}
     for node in data["nodes"].values():
