@@ -8,15 +8,23 @@ running server notices changes by itself (``Responder.refresh``); nothing here s
 
 from __future__ import annotations
 
-import os
-import secrets
-import stat
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netbootd.admin_json import (
+    ROLLBACK_KEEP,
+    build_json,
+    build_roles,
+    build_users,
+    lease_json,
+    load_or_create_token,
+    record_json,
+)
+from netbootd.admin_next import next_boot
 from netbootd.config import BootSettings, Config, NodeSpec
 from netbootd.core.funnel import BuildRoles, event_build, funnel
 from netbootd.core.identity import (
@@ -27,20 +35,20 @@ from netbootd.core.identity import (
 )
 from netbootd.core.intent import NodeOverride, ReimageOrder
 from netbootd.core.inventory import Inventory, apply_bindings, identity_key
-from netbootd.errors import BuildError, ConfigError, Conflict, NotFound
+from netbootd.errors import BuildError, Conflict, NotFound
 from netbootd.state.events import BootEvent, NodeRecord, StateDB
 from netbootd.state.leases import LeaseDB
-from netbootd.state.registry import Registry
+from netbootd.state.registry import Registry, state_unavailable
 from netbootd.store import importer, maintenance
 from netbootd.store.builds import load_store
-from netbootd.store.catalog import Build, BuildCatalog
-from netbootd.store.channels import CHANNEL_RE, rollback_stack
+from netbootd.store.catalog import BuildCatalog
+from netbootd.store.channels import CHANNEL_RE
 from netbootd.store.importer import Progress
+from netbootd.store.sniff import check_import
+
+__all__ = ["MODES_SETTABLE", "ROLLBACK_KEEP", "Admin", "build_roles", "load_or_create_token"]
 
 MODES_SETTABLE = ("appliance", "local", "menu", "discover")
-# How far back `channel rollback` is promised to work: the builds a channel had before its
-# current one, this many deep, are kept (image remove refuses them). Older ones may go.
-ROLLBACK_KEEP = 3
 
 
 @dataclass
@@ -50,8 +58,15 @@ class Admin:
 
     def __post_init__(self) -> None:
         state_dir = self.config.server.state_dir
-        self.registry = Registry(state_dir / "intent.sqlite3")
-        self.state = StateDB(state_dir / "state.sqlite3")
+        try:
+            self.registry = Registry(state_dir / "intent.sqlite3")
+        except (sqlite3.OperationalError, PermissionError) as e:
+            raise state_unavailable(state_dir, e) from e
+        try:
+            self.state = StateDB(state_dir / "state.sqlite3")
+        except (sqlite3.OperationalError, PermissionError) as e:
+            self.registry.close()
+            raise state_unavailable(state_dir, e) from e
         self._leases_path = state_dir / "leases.sqlite3"
         self._leases: LeaseDB | None = None
 
@@ -89,12 +104,12 @@ class Admin:
     def builds(self) -> list[dict[str, Any]]:
         catalog, _ = self.catalog()
         users = self._build_users()
-        return [_build_json(b, users.get(b.ref, [])) for b in catalog.all()]
+        return [build_json(b, users.get(b.ref, [])) for b in catalog.all()]
 
     def build(self, ref: str) -> dict[str, Any]:
         catalog, _ = self.catalog()
         b = catalog.get(ref)
-        out = _build_json(b, self._build_users().get(ref, []))
+        out = build_json(b, self._build_users().get(ref, []))
         out["files"] = {n: {"size": i.size, "sha256": i.sha256}
                         for n, i in sorted(b.manifest.files.items())}
         out["cmdline"] = b.manifest.cmdline
@@ -113,29 +128,11 @@ class Admin:
                      description: str = "", progress: Progress | None = None,
                      arch: str | None = None) -> dict[str, Any]:
         """``kind``: linux (paths = kernel, initrds...), tree (one directory or tarball),
-        disk (one image), esxi (one installer ISO). ``arch`` (linux only): checked against
-        the kernel's header, which decides when it says."""
-        kw: dict[str, Any] = {"progress": progress} if progress else {}
-        if kind == "tree":
-            if len(paths) != 1:
-                raise BuildError("a tree import takes one directory or tarball")
-            m = importer.import_tree(self.store, paths[0], name=name, version=version, **kw)
-            return self.build(m.ref)
-        if not name or not version:
-            raise BuildError(f"a {kind} import needs --name and --version")
-        if kind == "linux":
-            if not paths:
-                raise BuildError("a linux import needs a kernel and usually an initrd")
-            m = importer.import_linux(self.store, name, version, paths[0], list(paths[1:]),
-                                      rootfs=rootfs, cmdline=cmdline, description=description,
-                                      arch=arch, **kw)
-        elif kind in ("disk", "esxi"):
-            if len(paths) != 1:
-                raise BuildError(f"a {kind} import takes exactly one file")
-            fn = importer.import_disk if kind == "disk" else importer.import_esxi_iso
-            m = fn(self.store, name, version, paths[0], description=description, **kw)
-        else:
-            raise BuildError(f"unknown import kind {kind!r} (linux, tree, disk, esxi)")
+        disk (one image), esxi (one installer ISO); see ``importer.import_kind``."""
+        check_import(kind, paths, rootfs)  # an ISO is not a kernel: say which --kind fits
+        m = importer.import_kind(self.store, kind, name=name, version=version, paths=paths,
+                                 cmdline=cmdline, rootfs=rootfs, description=description,
+                                 progress=progress, arch=arch)
         return self.build(m.ref)
 
     def verify(self, ref: str | None = None) -> dict[str, Any]:
@@ -161,30 +158,7 @@ class Admin:
                 "staging_removed": r.staging_removed}
 
     def _build_users(self) -> dict[str, list[str]]:
-        """What still needs each build: channels, their rollback history, pins, orders."""
-        users: dict[str, list[str]] = {}
-
-        def add(ref: str | None, why: str) -> None:
-            if ref:
-                users.setdefault(ref, []).append(why)
-
-        for ch, ref in sorted(self.registry.channels().items()):
-            add(ref, f"channel {ch}")
-            kept = rollback_stack(self.registry.history(ch))[-ROLLBACK_KEEP:]
-            for old in dict.fromkeys(reversed(kept)):
-                add(old, f"channel {ch}'s rollback history (last {ROLLBACK_KEEP} builds)")
-        for g in self.config.groups:
-            add(g.settings.build, f"config groups.{g.name}.build")
-        for n in self.config.nodes:
-            add(n.settings.build, f"config nodes.{n.name}.build")
-        for node, ov in sorted(self.registry.overrides().items()):
-            add(ov.build, f"node {node} (node set --build)")
-        for node, order in sorted(self.registry.open_orders().items()):
-            add(order.image, f"node {node}'s open reimage order")
-        inst = self.config.reimage.installer
-        if inst and "/" in inst:
-            add(inst, "config reimage.installer")
-        return users
+        return build_users(self.config, self.registry)
 
     # -- channels ------------------------------------------------------------------------------
     def channels(self) -> dict[str, str]:
@@ -200,10 +174,19 @@ class Admin:
                                          now=self.clock()).as_json()
 
     def channel_rollback(self, channel: str, *, to: str | None = None, who: str,
-                         why: str = "") -> dict[str, Any]:
+                         why: str = "", force: bool = False) -> dict[str, Any]:
+        """Back to the previous build, or ``to`` one the channel had; ``force`` allows a
+        ``to`` the channel never pointed at (which is a ``set`` in all but name)."""
         if channel not in self.registry.channels():
             raise NotFound(f"no channel {channel!r} (channels: "
                            f"{', '.join(sorted(self.registry.channels())) or 'none'})")
+        if to is not None and not force:
+            had = list(dict.fromkeys(b for e in self.registry.history(channel)
+                                     for b in (e.to_build, e.from_build) if b))
+            if to not in had:
+                raise Conflict(f"channel {channel} never pointed at {to} (it had: "
+                               f"{', '.join(had)}); roll back to one of those, or add "
+                               f"--force (API: \"force\": true) to move it there anyway")
         target = self.registry.rollback_target(channel, to)
         catalog, _ = self.catalog()
         catalog.get(target)
@@ -220,20 +203,33 @@ class Admin:
     # -- nodes ---------------------------------------------------------------------------------
     def nodes(self, discovered: bool = False) -> list[dict[str, Any]]:
         if discovered:
-            return [_record_json(r) for r in self.state.discovered()]
+            return [record_json(r) for r in self.state.discovered()]
         inv = self.inventory()
         records = {r.node: r for r in self.state.nodes() if r.node}
         adopted = {n.name for n in self.registry.adopted_nodes()}
         overrides = self.registry.overrides()
         orders = self.registry.open_orders()
-        return [self._view(n, records.get(name), name in adopted, overrides, orders)
+        nxt = self._next_boot(inv)
+        return [self._view(n, records.get(name), name in adopted, overrides, orders, nxt)
                 for name, n in sorted(inv.nodes.items())]
 
+    def _next_boot(self, inv: Inventory) -> Callable[[NodeSpec, NodeRecord | None],
+                                                    dict[str, Any]]:
+        """The planner's answer for a node, over the store and intent as they are now."""
+        catalog, _ = self.catalog()
+        nodes = list(inv.nodes.values())
+        ambiguous = frozenset(g for g, macs in self.state.shared_guids().items()
+                              if not any(macs <= set(n.macs) for n in nodes))
+        intent = self.registry.intent(self.config.reimage.installer, ambiguous)
+        return lambda n, seen: next_boot(n, seen, inv, catalog, intent)
+
     def _view(self, n: NodeSpec, record: NodeRecord | None, adopted: bool,
-              overrides: dict[str, NodeOverride], orders: dict[str, ReimageOrder]
+              overrides: dict[str, NodeOverride], orders: dict[str, ReimageOrder],
+              nxt: Callable[[NodeSpec, NodeRecord | None], dict[str, Any]]
               ) -> dict[str, Any]:
         ov = overrides.get(n.name)
         return {
+            "next": nxt(n, record),
             "name": n.name, "source": "adopted" if adopted else "config",
             "macs": list(n.macs), "guids": list(n.guids), "serials": list(n.serials),
             "group": n.group, "hostname": n.hostname or n.name,
@@ -241,22 +237,8 @@ class Admin:
             {"build": ov.build, "channel": ov.channel, "mode": ov.mode},
             "reimage": None if n.name not in orders else
             self.registry.action(orders[n.name].action_id).as_json(),
-            "seen": None if record is None else _record_json(record),
-            "lease": self._lease_json(n.macs)}
-
-    def _lease_json(self, macs: tuple[str, ...]) -> dict[str, Any] | None:
-        """The node's DHCP lease in server mode: its bound address first, else its last
-        record (offered, released); None in proxy mode or before its first exchange."""
-        db = self.leases()
-        if db is None or not macs:
-            return None
-        records = db.for_macs(macs)
-        if not records:
-            return None
-        now = self.clock()
-        best = next((x for x in records if x.state == "bound" and x.expires > now), records[0])
-        return {"ip": best.ip, "mac": best.mac, "state": best.state, "expires": best.expires,
-                "pool": best.pool, "active": best.state == "bound" and best.expires > now}
+            "seen": None if record is None else record_json(record),
+            "lease": lease_json(self.leases(), n.macs, self.clock())}
 
     def node(self, name: str) -> dict[str, Any]:
         return self._detail(self._node(name))
@@ -265,7 +247,8 @@ class Admin:
         """One node's view, its actions and recent events; reads only what concerns it."""
         record = self.state.node_named(n.name)
         view = self._view(n, record, self.registry.is_adopted(n.name),
-                          self.registry.overrides(), self.registry.open_orders())
+                          self.registry.overrides(), self.registry.open_orders(),
+                          self._next_boot(self.inventory()))
         view["actions"] = [a.as_json() for a in self.registry.actions(n.name)]
         mac = n.macs[0] if n.macs else (view["seen"] or {}).get("mac")
         view["timeline"] = [] if not mac else [
@@ -349,6 +332,11 @@ class Admin:
                            f"{', '.join(catalog.refs()) or 'none'})")
         return self.registry.order_reimage(name, image, who=who, now=self.clock()).as_json()
 
+    def cancel_reimage(self, name: str, *, who: str) -> dict[str, Any]:
+        """Withdraw the node's open reimage order; the answer is the cancelled action."""
+        self._node(name)
+        return self.registry.cancel_reimage(name, who=who, now=self.clock()).as_json()
+
     def set_node(self, name: str, *, build: str | None = None, channel: str | None = None,
                  mode: str | None = None, clear: bool = False) -> dict[str, Any]:
         """Run-time override of a node's build (pin), channel or mode; ``clear`` drops it."""
@@ -404,53 +392,8 @@ class Admin:
         return out
 
 
-def load_or_create_token(path: Path) -> str:
-    """The admin API's bearer token: read from ``path``, or made (0600) at first start.
-
-    A token file that other users can read is refused: the token opens every change."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        st = path.stat()
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError([f"admin token file {path} is readable by other users: "
-                               f"chmod 600 {path}"], "admin") from None
-        token = path.read_text().strip()
-        if len(token) < 16:
-            raise ConfigError([f"admin token file {path} holds no token of 16+ characters; "
-                               "delete it and netbootd makes a new one"], "admin") from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
-
-
 def _mac(value: str) -> str:
     try:
         return normalize_mac(value)
     except ValueError as e:
         raise BuildError(f"{value!r}: {e}") from None
-
-
-def _build_json(b: Build, users: list[str]) -> dict[str, Any]:
-    return {"ref": b.ref, "name": b.name, "version": b.version, "kind": b.kind,
-            "arch": b.arch, "description": b.manifest.description,
-            "size": sum(i.size for i in b.manifest.files.values()),
-            "used_by": users}
-
-
-def build_roles(b: Build) -> BuildRoles:
-    m = b.manifest
-    rootfs = m.extra.get("rootfs")
-    if m.esxi is not None:
-        return BuildRoles(kernel=m.esxi.kernel, initrds=tuple(m.esxi.modules))
-    return BuildRoles(kernel=m.kernel, initrds=m.initrds,
-                      rootfs=rootfs if isinstance(rootfs, str) else None)
-
-
-def _record_json(r: NodeRecord) -> dict[str, Any]:
-    return {"mac": r.mac, "guid": r.guid, "ip": r.ip, "arch": r.arch, "serial": r.serial,
-            "vendor_class": r.vendor_class, "node": r.node, "hostname": r.hostname,
-            "current_build": r.current_build, "boot_count": r.boot_count,
-            "first_seen": r.first_seen, "last_seen": r.last_seen, "state": r.state}

@@ -2,6 +2,9 @@
 
 Every command calls the same functions the server uses (``make_responder``, ``decide``, the
 renderer), so ``render`` shows offline exactly what ``serve`` would answer.
+
+The config check is in ``check``, quick mode in ``cli_quick``, exit codes in ``cli_errors``,
+the admin commands in ``cli_admin`` (parser) and ``cli_admin_cmds`` (bodies).
 """
 
 from __future__ import annotations
@@ -9,46 +12,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import fcntl
 import importlib.metadata
-import ipaddress
 import logging
 import os
-import socket
-import struct
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import netbootd
 from netbootd.cli_admin import add_admin_commands
+from netbootd.cli_errors import parse, run
+from netbootd.cli_quick import cmd_boot, interface_address, quick_config
 from netbootd.config import (
-    DEFAULT_BOOTFILES,
-    DEFAULT_LOADER_DIRS,
-    BootSettings,
-    Config,
-    DhcpConfig,
-    GroupSpec,
-    HttpConfig,
-    LoaderConfig,
-    ServerConfig,
-    TftpConfig,
     load_config,
 )
-from netbootd.core.build_arch import selector_build_arches
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
-from netbootd.errors import ConfigError, NetbootdError
-from netbootd.render.environment import TEMPLATE_NAMES, make_environment
-from netbootd.render.seed import var_problems
-from netbootd.service import Service, make_responder, serve
-from netbootd.state.events import StateDB
-from netbootd.state.keyfile import KeyFileError, read_key
-from netbootd.state.registry import Registry
-from netbootd.store.builds import load_store, quick_build
-from netbootd.store.catalog import BuildCatalog
+from netbootd.service import Service, firstboot_key, serve
+
+__all__ = ["build_parser", "interface_address", "main", "quick_config"]
 
 # Every command that reads the config: --config, else $NETBOOTD_CONFIG, else the packaged path.
 CONFIG_ARG: dict[str, Any] = {
@@ -69,175 +52,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_config(config: Config) -> list[str]:
-    """Every problem that would stop a node from booting, beyond what parse_config checks."""
-    catalog, problems = load_store(config.server.store_dir)
-    intent_db = config.server.state_dir / "intent.sqlite3"
-    channels: dict[str, str] = {}
-    if intent_db.is_file():
-        with Registry(intent_db) as registry:
-            channels = registry.channels()
-    if not config.server.store_dir.is_dir():
-        problems.append(f"server.store_dir: {config.server.store_dir} does not exist; "
-                        "build or import a build first")
-    key_file = config.firstboot_key_file
-    if config.firstboot.key_file is not None or key_file.exists():  # else made at first start
-        try:
-            read_key(key_file)
-        except KeyFileError as e:
-            problems.append(f"firstboot.key_file: {e}")
-    for where, settings in [*((f"groups.{g.name}", g.settings) for g in config.groups),
-                            *((f"nodes.{n.name}", n.settings) for n in config.nodes)]:
-        if settings.build is not None and settings.build not in catalog:
-            problems.append(f"{where}.build: no build named {settings.build} "
-                            f"(known: {', '.join(catalog.refs()) or 'none'})")
-        problems += [f"{where}.{p}" for p in var_problems(settings.vars)]
-        if settings.channel is not None and settings.channel not in channels:
-            problems.append(f"{where}.channel: channel {settings.channel} points at no build; "
-                            f"run `netbootd channel set {settings.channel} NAME/VERSION`")
-    problems += _arch_problems(config, catalog, channels)
-    env = make_environment(config.server.templates_dir)
-    for name in TEMPLATE_NAMES:
-        try:
-            env.get_template(name)
-        except Exception as e:  # a template error of any kind is a problem to report
-            problems.append(f"templates: {name}: {e}")
-    for loader, families in config.loaders.bootfiles.items():
-        for family, path in families.items():
-            prefix, _, rest = path.partition("/")
-            dirs = config.loaders.dirs.get(prefix, ())
-            if (family in ("bios", "efi64") and loader in _loaders_in_use(config)
-                    and not any((d / rest).is_file() for d in dirs)):
-                problems.append(f"loaders.bootfiles.{loader}.{family}: {path} not found in "
-                                f"{', '.join(map(str, dirs)) or 'no directory'} ("
-                                + ("run `netbootd loaders grub`" if loader in ("grub", "shim")
-                                   else "install Debian's pxelinux, syslinux-efi and ipxe "
-                                        "packages") + ")")
-    return problems
-
-
-def _arch_problems(config: Config, catalog: BuildCatalog,
-                   channels: dict[str, str]) -> list[str]:
-    """Groups with an arch selector whose build (pinned or via its channel) no client they
-    match can run: every such client would be declined."""
-    problems = []
-    for g in config.groups:
-        s = g.settings
-        ref = s.build or (channels.get(s.channel) if s.channel else None)
-        if g.match is None or not g.match.arch or ref is None or ref not in catalog:
-            continue
-        arch = catalog.get(ref).arch
-        if arch not in selector_build_arches(g.match.arch):
-            problems.append(f"groups.{g.name}: build {ref} is for {arch} machines, but "
-                            f"match.arch = {list(g.match.arch)} matches none; give the "
-                            f"group a build of its arch")
-    return problems
-
-
-def _loaders_in_use(config: Config) -> set[str]:
-    used = {g.settings.loader or ("grub" if g.settings.secure_boot else "pxelinux")
-            for g in config.groups}
-    used |= {n.settings.loader for n in config.nodes if n.settings.loader}
-    if any(s.secure_boot for s in _all_settings(config)):
-        used |= {"grub", "shim"}
-    return used | {"ipxe"}  # ESXi on UEFI and HTTP Boot always use iPXE
-
-
-def _all_settings(config: Config) -> list[BootSettings]:
-    return [*(g.settings for g in config.groups), *(n.settings for n in config.nodes)]
-
-
-_TRUSTED_ISSUERS = ("Debian Secure Boot CA", "Microsoft")  # shim's vendor key; firmware db
-
-
-def check_warnings(config: Config, catalog: BuildCatalog,
-                   channels: Mapping[str, str]) -> list[str]:
-    """What boots, but likely not as meant: a Secure Boot group on a build whose kernel shim
-    will refuse, and GRUB behind a proxy whose site DHCP does not point at netbootd."""
-    warnings: list[str] = []
-    groups = {g.name: g for g in config.groups}
-    entries = [*((f"groups.{g.name}", g.settings, None) for g in config.groups),
-               *((f"nodes.{n.name}", n.settings, n.group) for n in config.nodes)]
-    def ref_of(st: BootSettings | None) -> str | None:
-        if st is None:
-            return None
-        return st.build or (channels.get(st.channel) if st.channel else None)
-
-    for where, s, group in entries:
-        gs = groups[group].settings if group in groups else None
-        if gs is not None and s.secure_boot is None and not (s.build or s.channel):
-            continue  # inherits both from its group: the group's line says it
-        secure = s.secure_boot if s.secure_boot is not None else bool(gs and gs.secure_boot)
-        ref = ref_of(s) if (s.build or s.channel) else ref_of(gs)
-        if not secure or ref is None or ref not in catalog:
-            continue
-        b = catalog.get(ref)
-        sig = b.kernel_signature
-        if b.kind != "linux" or sig is None:
-            continue
-        kernel = b.manifest.kernel
-        if not sig.signed:
-            warnings.append(
-                f"{where}.secure_boot: build {ref}'s kernel {kernel} is unsigned: under "
-                "Secure Boot shim refuses it (\"bad shim signature\") and the node stops in "
-                "GRUB. Boot a build with a signed kernel (Debian's linux-image-amd64 is), sign "
-                "this one with a key enrolled as a MOK (sbsign; mokutil --import), or set "
-                "secure_boot = false (docs/secure-boot.md)")
-        elif not any(t in (sig.issuer or "") or t in (sig.signer or "")
-                     for t in _TRUSTED_ISSUERS):
-            warnings.append(
-                f"{where}.secure_boot: build {ref}'s kernel {kernel} is {sig.describe()}: "
-                "shim boots it only if that certificate is enrolled as a MOK "
-                "(mokutil --import) or in the firmware's db (docs/secure-boot.md)")
-    grub_users = [w for w, s, group in entries
-                  if (s.loader or (groups[group].settings.loader if group in groups else None)
-                      or ("grub" if s.secure_boot else None)) == "grub"]
-    dhcp_mode = config.dhcp.mode  # "server": netbootd hands out addresses, GRUB included
-    if grub_users and dhcp_mode != "server" and \
-            config.dhcp.site_next_server != config.server.address:
-        addr = config.server.address
-        warnings.append(
-            f"{', '.join(grub_users)}: GRUB ignores ProxyDHCP and fetches its files from the "
-            "site DHCP server's next-server (siaddr): point the site DHCP's next-server at "
-            f"{addr} (dnsmasq: dhcp-boot=,,{addr}; ISC dhcpd: next-server {addr};) and set "
-            f"dhcp.site_next_server = \"{addr}\" (docs/boot-flows.md)")
-    return warnings
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    problems = check_config(config)
-    catalog, _ = load_store(config.server.store_dir)
-    intent_db = config.server.state_dir / "intent.sqlite3"
-    channels: dict[str, str] = {}
-    if intent_db.is_file():
-        with Registry(intent_db) as registry:
-            channels = registry.channels()
-    for w in check_warnings(config, catalog, channels):
-        print(f"warning: {w}")
-    if problems:
-        print(f"{args.config}: {len(problems)} problem(s):")
-        for p in problems:
-            print(f"  - {p}")
-        return 1
-    print(f"{args.config}: ok ({len(config.groups)} groups, {len(config.nodes)} nodes)")
-    return 0
+    from netbootd.check import run_check
+
+    report = run_check(args.config)
+    print(report.to_json() if args.json else report.to_text())
+    return report.exit_code
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from netbootd.check import make_render_responder
+
     config = load_config(args.config)
-    # render records nothing: the server's state database is opened read-only (so GUIDs it
-    # saw on several machines identify nobody here too), or an in-memory one before the first
-    # serve; the intent (channels, overrides, reimage orders) is read, so render shows what
-    # serve does; the first-boot key is read, never created (the server's job, as its user).
-    intent_db = config.server.state_dir / "intent.sqlite3"
-    registry = Registry(intent_db) if intent_db.is_file() else None
-    state_db = config.server.state_dir / "state.sqlite3"
-    state = StateDB(state_db, readonly=True) if state_db.is_file() else StateDB(Path(":memory:"))
+    # render records nothing (check.make_render_responder: the server's state database read
+    # only, the intent read); the first-boot key is the server's: created here as serve
+    # creates it at first start when there is none yet, so the tokens shown are the ones
+    # serve will accept.
     at = args.at if args.at is not None else time.time()
-    responder, problems = make_responder(config, state, registry=registry,
-                                         key=read_key(config.firstboot_key_file),
-                                         clock=lambda: at)
+    key_file = config.firstboot_key_file
+    created = config.firstboot.key_file is None and not key_file.exists()
+    key = firstboot_key(config)
+    if created:
+        _give_to_state_owner(key_file)
+        print(f"note: created the first-boot key {key_file} (0600), as `netbootd serve` "
+              "does at first start; serve will sign tokens with it", file=sys.stderr)
+    responder, problems = make_render_responder(config, key, clock=lambda: at)
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     ident = ClientIdentity(
@@ -278,6 +117,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _give_to_state_owner(path: Path) -> None:
+    """Run as root, render made the key: hand it to the owner of the state directory, so a
+    server running as that user can read it (systemd's DynamicUser= re-owns it at start)."""
+    if os.geteuid() != 0:
+        return
+    owner = path.parent.stat()
+    if (owner.st_uid, owner.st_gid) != (0, 0):
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def _timestamp(text: str) -> float:
     """``--at``: Unix seconds, or ISO 8601 (UTC when no zone is given)."""
     try:
@@ -294,55 +143,6 @@ def _timestamp(text: str) -> float:
     return when.timestamp()
 
 
-def interface_address(interface: str) -> str:
-    """The IPv4 address of a network interface (SIOCGIFADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", interface.encode()[:15]))
-    return socket.inet_ntoa(packed[20:24])
-
-
-def quick_config(args: argparse.Namespace, build_ref: str) -> Config:
-    """The config of quick mode: one default group booting ``build_ref`` through iPXE."""
-    address = args.address
-    if address is None:
-        if args.interface is None:
-            raise ConfigError(["--address or --interface is required: the address PXE clients "
-                               "reach this host at"], "netbootd boot")
-        try:
-            address = interface_address(args.interface)
-        except OSError as e:
-            raise ConfigError([f"--interface {args.interface}: no IPv4 address ({e})"],
-                              "netbootd boot") from e
-    try:
-        ipaddress.IPv4Address(address)
-    except ValueError:
-        raise ConfigError([f"--address {address!r} is not an IPv4 address"],
-                          "netbootd boot") from None
-    state_dir = Path(args.state_dir)
-    return Config(
-        server=ServerConfig(address=address, interface=args.interface, state_dir=state_dir,
-                            store_dir=state_dir / "store"),
-        dhcp=DhcpConfig(),
-        tftp=TftpConfig(port=args.tftp_port),
-        http=HttpConfig(port=args.http_port),
-        loaders=LoaderConfig(dirs={k: tuple(Path(p) for p in v)
-                                   for k, v in DEFAULT_LOADER_DIRS.items()},
-                             bootfiles={k: dict(v) for k, v in DEFAULT_BOOTFILES.items()}),
-        groups=(GroupSpec(name="quick", default=True,
-                          settings=BootSettings(build=build_ref, loader="ipxe")),),
-        nodes=(), source="netbootd boot")
-
-
-def cmd_boot(args: argparse.Namespace) -> int:
-    build = quick_build(Path(args.kernel), [Path(p) for p in args.initrd], args.cmdline)
-    config = quick_config(args, build.ref)
-    service = Service(config, catalog=BuildCatalog([build]))
-    logging.getLogger("netbootd").info("quick mode: every PXE client boots %s (%s)",
-                                       args.kernel, build.ref)
-    asyncio.run(serve(service))
-    return 0
-
-
 def package_version() -> str:
     """The installed distribution's version (its metadata, which pyproject.toml derives from
     ``netbootd.__version__``); that attribute itself when run from a checkout not installed."""
@@ -352,18 +152,64 @@ def package_version() -> str:
         return netbootd.__version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="netbootd", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--version", action="version", version=f"netbootd {package_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+DESCRIPTION = """netbootd network-boots machines: ProxyDHCP (or a DHCP server), TFTP and HTTP
+from one service, builds imported into a store, channels with rollback, per-node overrides,
+lab reimage and boot timelines. Every command but serve and boot reads --config."""
 
-    s = sub.add_parser("serve", help="run the ProxyDHCP, TFTP and HTTP servers")
+EPILOG = """examples:
+  netbootd check --config /etc/netbootd/netbootd.toml
+  netbootd image import --name kvm --version 2026.11 vmlinuz initrd.img
+  netbootd channel set kvm-stable kvm/2026.11 --why 'new kernel'
+  netbootd node list
+  netbootd COMMAND --help        (each command's options and an example)
+
+exit codes: 0 done, 1 problems found, 2 refused (nothing changed), 3 another DHCP server,
+4 no permission / read-only / locked, 5 disk full, 130 interrupted, 141 output pipe closed
+(docs/operations.md)."""
+
+
+class _PrintMan(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from netbootd.manpage import man_page
+
+        sys.stdout.write(man_page(build_parser(), package_version()))
+        parser.exit()
+
+
+class _PrintCompletion(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object,
+                 *_: object) -> None:
+        from netbootd.manpage import completion
+
+        sys.stdout.write(completion(build_parser(), str(values)))
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netbootd", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    p.add_argument("--version", action="version", version=f"netbootd {package_version()}",
+                   help="print the installed version and exit")
+    p.add_argument("--print-man", action=_PrintMan, nargs=0,
+                   help="print the netbootd(8) man page (roff) and exit")
+    p.add_argument("--print-completion", action=_PrintCompletion, choices=("bash", "zsh"),
+                   help="print a shell completion script and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the ProxyDHCP, TFTP and HTTP servers",
+                       description="Run the ProxyDHCP, TFTP, HTTP and admin API servers.",
+                       epilog="example:\n  netbootd serve --config /etc/netbootd/netbootd.toml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", **CONFIG_ARG)
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("check", help="validate a config and everything it refers to")
+    s = sub.add_parser("check", help="validate a config and everything it refers to, and "
+                       "render every node (exit 0 ok, 1 problems, 2 invalid config)")
     s.add_argument("--config", **CONFIG_ARG)
+    s.add_argument("--json", action="store_true", help="the report as JSON "
+                   "(docs/configuration.md, \"Checking a config\")")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("render", help="show offline what one node would be served")
@@ -381,21 +227,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: now); first-boot tokens depend on it")
     s.set_defaults(func=cmd_render)
 
-    s = sub.add_parser("boot", help="quick mode: serve one kernel to every PXE client")
-    s.add_argument("kernel")
-    s.add_argument("initrd", nargs="*")
-    s.add_argument("--cmdline", default="")
-    s.add_argument("--interface")
-    s.add_argument("--address")
-    s.add_argument("--http-port", type=int, default=8080)
-    s.add_argument("--tftp-port", type=int, default=69)
-    s.add_argument("--state-dir", default="/var/lib/netbootd/quick")
+    s = sub.add_parser("boot", help="quick mode: serve one kernel to every PXE client",
+                       description="Quick mode: every PXE client boots one kernel (no config).",
+                       epilog="example:\n  netbootd boot vmlinuz initrd.img --interface eth1 "
+                              "--cmdline console=ttyS0",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("kernel", help="the kernel every client boots")
+    s.add_argument("initrd", nargs="*", help="initrds, in order")
+    s.add_argument("--cmdline", default="", help="the kernel command line")
+    s.add_argument("--interface", help="serve on this interface (its address is used)")
+    s.add_argument("--address", help="the IPv4 address clients reach this host at")
+    s.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    s.add_argument("--tftp-port", type=int, default=69, help="TFTP port (default 69)")
+    s.add_argument("--state-dir", default="/var/lib/netbootd/quick",
+                   help="where quick mode keeps its state (default /var/lib/netbootd/quick)")
     s.set_defaults(func=cmd_boot)
 
-    s = sub.add_parser("loaders", help="prepare loader folders that are built, not packaged")
+    s = sub.add_parser("loaders", help="prepare loader folders that are built, not packaged",
+                       description="Prepare loader folders that are built, not packaged.",
+                       epilog="example:\n  netbootd loaders grub --arm64",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("which", choices=["grub"], help="grub: GRUB network images (grub-mknetdir) "
                    "and Debian's signed shim and GRUB for Secure Boot")
-    s.add_argument("--dest", type=Path, default=Path("/var/lib/netbootd/loaders/grub"))
+    s.add_argument("--dest", type=Path, default=Path("/var/lib/netbootd/loaders/grub"),
+                   help="where the loaders go (default /var/lib/netbootd/loaders/grub)")
     s.add_argument("--cache", type=Path, default=Path("/var/cache/netbootd/debs"),
                    help="where signed packages are downloaded and unpacked when not installed")
     s.add_argument("--no-signed", action="store_true", help="skip shim and signed GRUB")
@@ -417,13 +272,9 @@ def cmd_loaders(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     _setup_logging(args.verbose)
-    try:
-        return int(args.func(args))
-    except (NetbootdError, ValueError) as e:
-        print(f"netbootd: {e}", file=sys.stderr)
-        return int(getattr(e, "exit_code", 2))
+    return run(args.func, args)  # exit codes and messages: cli_errors, docs/operations.md
 
 
 if __name__ == "__main__":

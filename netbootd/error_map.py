@@ -9,6 +9,8 @@ specific types come first.
   says what to do: boot the node again).
 - ``NotFound`` (incl. ``NoSuchFile``: this node has no such first-boot file, e.g. an ESXi
   boot.cfg for a Linux node): 404 / TFTP 1 "file not found".
+- ``NoRootPassword``: an ESXi kickstart without a root password hash is refused, not served:
+  404, its message names the var to set.
 - ``PathRefused``: a name that climbs out of its root: 403 / TFTP 2 "access violation".
 - ``RenderError`` (a template that fails, a kernel command line with a newline, a bad
   seed value): the server's configuration is at fault, not the request: 500 / TFTP 0
@@ -21,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netbootd.errors import NotFound, PathRefused
-from netbootd.render.node_files import RenderError
+from netbootd.render.node_files import NoRootPassword, RenderError
 from netbootd.render.tokens import TokenRefused
 from netbootd.tftp.packet import ErrorCode
 
@@ -39,6 +41,7 @@ TABLE: tuple[tuple[type[BaseException], Refusal], ...] = (
     (TokenRefused, Refusal(403, ErrorCode.ACCESS_VIOLATION, "access violation", "token", True)),
     (NotFound, Refusal(404, ErrorCode.FILE_NOT_FOUND, "file not found", "not-found", True)),
     (PathRefused, Refusal(403, ErrorCode.ACCESS_VIOLATION, "access violation", "access", True)),
+    (NoRootPassword, Refusal(404, ErrorCode.FILE_NOT_FOUND, "file not found", "refused", True)),
     (RenderError, Refusal(500, ErrorCode.NOT_DEFINED, "internal error", "error", False)),
 )
 UNEXPECTED = Refusal(500, ErrorCode.NOT_DEFINED, "internal error", "error", False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import gzip
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,17 @@ class RenderError(NetbootdError):
 
 class NoSuchFile(RenderError, NotFound):
     """The node has no such file: its build is of another kind (error_map.py: a 404)."""
+
+
+class NoRootPassword(RenderError):
+    """An ESXi kickstart whose ``rootpw --iscrypted`` has no hash: refused, not served."""
+
+
+# The var that lets a kickstart go out without a root password hash (docs/configuration.md).
+INSECURE_ROOTPW_VAR = "insecure_no_root_password"
+# ``rootpw --iscrypted *`` (or nothing): ESXi installs with a root account no password opens,
+# onto a disk ``--overwritevmfs`` wipes; never served unless the operator opted in.
+_EMPTY_ROOTPW = re.compile(r"^[ \t]*rootpw[ \t]+--iscrypted(?:[ \t]+\*)?[ \t]*$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +191,13 @@ class NodeRenderer:
 
     def kickstart(self, plan: BootPlan) -> str:
         self._need_build(plan, "esxi")
-        return self._render(plan.user_data or "esxi-ks.cfg.j2", plan)
+        text = self._render(plan.user_data or "esxi-ks.cfg.j2", plan)
+        if _EMPTY_ROOTPW.search(text) and plan.vars.get(INSECURE_ROOTPW_VAR) is not True:
+            raise NoRootPassword(
+                f"kickstart for {plan.node or plan.node_key} (group {plan.group}) has no root "
+                "password hash (rootpw --iscrypted *): set vars.root_password_hash (e.g. from "
+                "`openssl passwd -6`), or vars.insecure_no_root_password = true to serve it so")
+        return text
 
     @staticmethod
     def _seed(plan: BootPlan, build: Build) -> dict[str, Any]:

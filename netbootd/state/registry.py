@@ -11,13 +11,14 @@ is seen at the next request without a restart or a poll loop.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from netbootd.config import BootSettings, NodeSpec
 from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
-from netbootd.errors import NotFound
+from netbootd.errors import NetbootdError, NotFound
 from netbootd.store.channels import HistoryEntry, rollback_target
 
 _SCHEMA = """
@@ -56,7 +57,8 @@ class Action:
     node: str
     kind: str  # "reimage"
     image: str
-    state: str  # pending | done | failed (failed: the order stays pending, see last reason)
+    state: str  # pending | done | failed (the order stays open, see reason) | superseded
+    #             | cancelled (an admin withdrew it before the installer reported)
     reason: str
     created: float
     updated: float
@@ -73,6 +75,28 @@ class Action:
 class Binding:
     identity: str  # "mac:<mac>", "guid:<guid>", "serial:<serial>"
     node: str
+
+
+class StateUnavailable(NetbootdError):
+    """The state directory cannot be written: read-only, another user's, or locked."""
+
+    exit_code = 4  # docs/operations.md, exit codes
+
+
+def state_unavailable(state_dir: Path, e: Exception) -> StateUnavailable:
+    """Say why ``state_dir``'s databases could not be opened, and what to do."""
+    try:
+        readonly = bool(os.statvfs(state_dir).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly = False
+    if readonly:
+        why = "is on a read-only file system; remount it read-write (or run this on the server)"
+    elif "locked" in str(e):
+        why = "is locked by another process; try again in a moment"
+    else:
+        why = (f"is not writable by uid {os.geteuid()}; run it as the user netbootd runs as "
+               "(or root)")
+    return StateUnavailable(f"cannot open the state in {state_dir} ({e}): it {why}")
 
 
 _ACTION_COLS = "id, node, kind, image, state, reason, created, updated, who, attempts"
@@ -203,6 +227,21 @@ class Registry:
                 self.set_override(node, NodeOverride(ov.build, ov.channel, None), now=now)
             assert cur.lastrowid is not None
             return self.action(cur.lastrowid)
+
+    def cancel_reimage(self, node: str, *, who: str, now: float) -> Action:
+        """Withdraw ``node``'s open reimage order (pending, or failed and to be retried): the
+        node boots its normal plan again, and an installer still running that order is
+        refused when it reports (``finish_reimage`` accepts open orders only)."""
+        with self._txn():
+            row = self._db.execute("SELECT id FROM actions WHERE node=? AND kind='reimage' "
+                                   "AND state IN ('pending', 'failed') ORDER BY id DESC",
+                                   (node,)).fetchone()
+            if row is None:
+                raise NotFound(f"node {node!r} has no open reimage order; nothing to cancel "
+                               f"(`netbootd node show {node}` lists its orders)")
+            self._write("UPDATE actions SET state='cancelled', reason=?, updated=? WHERE id=?",
+                        (f"cancelled by {who}", now, row[0]))
+            return self.action(int(row[0]))
 
     def action(self, action_id: int) -> Action:
         row = self._db.execute(f"SELECT {_ACTION_COLS} FROM actions WHERE id=?",

@@ -155,9 +155,13 @@ async def set_channel(request: web.Request) -> web.Response:
 
 
 async def rollback_channel(request: web.Request) -> web.Response:
-    d = await _body(request, {"to", "why"})
+    d = await _body(request, {"to", "why", "force"})
+    force = d.get("force", False)
+    if not isinstance(force, bool):
+        raise ValueError("force must be true or false")
     e = request.app[ADMIN].channel_rollback(request.match_info["channel"], to=_str(d, "to"),
-                                            who=_who(request), why=_str(d, "why") or "")
+                                            who=_who(request), why=_str(d, "why") or "",
+                                            force=force)
     return web.json_response(e)
 
 
@@ -198,6 +202,11 @@ async def reimage_node(request: web.Request) -> web.Response:
     return web.json_response(a, status=201)
 
 
+async def cancel_reimage(request: web.Request) -> web.Response:
+    a = request.app[ADMIN].cancel_reimage(request.match_info["node"], who=_who(request))
+    return web.json_response(a)
+
+
 async def patch_node(request: web.Request) -> web.Response:
     d = await _body(request, {"build", "channel", "mode", "clear"})
     clear = d.get("clear", False)
@@ -235,5 +244,6 @@ def make_admin_app(admin: Admin, token: str) -> web.Application:
     r.add_patch(f"{v}/nodes/{{node}}", patch_node)
     r.add_post(f"{v}/nodes/{{node}}/rebind", rebind_node)
     r.add_post(f"{v}/nodes/{{node}}/reimage", reimage_node)
+    r.add_delete(f"{v}/nodes/{{node}}/reimage", cancel_reimage)
     r.add_get(f"{v}/nodes/{{node}}/timeline", node_timeline)
     return app

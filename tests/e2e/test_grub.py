@@ -205,7 +205,8 @@ def test_secure_boot_reimage_drill(grub_lab: tuple[LabServer, Path], grub_store:
     server, config = grub_lab
     info = json.loads((grub_store / "lab-disk-efi.json").read_text())
     order = subprocess.run([sys.executable, "-m", "netbootd", "node", "reimage", "sb-lab7",
-                            "--image", "lab-disk-efi/1", "--config", str(config), "--json"],
+                            "--image", "lab-disk-efi/1", "--config", str(config), "--json",
+                            "--yes"],
                            capture_output=True, text=True, cwd=str(REPO), timeout=120)
     assert order.returncode == 0, order.stderr
     assert json.loads(order.stdout)["state"] == "pending"

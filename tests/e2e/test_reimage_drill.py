@@ -5,6 +5,7 @@ serial console); a third power-on stays local. Each step asserted from netbootd'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -82,34 +83,47 @@ def boots_locally(lab: Lab, state_db: Path, name: str, disk: Path) -> list[BootE
     return events
 
 
-def test_reimage_drill(demo_store: Path, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    work = tmp_path / "work"
-    work.mkdir()
+@pytest.fixture(scope="module")
+def drill_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The installer build and the disk image, built once for this module's tests."""
+    work = tmp_path_factory.mktemp("drill")
     run(str(ROOT / "images/installer/build.py"), "--store", str(work / "inst"),
         "--name", "netbootd-installer", "--version", "1.0", "--cache", str(DEFAULT_CACHE))
     info = json.loads(run(str(ROOT / "images/disk/build.py"), "--out",
                           str(work / "lab.img.gz"), "--marker", MARKER, "--size-mib", "8",
                           "--compression", "gzip").strip().splitlines()[-1])
+    return work, info
+
+
+def drill_site(lab: Lab, tmp_path: Path, demo_store: Path, work: Path,
+               info: dict[str, Any]) -> Path:
+    """A config with node lab7 (default group: demo/1.0) and the three builds imported."""
+    config = lab_config(lab, tmp_path, tmp_path / "store", reimage={
+        "installer": "netbootd-installer/1.0"}, groups={
+        "default": {"default": True, "build": "demo/1.0",
+                    "vars": {"power_state": "poweroff"}}},
+        nodes={"lab7": {"mac": MAC, "hostname": "lab7"}})
+    netbootd(config, "image", "import", "--kind", "tree",
+             str(demo_store / "builds" / "demo" / "1.0"))
+    netbootd(config, "image", "import", "--kind", "tree",
+             str(work / "inst" / "builds" / "netbootd-installer" / "1.0"))
+    disk_build = netbootd(config, "image", "import", "--kind", "disk", "--name",
+                          "lab-disk", "--version", "1", str(work / "lab.img.gz"))
+    assert disk_build["disk"]["raw_sha256"] == info["raw_sha256"]
+    return config
+
+
+def test_reimage_drill(demo_store: Path, tmp_path: Path,
+                       drill_builds: tuple[Path, dict[str, Any]]) -> None:
+    work, info = drill_builds
     with Lab() as lab:
-        config = lab_config(lab, tmp_path, store, reimage={
-            "installer": "netbootd-installer/1.0"}, groups={
-            "default": {"default": True, "build": "demo/1.0",
-                        "vars": {"power_state": "poweroff"}}},
-            nodes={"lab7": {"mac": MAC, "hostname": "lab7"}})
-        netbootd(config, "image", "import", "--kind", "tree",
-                 str(demo_store / "builds" / "demo" / "1.0"))
-        netbootd(config, "image", "import", "--kind", "tree",
-                 str(work / "inst" / "builds" / "netbootd-installer" / "1.0"))
-        disk_build = netbootd(config, "image", "import", "--kind", "disk", "--name",
-                              "lab-disk", "--version", "1", str(work / "lab.img.gz"))
-        assert disk_build["disk"]["raw_sha256"] == info["raw_sha256"]
-        order = netbootd(config, "node", "reimage", "lab7", "--image", "lab-disk/1")
+        config = drill_site(lab, tmp_path, demo_store, work, info)
+        order = netbootd(config, "node", "reimage", "lab7", "--image", "lab-disk/1", "--yes")
         assert order["state"] == "pending"
         state_db = tmp_path / "state" / "state.sqlite3"
         nb = start_netbootd(lab, ["serve", "--config", str(config)], tmp_path, state_db)
 
-        disk = work / "lab7.raw"
+        disk = tmp_path / "lab7.raw"
         with disk.open("wb") as f:
             f.truncate(16 << 20)  # an empty disk, larger than the image
         # 1. PXE boot: the installer writes the image and reports done.
@@ -145,4 +159,54 @@ def test_reimage_drill(demo_store: Path, tmp_path: Path) -> None:
         with StateDB.open_readonly(state_db) as db:
             kinds = [e.kind for e in db.timeline(MAC)]
         assert kinds.count("reimage-done") == 1 and "reimage-failed" not in kinds
+        assert nb.proc.poll() is None
+
+
+def test_a_cancelled_order_never_writes_the_disk(demo_store: Path, tmp_path: Path,
+                                                 drill_builds: tuple[Path, dict[str, Any]]
+                                                 ) -> None:
+    """Order, cancel (on the running server, from the CLI), power on: the node boots its
+    normal appliance (demo/1.0), nothing of the installer or the image is fetched, no report
+    arrives, and the disk is byte for byte what it was."""
+    work, info = drill_builds
+    with Lab() as lab:
+        config = drill_site(lab, tmp_path, demo_store, work, info)
+        state_db = tmp_path / "state" / "state.sqlite3"
+        nb = start_netbootd(lab, ["serve", "--config", str(config)], tmp_path, state_db)
+        order = netbootd(config, "node", "reimage", "lab7", "--image", "lab-disk/1", "--yes")
+        assert netbootd(config, "node", "show", "lab7")["next"]["mode"] == "reimage"
+        cancelled = netbootd(config, "node", "reimage", "lab7", "--cancel")
+        assert (cancelled["id"], cancelled["state"]) == (order["id"], "cancelled")
+        assert netbootd(config, "node", "show", "lab7")["next"] == {
+            "group": "default", "mode": "appliance", "build": "demo/1.0",
+            "why": "pin (groups.default.build)"}
+
+        disk = tmp_path / "lab7.raw"
+        with disk.open("wb") as f:
+            f.truncate(16 << 20)
+            f.seek(0)
+            f.write(b"KEEP-ME" * 1000)  # something the installer would overwrite
+        before = hashlib.sha256(disk.read_bytes()).hexdigest()
+        guest = power_on(lab, "lab7-cancelled", disk)
+        try:
+            ready = wait_for_event(state_db, MAC, "ready", BOOT_TIMEOUT, guest=guest)
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n--- netbootd log ---\n{nb.log_text()[-3000:]}") \
+                from None
+        try:
+            guest.wait(120)  # the demo appliance powers off (power_state = poweroff)
+        except subprocess.TimeoutExpired:
+            guest.kill()
+        assert ready.detail.get("build") in (None, "demo/1.0"), ready.detail
+        events = events_after(state_db, 0)
+        offer = next(e for e in events if e.kind == "dhcp-offer")
+        assert (offer.detail["mode"], offer.detail["build"]) == ("appliance", "demo/1.0")
+        http = [e.detail["path"] for e in events if e.kind == "http-sent"]
+        assert not [p for p in http if "netbootd-installer" in p or "lab-disk" in p], http
+        assert not [e for e in events if e.kind in ("reimage-done", "reimage-failed")]
+        assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
+        with Registry(tmp_path / "state" / "intent.sqlite3") as reg:
+            (action,) = reg.actions("lab7")
+            assert (action.state, action.attempts) == ("cancelled", 0)
+            assert "lab7" not in reg.overrides()
         assert nb.proc.poll() is None

@@ -60,7 +60,7 @@ def test_rollback_drill(demo_store: Path, tmp_path: Path) -> None:
         boot("v1", "demo/1.0")
         netbootd(config, "channel", "set", "kvm-stable", "demo/2.0", "--why", "upgrade")
         boot("v2", "demo/2.0")
-        netbootd(config, "channel", "rollback", "kvm-stable", "--why", "v2 is bad")
+        netbootd(config, "channel", "rollback", "kvm-stable", "--why", "v2 is bad", "--yes")
         boot("rollback", "demo/1.0")
         node = server.node(MAC)
         assert node is not None and node.boot_count == 3

@@ -72,6 +72,7 @@ MUTATIONS: list[tuple[str, str, Any]] = [
     ("PATCH", "/nodes/db1", {"mode": "local"}),
     ("POST", "/nodes/db1/rebind", {"mac": UNKNOWN_MAC}),
     ("POST", "/nodes/db1/reimage", {"image": "demo/1.0"}),
+    ("DELETE", "/nodes/db1/reimage", None),
 ]
 READS = ["/builds", "/builds/demo/1.0", "/channels", "/nodes", "/nodes/db1",
          "/nodes/db1/timeline", "/channels/kvm-stable/history"]
@@ -147,11 +148,27 @@ async def test_the_same_calls_with_the_token_work_and_the_server_follows(api: Ap
      "is a linux build; reimage writes a disk image"),
     ("POST", "/nodes", {"mac": UNKNOWN_MAC, "name": "x"}, 404, "has never booted here"),
     ("DELETE", "/builds/demo/2.0", None, 409, "config nodes.db1.build"),
+    ("DELETE", "/nodes/db1/reimage", None, 404, "node 'db1' has no open reimage order"),
+    ("DELETE", "/nodes/ghost/reimage", None, 404, "no node 'ghost'"),
 ])
 async def test_errors_are_json_and_say_what_to_do(api: Api, method: str, path: str, body: Any,
                                                   status: int, says: str) -> None:
     got, reply = await api.call(method, path, body)
     assert got == status and says in reply["error"], reply
+
+
+async def test_rollback_outside_the_channels_history_needs_force(api: Api) -> None:
+    for build in ("demo/1.0", "demo/2.0"):
+        assert (await api.call("PUT", "/channels/kvm-stable", {"build": build}))[0] == 200
+    before = await snapshot(api)
+    status, e = await api.call("POST", "/channels/kvm-stable/rollback", {"to": "esxi/8.0u3"})
+    assert status == 409 and "never pointed at esxi/8.0u3" in e["error"], e
+    status, e = await api.call("POST", "/channels/kvm-stable/rollback", {"force": "yes"})
+    assert status == 400 and "force must be true or false" in e["error"]
+    assert await snapshot(api) == before
+    status, e = await api.call("POST", "/channels/kvm-stable/rollback",
+                               {"to": "esxi/8.0u3", "force": True})
+    assert status == 200 and e["to"] == "esxi/8.0u3"
 
 
 async def test_the_api_can_listen_on_a_unix_socket_only(tmp_path: Path) -> None:
@@ -237,6 +254,16 @@ async def test_answers_match_the_schema_in_docs(api: Api, tmp_path: Path) -> Non
     _, n = await api.call("GET", "/nodes/n1")
     check("NodeDetail", n)
     assert n["reimage"]["state"] == "pending"
+    assert n["next"] == {"group": "default", "mode": "reimage", "build": "lab/1",
+                         "why": f"reimage order {a['id']} (installer demo/2.0)"}
+    status, c = await api.call("DELETE", "/nodes/n1/reimage")
+    assert status == 200, c
+    check("Action", c)
+    assert (c["id"], c["state"], c["reason"]) == (a["id"], "cancelled",
+                                                   "cancelled by api@127.0.0.1")
+    _, n = await api.call("GET", "/nodes/n1")
+    check("NodeDetail", n)
+    assert n["reimage"] is None and n["next"]["why"] == "channel kvm-stable (groups.default)"
     _, tl = await api.call("GET", "/nodes/n1/timeline")
     for ev in tl["events"]:
         check("Event", ev)

@@ -217,9 +217,13 @@ async def test_node_show_prints_the_lease(running: Callable[[], Any], relay: Rel
     import io
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["node", "show", "db1", "--config", str(config)]) == 0
+        assert main(["node", "show", "db1", "--config", str(config), "--json"]) == 0
     shown = json.loads(out.getvalue())
     assert shown["lease"]["ip"] == DB1_IP and shown["lease"]["state"] == "bound"
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        assert main(["node", "show", "db1", "--config", str(config)]) == 0
+    assert f"lease:    {DB1_IP} bound until 20" in text.getvalue()  # the text view says it too
 
 
 def _toml(state_dir: Path, tmp_path: Path) -> str:

@@ -130,7 +130,9 @@ async def test_the_cli_prints_the_funnel(booted: tuple[Service, Path]) -> None:
     listed = cli(config, "node", "list")
     assert listed.returncode == 0, listed.stderr
     (row,) = [line for line in listed.stdout.splitlines() if line.startswith("db1 ")]
-    assert "build=demo/2.0" in row and "state=ready" in row
+    # NODE GROUP NEXT-BUILD WHY STATE LAST-SEEN (UTC) IP
+    assert re.match(r"db1\s+\S+\s+demo/2.0\s+pin \(nodes.db1.build\)\s+ready\s+"
+                    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row), row
 
 
 async def test_a_node_known_by_guid_only_has_a_timeline_once_it_booted(

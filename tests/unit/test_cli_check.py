@@ -41,14 +41,14 @@ def test_check_passes_a_good_config(tmp_path: Path, capsys: pytest.CaptureFixtur
         (loaders / f).write_bytes(b"x")
     data["loaders"] = {"dirs": {p: [str(loaders)] for p in ("bios", "efi64", "ipxe")}}
     assert main(["check", "--config", str(write(tmp_path, data))]) == 0
-    assert "ok (3 groups, 6 nodes)" in capsys.readouterr().out
+    assert "ok (3 groups, 6 nodes, " in capsys.readouterr().out
 
 
 def test_invalid_toml_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "bad.toml"
     p.write_text("[server\naddress = 1")
     assert main(["check", "--config", str(p)]) == 2
-    assert "not valid TOML" in capsys.readouterr().err
+    assert "not valid TOML" in capsys.readouterr().out
 
 
 def test_check_reports_a_channel_that_points_nowhere(tmp_path: Path,
@@ -76,7 +76,7 @@ def test_a_config_cannot_pin_and_follow_at_once(tmp_path: Path,
     data["groups"]["default"]["channel"] = "kvm-stable"
     data["reimage"] = {"target": "sda; rm -rf /"}
     assert main(["check", "--config", str(write(tmp_path, data))]) == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert "groups.default.: set build (pin) or channel (follow), not both" in err
     assert "reimage.target: 'sda; rm -rf /' is not a block device path" in err
 
@@ -196,6 +196,6 @@ def test_secure_boot_needs_grub(tmp_path: Path, capsys: pytest.CaptureFixture[st
     data["groups"]["x"] = {"build": "demo/1.0", "secure_boot": True, "loader": "ipxe"}
     data["groups"]["y"] = {"build": "demo/1.0", "secure_boot": "yes"}
     assert main(["check", "--config", str(write(tmp_path, data))]) == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert "groups.x.secure_boot: the signed chain is shim -> GRUB" in err
     assert "groups.y.secure_boot: expected true or false" in err

@@ -27,3 +27,9 @@ def test_a_node_without_such_a_file_is_not_found_not_a_server_fault() -> None:
     broken = refusal_for(RenderError("template pxelinux.cfg.j2: 'x' is undefined"))
     assert (broken.http_status, broken.expected) == (500, False)
     assert refusal_for(KeyError("x")) is UNEXPECTED
+
+
+def test_a_refused_kickstart_is_not_found_with_its_reason() -> None:
+    from netbootd.render.node_files import NoRootPassword
+    r = refusal_for(NoRootPassword("set vars.root_password_hash"))
+    assert (r.http_status, r.tftp_code, r.expected) == (404, ErrorCode.FILE_NOT_FOUND, True)
