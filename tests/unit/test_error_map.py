@@ -2,7 +2,7 @@
 
 from netbootd.error_map import UNEXPECTED, refusal_for
 from netbootd.errors import NotFound, PathRefused
-from netbootd.render.node_files import NoSuchFile, RenderError
+from netbootd.render.node_files import NoRootPassword, NoSuchFile, RenderError
 from netbootd.render.tokens import TokenRefused
 from netbootd.tftp.packet import ErrorCode
 
@@ -30,6 +30,5 @@ def test_a_node_without_such_a_file_is_not_found_not_a_server_fault() -> None:
 
 
 def test_a_refused_kickstart_is_not_found_with_its_reason() -> None:
-    from netbootd.render.node_files import NoRootPassword
     r = refusal_for(NoRootPassword("set vars.root_password_hash"))
     assert (r.http_status, r.tftp_code, r.expected) == (404, ErrorCode.FILE_NOT_FOUND, True)
