@@ -16,6 +16,7 @@ Exit status: 0 when every benchmark produced its figures (targets met or not), 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shutil
@@ -36,7 +37,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import boot, decision, dhcp, http_load, peers, tftp  # noqa: E402
+from bench import boot, decision, dhcp, http_load, peers, qemu_storm, tftp  # noqa: E402
 from bench.report import Results, plot  # noqa: E402
 from bench.sandbox import (  # noqa: E402
     BenchError,
@@ -58,9 +59,11 @@ PINGPONG_CPU = "1"
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 BOOT_TIMEOUT_S = 300.0
+QEMU_STORM_TIMEOUT_S = 1200.0  # N TCG guests share 2 cores with whatever else runs
 # One running server: its namespace pair, its CPU meter (cgroup) and its process.
 Server = tuple[NetnsPair, CpuMeter, Any]
-BENCHES = ("tftp", "storm", "dhcp", "dhcp-server", "http", "decision", "memory", "boot")
+BENCHES = ("tftp", "storm", "dhcp", "dhcp-server", "http", "decision", "memory", "boot",
+           "qemu-storm")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ class Plan:
     # not endless.
     load_retries: int = 2
     retry_budget: int = 12
+    # QEMU storm: guests powered on at once, rounds (netbootd then the peer) of it.
+    qemu_clients: int = 8
+    qemu_runs: int = 2
 
 
 FULL = Plan(False, 3, 32 * MB, (200, MB), (50, 32 * MB), 8 * MB, (512, 1024, 1468, 4096, 8192),
@@ -522,6 +528,44 @@ class Bench:
         except Exception as e:
             self._fail([row], "netbootd or peer", e)
 
+    def qemu_storm(self) -> None:
+        n = self.plan.qemu_clients
+        row = self.results.row("qemu.storm", what=f"QEMU storm: {n} BIOS guests (TCG, iPXE) "
+                               "powered on at once, to the last phone-home, demo appliance",
+                               unit="s", target="≤ 1.0 x dnsmasq + nginx, zero failed",
+                               kind="ratio", better="lower", bound=1.0,
+                               peer_name="dnsmasq+nginx")
+        if self.plan.quick:
+            row.note = f"skipped in --quick ({n} QEMU TCG guests take minutes); full run only"
+            self.log("qemu-storm: skipped in --quick")
+            return
+        self.log(f"qemu-storm: {n} guests, netbootd and dnsmasq + nginx in turn")
+        wd = self.workdir / "qemu-storm"
+        wd.mkdir()
+        slowest: dict[str, float] = {}
+
+        def one(server: str, _srv: Server, probe: LoadProbe) -> None:
+            run = storm.netbootd() if server == "netbootd" else storm.peer()
+            self.log(f"  {server}: {run.seconds:.1f} s, {len(run.failed)} failed "
+                     f"(other processes: {probe.other_cores:.2f} cores so far)")
+            if server == "netbootd":
+                row.netbootd.add(run.seconds, probe)
+                row.failed += len(run.failed)
+            else:
+                row.peer.add(run.seconds, probe)
+                row.peer_failed += len(run.failed)
+            if run.per_guest:
+                slowest[server] = min(run.per_guest.values())
+
+        try:
+            with qemu_storm.QemuStorm(wd, n, QEMU_STORM_TIMEOUT_S, self.log) as storm:
+                self.rounds({"netbootd": None, "dnsmasq+nginx": None}, one, lambda _s: [row],
+                            runs=self.plan.qemu_runs, what="qemu storm")
+            row.note = "first guest home after " + ", ".join(
+                f"{k} {v:.0f} s" for k, v in slowest.items()) + " (last round)"
+        except Exception as e:
+            self._fail([row], "netbootd or peer", e)
+
     def _fail(self, rows: list[Any], server: str, e: Exception) -> None:
         text = f"{server}: {e}"
         self.log(f"FAILED {text}\n{traceback.format_exc()}")
@@ -555,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, one run (smoke test)")
     ap.add_argument("--only", action="append", choices=BENCHES,
                     help="run only this benchmark (repeatable)")
+    ap.add_argument("--runs", type=int, help="runs per figure (default: 3, --quick: 1)")
     ap.add_argument("--json", type=Path, help="write figures and plot data here")
     ap.add_argument("--plots", type=Path, help="write PNG plots into this folder")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get install peers")
@@ -567,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     only = set(args.only or BENCHES)
     plan = QUICK if args.quick else FULL
+    if args.runs:
+        plan = dataclasses.replace(plan, runs=args.runs, qemu_runs=min(plan.qemu_runs,
+                                                                       args.runs))
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -609,6 +657,8 @@ def _run(plan: Plan, only: set[str], args: argparse.Namespace, workdir: Path, st
         bench.memory()
     if "boot" in only:
         bench.boot()
+    if "qemu-storm" in only:
+        bench.qemu_storm()
     results = bench.results
     results.notes = [*notes, f"load average at end: {loadavg()}",
                      f"bench wall time: {time.monotonic() - started:.0f} s"]

@@ -23,10 +23,10 @@ EXPECTED_ROWS = {
     "tftp.lockstep", "tftp.window8", "tftp.window8-vs-hpa", "tftp.cpu-per-packet",
     "storm.small", "storm.big", "storm.cpu-per-packet", "memory.storm",
     "dhcp.max-rate", "dhcp.p99", "dhcp.server-dora", "http.big-file", "http.ipxe-scripts",
-    "decide.p99", "decide.add-node", "memory.nodes", "boot.bios",
+    "decide.p99", "decide.add-node", "memory.nodes", "boot.bios", "qemu.storm",
 }
-# Two QEMU TCG boots take minutes: --quick says so in the row instead of running them.
-SKIPPED_IN_QUICK = {"boot.bios"}
+# QEMU TCG boots take minutes: --quick says so in the row instead of running them.
+SKIPPED_IN_QUICK = {"boot.bios", "qemu.storm"}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="the bench needs root (namespaces, cgroups)")
@@ -62,6 +62,9 @@ def test_every_benchmark_produced_figures(quick: tuple[dict[str, dict[str, objec
             assert "skipped in --quick" in str(row["note"])
             continue
         nb = _numbers(row["netbootd"])
+        load = row["netbootd"]["load"]  # type: ignore[index]
+        assert len(load) == len(nb) and all(
+            s is None or {"load1", "other_cores", "steal", "loaded"} <= set(s) for s in load)
         assert nb and all(math.isfinite(v) and v > 0 for v in nb), (rid, nb)
         if row["peer_name"]:
             peer = _numbers(row["peer"])
