@@ -20,6 +20,8 @@ alternate, netbootd then the peer, in the same lab.
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -123,10 +125,16 @@ class QemuStorm:
             nodes = {f"storm-{i:02d}": {"mac": mac, "uuid": _uuid(i),
                                         "hostname": f"storm-{i:02d}"}
                      for i, mac in enumerate(self.macs, 1)}
+            # One first-boot key for every run: `netbootd render` needs it before any serve.
+            key = self.workdir / "firstboot.key"
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
             self._config: dict[str, Any] = {
                 "groups": {"default": {"default": True, "build": "demo/1.0",
                                        "vars": {"power_state": "poweroff"}}},
-                "nodes": nodes, "http": {"port": HTTP_PORT}}
+                "nodes": nodes, "http": {"port": HTTP_PORT},
+                "firstboot": {"key_file": str(key)}}
             self.config = lab_config(self.lab, self.workdir, self.store, **self._config)
             self._peer_files()
         except BaseException:

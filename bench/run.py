@@ -1,18 +1,23 @@
 """netbootd side by side with tftpd-hpa, atftpd, dnsmasq and nginx: one command, one table.
 
-    python bench/run.py                 # full run (about 20 minutes on 2 cores), root
+    python bench/run.py                 # full run (about 25 minutes on 2 cores), root
     python bench/run.py --quick         # smoke test: every benchmark, small sizes, < 90 s
     python bench/run.py --only tftp     # tftp, storm, dhcp, dhcp-server, http, decision,
-                                        # memory, boot
+                                        # memory, boot, qemu-storm (repeatable)
     python bench/run.py --json out.json --plots docs/img
 
-Installs the peers from Debian when missing (see bench/peers.py), runs netbootd and each peer
-in turn, each in network namespaces the bench creates and removes, on the same files with the
-same C clients, and prints one Markdown table: medians (min-max) of the runs, the ratio
-netbootd/peer, the target of issue 4 and whether it is met. Methods: docs/performance.md.
-Exit status: 0 when every benchmark produced its figures (targets met or not), 1 otherwise.
+Installs the peers from Debian when missing (see bench/peers.py), starts netbootd and the
+peers of a benchmark at once, each in network namespaces the bench creates and removes, and
+measures them in alternating rounds (netbootd, peer, netbootd, peer, ...) on the same files
+with the same C clients. Each sample records the host's load while it was taken; a round
+taken under load is repeated (bounded) and its samples are marked and left out of the
+medians when clean ones exist. Prints one Markdown table (medians (min-max), the ratio
+netbootd/peer, the target and whether it is met) and every sample with its load.
+SIGTERM, SIGINT or SIGHUP stop it cleanly: servers ended by pid, namespaces and cgroups
+removed. Methods: docs/performance.md.
+Exit status: 0 when every benchmark produced its figures (targets met or not), 1 otherwise;
+130 (SIGINT) or 143 (SIGTERM, SIGHUP) when stopped.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -546,8 +551,7 @@ class Bench:
 
         def one(server: str, _srv: Server, probe: LoadProbe) -> None:
             run = storm.netbootd() if server == "netbootd" else storm.peer()
-            self.log(f"  {server}: {run.seconds:.1f} s, {len(run.failed)} failed "
-                     f"(other processes: {probe.other_cores:.2f} cores so far)")
+            self.log(f"  {server}: {run.seconds:.1f} s, {len(run.failed)} failed")
             if server == "netbootd":
                 row.netbootd.add(run.seconds, probe)
                 row.failed += len(run.failed)
