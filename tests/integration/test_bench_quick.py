@@ -83,6 +83,19 @@ def test_every_storm_transfer_succeeded(
 def test_the_table_is_printed_with_every_row(
         quick: tuple[dict[str, dict[str, object]], str]) -> None:
     _, stdout = quick
-    table = [line for line in stdout.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| id | what | netbootd | peer |")
-    assert {line.split("|")[1].strip() for line in table[1:]} - {"---"} == EXPECTED_ROWS
+    tables: list[list[str]] = []
+    for line in stdout.splitlines():
+        if line.startswith("|"):
+            if not tables or not tables[-1]:
+                tables.append([])
+            tables[-1].append(line)
+        elif tables and tables[-1]:
+            tables.append([])
+    figures, samples = [t for t in tables if t]
+    assert figures[0].startswith("| id | what | netbootd | peer |")
+    assert {line.split("|")[1].strip() for line in figures[2:]} == EXPECTED_ROWS
+    # Every measured row lists its samples with the load they were taken under.
+    assert samples[0].startswith("| id | side | samples (load average")
+    measured = {line.split("|")[1].strip() for line in samples[2:]}
+    assert measured == EXPECTED_ROWS - SKIPPED_IN_QUICK
+    assert all("(load " in line for line in samples[2:])
