@@ -158,14 +158,17 @@ class QemuStorm:
                         self.web_root / "builds" / "demo" / "1.0")
         prefix = f"http://{self.lab.server_ip}:{HTTP_PORT}/"
         jobs: list[tuple[str, str, str]] = []
+        # First-boot tokens (in the NoCloud seed's URL) depend on the time: one instant for
+        # every render, so a name from --list is the name --file serves.
+        at = str(int(time.time()))
         for i, mac in enumerate(self.macs, 1):
-            listing = _render(self.config, mac, _uuid(i), "--list").decode()
+            listing = _render(self.config, mac, _uuid(i), "--list", "--at", at).decode()
             jobs += [(mac, _uuid(i), line.split(" ", 1)[1])
                      for line in listing.splitlines() if " " in line]
 
         def one(job: tuple[str, str, str]) -> None:
             mac, uuid, name = job
-            data = _render(self.config, mac, uuid, "--file", name)
+            data = _render(self.config, mac, uuid, "--file", name, "--at", at)
             if name.startswith(prefix):  # NoCloud seed: same URL path on nginx
                 target = self.web_root / name[len(prefix):]
             elif "/pxelinux.cfg/" in name:  # same file name, under the TFTP root
