@@ -113,6 +113,7 @@ class CpuMeter:
         if root is not None:
             self.path = root / f"nbdbench-{os.getpid()}-{name}-{secrets.token_hex(3)}"
             self.path.mkdir()
+        _OPEN_METERS.add(self)
 
     @property
     def method(self) -> str:
@@ -143,6 +144,7 @@ class CpuMeter:
             return []
 
     def close(self) -> None:
+        _OPEN_METERS.discard(self)
         if self.path is None:
             return
         for pid in self.pids():
@@ -155,6 +157,10 @@ class CpuMeter:
                 return
             except OSError:
                 time.sleep(0.1)
+
+
+# Meters of running servers: their cgroups' CPU time is the bench's own (LoadProbe).
+_OPEN_METERS: set[CpuMeter] = set()
 
 
 def _proc_cpu_us(pid: int) -> float:
@@ -288,11 +294,20 @@ def _host_jiffies() -> tuple[int, int, int]:
 def _own_cpu_s() -> float:
     """CPU seconds of the bench and every live process it started (children, grandchildren).
 
-    Reaped children count through RUSAGE_CHILDREN; live descendants through /proc (their own
-    time plus their reaped children's). Servers run in their own sessions but keep the bench
-    as their parent, so the parent links find them all.
+    Servers count through their cgroups (:class:`CpuMeter`): a cgroup keeps the time of
+    children that already exited even when the server never waited for them (tftpd-hpa's
+    per-transfer children). Other reaped children count through RUSAGE_CHILDREN, other live
+    descendants through /proc (their own time plus their reaped children's). Servers run in
+    their own sessions but keep the bench as their parent, so the parent links find them.
     """
     me = os.getpid()
+    in_cgroups: set[int] = set()
+    metered = 0.0
+    for meter in list(_OPEN_METERS):
+        if meter.path is not None:
+            with contextlib.suppress(OSError, BenchError):
+                metered += meter.usage_us() / 1e6
+                in_cgroups.update(meter.pids())
     parent: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in os.scandir("/proc"):
@@ -306,10 +321,12 @@ def _own_cpu_s() -> float:
         pid = int(entry.name)
         parent[pid] = int(fields[1])
         cpu[pid] = sum(int(f) for f in fields[11:15]) / _CLK_TCK
-    total = 0.0
+    total = metered
     for pid in cpu:
+        if pid in in_cgroups:
+            continue
         p, hops = parent.get(pid, 0), 0
-        while p > 1 and p != me and hops < 64:
+        while p > 1 and p != me and p not in in_cgroups and hops < 64:
             p, hops = parent.get(p, 0), hops + 1
         if p == me:
             total += cpu[pid]
