@@ -37,7 +37,7 @@ class Stat:
 
     def is_loaded(self, i: int) -> bool:
         probe = self._probe(i)
-        return probe is not None and probe.loaded
+        return probe is not None and probe.marked
 
     @property
     def loaded_count(self) -> int:
@@ -65,14 +65,15 @@ class Stat:
         return med
 
     def sample_text(self, digits: int = 1) -> str:
-        """Every sample with its load: ``value (load1 L, other C cores)``, ``*`` = marked."""
+        """Every sample with its load: ``value (load1 L, other C cores)``; ``*``: taken under
+        load, ``+``: another sample of its round was (both left out of medians)."""
         parts = []
         for i, v in enumerate(self.samples):
             probe = self._probe(i)
             if probe is None:
                 parts.append(_fmt(v, digits))
                 continue
-            star = "*" if probe.loaded else ""
+            star = "*" if probe.loaded else "+" if probe.marked else ""
             parts.append(f"{_fmt(v, digits)}{star} (load {probe.load1:.2f}, other "
                          f"{probe.other_cores:.2f} cores, steal {probe.steal:.1%})")
         return "; ".join(parts) or "-"
@@ -158,7 +159,8 @@ class Results:
         return "\n".join(lines)
 
     def samples_table(self) -> str:
-        """Per-sample figures with the host load while each was taken (``*``: under load)."""
+        """Per-sample figures with the host load while each was taken (``*``: under load,
+        ``+``: in a round with a sample under load)."""
         lines = ["| id | side | samples (load average, other processes' cores, steal) |",
                  "|---|---|---|"]
         for r in self.rows.values():

@@ -220,6 +220,8 @@ class Bench:
                         continue
                     probes.append((name, probe))
                 loaded = [(n, pr) for n, pr in probes if pr.loaded]
+                for _, pr in probes:  # the round is marked as one: see LoadProbe.marked
+                    pr.round_loaded = bool(loaded)
                 if not loaded:
                     break
                 text = ", ".join(f"{n}: load {pr.load1:.2f}, other {pr.other_cores:.2f} "
@@ -670,8 +672,8 @@ def _run(plan: Plan, only: set[str], args: argparse.Namespace, workdir: Path, st
     print()
     print(results.table())
     print()
-    print("Samples (ABAB rounds; * = taken under load, left out of the median when a "
-          "clean sample exists):")
+    print("Samples (ABAB rounds; * = taken under load, + = in a round with a sample under "
+          "load; both left out of the medians when a clean round exists):")
     print()
     print(results.samples_table())
     if args.json or args.plots:

@@ -348,6 +348,15 @@ class LoadProbe:
         self.load1 = 0.0
         self.seconds = 0.0
         self.loaded = False
+        # Set by the bench for every sample of a round in which any sample was loaded: a
+        # ratio then compares the same rounds on both sides, never one side's quiet moment
+        # with the other side's busy one.
+        self.round_loaded: bool | None = None
+
+    @property
+    def marked(self) -> bool:
+        """Left out of medians: this sample, or another of its round, was under load."""
+        return self.loaded if self.round_loaded is None else self.round_loaded
 
     def __enter__(self) -> LoadProbe:
         self._t0 = time.monotonic()
@@ -373,9 +382,11 @@ class LoadProbe:
         self.loaded = self.other_cores > LOADED_OTHER_CORES or self.steal > LOADED_STEAL
 
     def as_dict(self) -> dict[str, float | bool]:
+        """``loaded``: this sample was under load; ``round_loaded``: it is marked (it, or
+        another sample of its round, was)."""
         return {"load1": round(self.load1, 2), "other_cores": round(self.other_cores, 3),
                 "steal": round(self.steal, 4), "seconds": round(self.seconds, 3),
-                "loaded": self.loaded}
+                "loaded": self.loaded, "round_loaded": self.marked}
 
 
 def loadavg() -> str:
