@@ -156,6 +156,8 @@ class ReadSession:
         self.outcome: Outcome | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        # When the client last moved the transfer forward (admission evicts long-silent ones).
+        self.last_heard = 0.0
 
         # Statistics, read by the endpoint when the transfer ends.
         self.bytes_sent = 0  # DATA payload bytes put on the wire, retransmissions included
@@ -222,6 +224,7 @@ class ReadSession:
         if self._state is not _State.NEW:
             return []
         self.started_at = now
+        self.last_heard = now
         self._deadline = now + self.timeout
         if self.accepted:
             self._state = _State.WAIT_OACK_ACK
@@ -284,6 +287,14 @@ class ReadSession:
             self._finish(now, Outcome(OutcomeKind.ABORTED, None,
                                       "the client sent a new request"))
 
+    def evict(self, now: float) -> None:
+        """End a transfer whose client stayed silent, to make room under a session limit."""
+        if self._state is _State.DONE:
+            return
+        silent = max(0.0, now - self.last_heard)
+        self._finish(now, Outcome(OutcomeKind.TIMED_OUT, None,
+                                  f"evicted after {silent:.1f} s of silence (server full)"))
+
     def abort(self, now: float, message: str) -> list[bytes]:
         """End the transfer from our side (shutdown); returns the ERROR to tell the client."""
         if self._state is _State.DONE:
@@ -300,6 +311,7 @@ class ReadSession:
                 return []
             self._state = _State.SENDING
             self._retries = 0
+            self.last_heard = now
             return self._send_window(now)
         # Map the 16-bit number onto the one absolute block in [acked, acked + 65535]: blocks
         # roll over 65535 -> 0 for files over 32 MB at blksize 512, and a window never spans
@@ -316,6 +328,7 @@ class ReadSession:
             return []
         self._acked = block
         self._retries = 0
+        self.last_heard = now
         if block >= self.total_blocks:
             self._finish(now, Outcome(OutcomeKind.COMPLETED))
             return []
