@@ -185,7 +185,7 @@ class TftpServer:
         if running is not None:
             # Read what the client already sent to its running transfer before deciding on the
             # new request: EDK2's ERROR 8 after a tsize probe races its next RRQ.
-            transfers.on_readable(running)
+            transfers.drain(running)
         now = loop.time()
         decision = admit(packet, client, transfers, self.admission, now)
         if decision.is_request:

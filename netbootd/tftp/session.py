@@ -339,23 +339,29 @@ class ReadSession:
     def _send_window(self, now: float) -> list[bytes]:
         first = self._acked + 1
         last = min(self._acked + self.windowsize, self.total_blocks)
-        out: list[bytes] = []
         blksize = self.blksize
-        for block in range(first, last + 1):
-            offset = (block - 1) * blksize
-            want = min(blksize, self.size - offset)
-            try:
-                payload = self._source.read(offset, want) if want > 0 else b""
-            except OSError as exc:
-                return out + self._fail(now, f"read error: {exc.strerror or exc}")
-            if len(payload) != want:
-                # The file changed under us; sending a short block would end the transfer
-                # early with a silently truncated file.
-                return out + self._fail(now, "source size changed during transfer")
-            out.append(encode_data(block, payload))
-            self.bytes_sent += want
-            if block <= self._sent:
-                self.retransmits += 1
+        # One read for the whole window, sliced per block: a read per block would cost a
+        # system call per DATA packet (docs/performance.md, "TFTP: where the time went").
+        start = (first - 1) * blksize
+        want = max(0, min(last * blksize, self.size) - start)
+        try:
+            chunk = self._source.read(start, want) if want > 0 else b""
+        except OSError as exc:
+            return self._fail(now, f"read error: {exc.strerror or exc}")
+        if len(chunk) != want:
+            # The file changed under us; sending a short block would end the transfer
+            # early with a silently truncated file.
+            return self._fail(now, "source size changed during transfer")
+        if first == last:
+            # Lock-step (and a window's last block): no slicing needed.
+            out = [encode_data(first, chunk)]
+        else:
+            offsets = range(0, (last - first + 1) * blksize, blksize)
+            out = [encode_data(block, chunk[off : off + blksize])
+                   for block, off in zip(range(first, last + 1), offsets, strict=True)]
+        self.bytes_sent += want
+        if first <= self._sent:
+            self.retransmits += min(last, self._sent) - first + 1
         self.blocks_sent += len(out)
         self._sent = max(self._sent, last)
         self._deadline = now + self.timeout

@@ -32,6 +32,8 @@ Client = tuple[str, int]
 TRANSFER_RECV_SIZE = 1024
 # Datagrams handled per readiness callback, so one busy socket cannot starve the others.
 _BATCH = 64
+# Above this many running transfers a readiness callback reads one datagram only.
+_FEW = 8
 
 
 class Transfer:
@@ -102,30 +104,54 @@ class Transfers:
             self._arm(tr)
 
     def on_readable(self, tr: Transfer) -> None:
-        if tr.closed:
+        """Handle the datagrams waiting on a transfer's socket.
+
+        With few transfers running, the client's next ACK often arrives while this callback
+        still runs (a client next door answers in microseconds), and reading on saves a loop
+        iteration; with many, one readiness pass serves many sockets and a second ``recvfrom``
+        nearly always fails (a system call and a BlockingIOError for nothing): read one and
+        let the level-triggered selector call again (docs/performance.md, "TFTP: where the
+        time went").
+        """
+        if len(self._by_client) > _FEW:
+            self._one(tr)
             return
-        loop = self._loop
-        sock, client, session = tr.sock, tr.client, tr.session
+        for _ in range(_BATCH):
+            if not self._one(tr):
+                return
+
+    def drain(self, tr: Transfer) -> None:
+        """Handle every datagram already waiting on the transfer's socket."""
+        for _ in range(_BATCH):
+            if not self._one(tr):
+                return
+
+    def _one(self, tr: Transfer) -> bool:
+        """Read and handle one datagram; False when there was none (or the transfer ended)."""
+        if tr.closed:
+            return False
         try:
-            for _ in range(_BATCH):
-                try:
-                    data, addr = sock.recvfrom(TRANSFER_RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    return
-                if addr != client:
-                    self._unknown_tid(tr, data, addr)
-                    continue
-                out = session.on_datagram(data, loop.time())
-                if out:
-                    self.send(tr, out)
-                if session.finished:
-                    self.end(tr)
-                    return
+            try:
+                data, addr = tr.sock.recvfrom(TRANSFER_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return False
+            if addr != tr.client:
+                self._unknown_tid(tr, data, addr)
+                return True
+            session = tr.session
+            out = session.on_datagram(data, self._loop.time())
+            if out:
+                self.send(tr, out)
+            if session.finished:
+                self.end(tr)
+                return False
+            return True
         except Exception:
             self.counters.inc("tftp_errors")
-            log.exception("tftp: transfer to %s:%d failed", *client)
-            self.send(tr, session.abort(loop.time(), "internal error"))
+            log.exception("tftp: transfer to %s:%d failed", *tr.client)
+            self.send(tr, tr.session.abort(self._loop.time(), "internal error"))
             self.end(tr)
+            return False
 
     def _unknown_tid(self, tr: Transfer, data: bytes, addr: Client) -> None:
         # RFC 1350 section 4: a packet from a foreign TID gets ERROR 5 and the transfer goes on.
