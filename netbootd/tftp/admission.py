@@ -61,17 +61,20 @@ class AdmissionLimits:
 
     max_sessions: int = 1024
     max_sessions_per_client: int = 8
-    # A transfer that heard nothing from its client for this many of its own timeouts has
-    # retransmitted at least once into silence: when a limit is reached it is evicted to admit
-    # a new request instead of refusing it (a client that rebooted mid-transfer leaves such
-    # orphans, and with a negotiated timeout of 255 s they would hold their place for minutes).
-    evict_after_timeouts: float = 2.0
+    # A transfer silent this long (seconds) has outlived any transfer at the server's own
+    # timeout and retries (the endpoint sets timeout x (retries + 2)): only a longer timeout
+    # its client negotiated keeps it (RFC 2349 allows 255 s, up to 25 minutes of retries).
+    # Such a transfer is evicted when a limit is reached, and superseded when its client asks
+    # for the same file from a new port. Below that age nothing is ever ended for a newcomer,
+    # so a request flood costs no more than a refusal per request; above it, the churn is
+    # bounded by the limits divided by this age.
+    abandon_after: float = 6.0
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1 or self.max_sessions_per_client < 1:
             raise ValueError("session limits must be >= 1")
-        if not self.evict_after_timeouts > 1.0:
-            raise ValueError("evict_after_timeouts must be > 1 (a transfer must get to retry)")
+        if not self.abandon_after > 0:
+            raise ValueError("abandon_after must be positive")
 
 
 class Running(Protocol):
@@ -85,11 +88,6 @@ class Running(Protocol):
         """When the client last moved the transfer forward (or when it started)."""
         ...
 
-    @property
-    def timeout(self) -> float:
-        """The transfer's retransmission timeout, negotiated or the server's."""
-        ...
-
 
 @dataclass(frozen=True)
 class Transfer:
@@ -97,7 +95,6 @@ class Transfer:
 
     request: ReadRequest
     last_heard: float
-    timeout: float = 1.0
 
 
 class Sessions(Protocol):
@@ -162,17 +159,17 @@ class Admission:
 
 
 def _silence(run: Running, now: float) -> float:
-    """How long the transfer has heard nothing, in its own timeouts."""
-    return max(0.0, now - run.last_heard) / run.timeout
+    """How long the transfer has heard nothing from its client, in seconds."""
+    return max(0.0, now - run.last_heard)
 
 
 def _abandoned(run: Running, now: float, limits: AdmissionLimits) -> bool:
-    return _silence(run, now) >= limits.evict_after_timeouts
+    return _silence(run, now) >= limits.abandon_after
 
 
 def _idlest(candidates: Iterable[tuple[Client, Running]], now: float, limits: AdmissionLimits,
             skip: tuple[Client, ...]) -> Client | None:
-    """The abandoned transfer silent the longest (in its own timeouts), if any."""
+    """The abandoned transfer silent the longest, if any."""
     best: Client | None = None
     best_idle = 0.0
     for client, run in candidates:
@@ -207,10 +204,10 @@ def admit(packet: Packet, client: Client, sessions: Sessions, limits: AdmissionL
         # final ACK was lost, or it gave up, like EDK2 after a tsize probe). Serve the new one
         # rather than make it wait until the stale transfer times out.
         supersede = (client,)
-    # The same file asked again from a new port, while the transfer to the old port has heard
-    # nothing for several timeouts: the client timed out and restarted the fetch (firmware does
-    # this with a fresh port). Only silent transfers qualify: many live downloads of one file
-    # from one address (a NAT, a test client) are separate transfers.
+    # The same file asked again from a new port, while the transfer to the old port has been
+    # silent for longer than the server itself would keep trying: the client timed out and
+    # restarted the fetch (firmware does this with a fresh port). Only abandoned transfers
+    # qualify: many live downloads of one file from one address (a NAT) stay separate.
     supersede += tuple(
         c for c, run in sessions.items(ip)
         if c != client and run.request.filename == packet.filename and _abandoned(run, now, limits)

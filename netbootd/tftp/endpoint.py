@@ -64,7 +64,10 @@ class TftpServer:
         self.limits = limits if limits is not None else SessionLimits()
         self.counters = counters if counters is not None else Counters()
         self._on_done = on_transfer_done
-        self.admission = AdmissionLimits(max_sessions, max_sessions_per_client)
+        # One timeout more than a transfer at the server's own timeout lives: such transfers
+        # have always ended by themselves before admission would end them for a newcomer.
+        abandon = self.limits.timeout * (self.limits.retries + 2)
+        self.admission = AdmissionLimits(max_sessions, max_sessions_per_client, abandon)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: socket.socket | None = None
         self._host = ""

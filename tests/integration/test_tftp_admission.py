@@ -20,9 +20,13 @@ from netbootd.tftp.packet import Data, OptionAck, ReadRequest, parse_packet
 from netbootd.tftp.session import OutcomeKind, SessionLimits, TftpSource
 from netbootd.tftp.sources import FileSource
 
-TIMEOUT = 0.2  # the server's timeout; silent for 2 of them = evictable
-# Enough retries that the silent transfer is still running when the newcomer arrives.
-LIMITS = SessionLimits(timeout=TIMEOUT, retries=50)
+# The server's own timeout and retries: its transfers give up after 0.4 s, and admission may
+# end a transfer silent for 0.6 s (timeout x (retries + 2)) for a newcomer.
+TIMEOUT = 0.2
+LIMITS = SessionLimits(timeout=TIMEOUT, retries=1)
+ABANDON = TIMEOUT * 3
+# The silent clients ask for a 30 s timeout (RFC 2349): their transfers outlive ABANDON.
+LONG = "30"
 
 
 class Client:
@@ -50,8 +54,8 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def start(root: Path, **limits: int) -> tuple[TftpServer, Counters, list[TransferRecord],
-                                                     list[FileSource]]:
+async def start(root: Path, limits: SessionLimits = LIMITS, **admission: int
+                ) -> tuple[TftpServer, Counters, list[TransferRecord], list[FileSource]]:
     counters = Counters()
     records: list[TransferRecord] = []
     opened: list[FileSource] = []
@@ -64,16 +68,16 @@ async def start(root: Path, **limits: int) -> tuple[TftpServer, Counters, list[T
         opened.append(src)
         return src
 
-    server = TftpServer(resolve, limits=LIMITS, counters=counters,
-                        on_transfer_done=records.append, **limits)
+    server = TftpServer(resolve, limits=limits, counters=counters,
+                        on_transfer_done=records.append, **admission)
     await server.start("127.0.0.1", 0)
     return server, counters, records, opened
 
 
-async def silent_for(timeouts: float, since: float) -> None:
-    """Wait until ``timeouts`` server timeouts have passed since ``since`` (loop time)."""
+async def silent_for(seconds: float, since: float) -> None:
+    """Wait until ``seconds`` have passed since ``since`` (loop time)."""
     loop = asyncio.get_running_loop()
-    while loop.time() < since + timeouts * TIMEOUT:
+    while loop.time() < since + seconds:
         await asyncio.sleep(0.02)
 
 
@@ -83,11 +87,12 @@ async def test_silent_transfer_is_evicted_at_the_per_client_limit(root: Path) ->
     first, second = Client(), Client()
     try:
         # A transfer that never acknowledges anything holds the client's only place.
-        assert isinstance(await asyncio.to_thread(first.rrq, "a.bin", server.port), Data)
+        answer = await asyncio.to_thread(first.rrq, "a.bin", server.port, timeout=LONG)
+        assert isinstance(answer, OptionAck)
         heard = loop.time()
         assert server.active_sessions == 1
-        # Silent for 2.5 timeouts (it retransmitted twice into silence): evicted for the next.
-        await silent_for(2.5, heard)
+        # Silent for longer than the server's own transfers live: evicted for the next.
+        await silent_for(ABANDON + 0.2, heard)
         assert isinstance(await asyncio.to_thread(second.rrq, "b.bin", server.port), Data)
         assert counters.get("tftp_evicted") == 1
         assert counters.get("tftp_refused", reason="busy-client") == 0
@@ -104,13 +109,13 @@ async def test_silent_transfer_is_evicted_at_the_per_client_limit(root: Path) ->
 
 
 async def test_a_live_transfer_is_not_evicted(root: Path) -> None:
-    server, counters, _, _ = await start(root, max_sessions_per_client=1)
+    # A server that keeps trying for a minute: however slow this machine is, the first
+    # transfer is younger than that when the second request comes.
+    server, counters, _, _ = await start(root, SessionLimits(timeout=20.0, retries=1),
+                                         max_sessions_per_client=1)
     first, second = Client(), Client()
     try:
-        # A 30 s timeout (RFC 2349): evictable only after a minute of silence, so however slow
-        # this machine is, the first transfer is live when the second request comes.
-        first_answer = await asyncio.to_thread(first.rrq, "a.bin", server.port, timeout="30")
-        assert isinstance(first_answer, OptionAck)
+        assert isinstance(await asyncio.to_thread(first.rrq, "a.bin", server.port), Data)
         refused = await asyncio.to_thread(second.rrq, "b.bin", server.port)
         assert not isinstance(refused, Data)
         assert counters.get("tftp_refused", reason="busy-client") == 1
@@ -124,25 +129,20 @@ async def test_a_live_transfer_is_not_evicted(root: Path) -> None:
 async def test_same_file_from_a_new_port_supersedes_the_silent_transfer(root: Path) -> None:
     server, counters, records, _ = await start(root)
     loop = asyncio.get_running_loop()
-    old, new, other = Client(), Client(), Client()
+    old, new = Client(), Client()
     try:
-        assert isinstance(await asyncio.to_thread(old.rrq, "a.bin", server.port), Data)
+        answer = await asyncio.to_thread(old.rrq, "a.bin", server.port, timeout=LONG)
+        assert isinstance(answer, OptionAck)
         heard = loop.time()
-        await silent_for(2.5, heard)
+        await silent_for(ABANDON + 0.2, heard)
         # The client restarted the fetch from a fresh port: the old transfer ends.
-        # (With a 30 s timeout, so it stays live however slow the rest of the test is.)
-        restarted = await asyncio.to_thread(new.rrq, "a.bin", server.port, timeout="30")
+        restarted = await asyncio.to_thread(new.rrq, "a.bin", server.port, timeout=LONG)
         assert isinstance(restarted, OptionAck)
         assert counters.get("tftp_superseded", why="new-port") == 1
         assert server.active_sessions == 1
         ended = [r for r in records if r.client_port == old.sock.getsockname()[1]]
         assert [r.outcome for r in ended] == [OutcomeKind.ABORTED]
-        # A third download of the same file: the second is live, both run.
-        assert isinstance(await asyncio.to_thread(other.rrq, "a.bin", server.port), Data)
-        assert counters.get("tftp_superseded", why="new-port") == 1
-        assert server.active_sessions == 2
     finally:
         old.close()
         new.close()
-        other.close()
         await server.stop()

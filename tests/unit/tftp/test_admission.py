@@ -19,7 +19,7 @@ from netbootd.tftp.sources import BytesSource
 A = ("10.0.0.1", 2000)
 A2 = ("10.0.0.1", 2001)
 B = ("10.0.0.2", 3000)
-LIMITS = AdmissionLimits(max_sessions=4, max_sessions_per_client=2)
+LIMITS = AdmissionLimits(max_sessions=4, max_sessions_per_client=2, abandon_after=2.0)
 
 
 def rrq(name: str = "pxelinux.0", **options: str) -> ReadRequest:
@@ -27,7 +27,7 @@ def rrq(name: str = "pxelinux.0", **options: str) -> ReadRequest:
 
 
 def table(*entries: tuple[tuple[str, int], ReadRequest, float]) -> Snapshot:
-    return Snapshot({c: Transfer(req, heard, 1.0) for c, req, heard in entries})
+    return Snapshot({c: Transfer(req, heard) for c, req, heard in entries})
 
 
 def test_first_request_is_served() -> None:
@@ -82,7 +82,7 @@ def test_superseding_happens_even_when_the_new_request_is_refused() -> None:
 
 
 def test_same_file_from_a_new_port_supersedes_a_silent_transfer() -> None:
-    # Silent for 2 timeouts (the default evict_after_timeouts): the client restarted the fetch.
+    # Silent for abandon_after (2 s here): the client restarted the fetch.
     got = admit(rrq(), A2, table((A, rrq(), 0.0)), LIMITS, now=2.0)
     assert got.verdict is Verdict.SERVE and got.supersede == (A,)
 
@@ -98,10 +98,12 @@ def test_other_file_from_a_new_port_never_supersedes() -> None:
     assert got.verdict is Verdict.SERVE and got.supersede == ()
 
 
-def test_silence_is_measured_in_the_transfers_own_timeout() -> None:
-    slow = Snapshot({A: Transfer(rrq(), 0.0, timeout=10.0)})
-    assert admit(rrq(), A2, slow, LIMITS, now=19.0).supersede == ()
-    assert admit(rrq(), A2, slow, LIMITS, now=20.0).supersede == (A,)
+def test_nothing_younger_than_abandon_after_is_ever_ended_for_a_newcomer() -> None:
+    # A flood of requests at the limit then costs a refusal each, never a session's end.
+    running = table((A, rrq("a"), 0.0), (A2, rrq("b"), 0.0))
+    for now in (0.0, 1.0, 1.99):
+        got = admit(rrq("a"), ("10.0.0.1", 2002), running, LIMITS, now=now)
+        assert got.verdict is Verdict.REFUSE and got.supersede == () and got.evict == ()
 
 
 def test_per_client_limit_refuses_with_busy() -> None:
@@ -153,7 +155,7 @@ def test_limits_reject_nonsense() -> None:
     with pytest.raises(ValueError):
         AdmissionLimits(max_sessions=0)
     with pytest.raises(ValueError):
-        AdmissionLimits(evict_after_timeouts=1.0)
+        AdmissionLimits(abandon_after=0.0)
 
 
 def test_a_read_session_is_a_running_transfer() -> None:
