@@ -2,8 +2,9 @@
 
 This module owns the rules applied to every datagram on the listener, before any file is opened:
 write requests, stray packets, a client resending its request, a client superseding its own
-transfer with a new one, the session limits (in total and per client address), which idle
-transfers may be evicted to make room, and the ERROR (code and text) sent for every refusal.
+transfer with a new one, the session limits (in total and per client address), which silent
+transfers of a client may be evicted to make room for it, and the ERROR (code and text) sent
+for every refusal.
 
 It is pure: :func:`admit` takes the decoded packet, the client, a read-only view of the running
 transfers (:class:`Sessions`) and ``now``, and returns an :class:`Admission` saying what to do.
@@ -64,10 +65,10 @@ class AdmissionLimits:
     # A transfer silent this long (seconds) has outlived any transfer at the server's own
     # timeout and retries (the endpoint sets timeout x (retries + 2)): only a longer timeout
     # its client negotiated keeps it (RFC 2349 allows 255 s, up to 25 minutes of retries).
-    # Such a transfer is evicted when a limit is reached, and superseded when its client asks
-    # for the same file from a new port. Below that age nothing is ever ended for a newcomer,
-    # so a request flood costs no more than a refusal per request; above it, the churn is
-    # bounded by the limits divided by this age.
+    # Such a transfer is evicted when its client reaches its limit, and superseded when its
+    # client asks for the same file from a new port. Below that age nothing is ever ended for
+    # a newcomer, so a request flood costs no more than a refusal per request; above it, the
+    # churn is bounded by the limits divided by this age.
     abandon_after: float = 6.0
 
     def __post_init__(self) -> None:
@@ -217,18 +218,16 @@ def admit(packet: Packet, client: Client, sessions: Sessions, limits: AdmissionL
     if bad_mode is not None:
         return Admission(Verdict.REFUSE, "mode", bad_mode, supersede)
 
-    evict: tuple[Client, ...] = ()
+    # The total limit evicts nothing: finding the longest-silent of every transfer would cost a
+    # scan of the whole table per refused request, exactly when a flood fills it. The
+    # per-client limit bounds its scan by max_sessions_per_client.
     if sessions.total - len(supersede) >= limits.max_sessions:
-        victim = _idlest(sessions.items(), now, limits, supersede)
-        if victim is None:
-            return Admission(Verdict.REFUSE, "busy", _REFUSALS["busy"], supersede)
-        evict = (victim,)
-    gone = supersede + evict
-    mine = sessions.count(ip) - sum(1 for c in gone if c[0] == ip)
+        return Admission(Verdict.REFUSE, "busy", _REFUSALS["busy"], supersede)
+    evict: tuple[Client, ...] = ()
+    mine = sessions.count(ip) - len(supersede)  # superseded transfers are all this address's
     if mine >= limits.max_sessions_per_client:
-        victim = _idlest(sessions.items(ip), now, limits, gone)
+        victim = _idlest(sessions.items(ip), now, limits, supersede)
         if victim is None:
-            # Refused anyway: evict nothing for it.
             return Admission(Verdict.REFUSE, "busy-client", _REFUSALS["busy-client"], supersede)
-        evict += (victim,)
+        evict = (victim,)
     return Admission(Verdict.SERVE, supersede=supersede, evict=evict)

@@ -124,11 +124,18 @@ def test_total_limit_refuses_with_busy() -> None:
     assert got.error == Error(ErrorCode.NOT_DEFINED, "server busy")
 
 
-def test_total_limit_evicts_the_longest_silent_transfer() -> None:
+def test_total_limit_never_evicts() -> None:
+    # Even abandoned transfers stay: choosing one would scan the whole table per request.
     running = table((A, rrq("a"), 5.0), (B, rrq("b"), 1.0), (("10.0.0.3", 1), rrq("c"), 3.0),
                     (("10.0.0.4", 1), rrq("d"), 9.5))
     got = admit(rrq("e"), ("10.0.0.5", 1), running, LIMITS, now=10.0)
-    assert got.verdict is Verdict.SERVE and got.evict == (B,)
+    assert got.verdict is Verdict.REFUSE and got.reason == "busy" and got.evict == ()
+
+
+def test_per_client_limit_evicts_the_longest_silent_transfer() -> None:
+    running = table((A, rrq("a"), 5.0), (A2, rrq("b"), 1.0))
+    got = admit(rrq("e"), ("10.0.0.1", 2002), running, LIMITS, now=10.0)
+    assert got.verdict is Verdict.SERVE and got.evict == (A2,)
 
 
 def test_per_client_limit_evicts_only_that_clients_silent_transfer() -> None:
