@@ -42,6 +42,7 @@ from netbootd.core.build_arch import selector_build_arches
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
 from netbootd.errors import ConfigError, NetbootdError
+from netbootd.logsetup import setup_logging
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
 from netbootd.render.seed import var_problems
 from netbootd.service import Service, make_responder, serve
@@ -59,8 +60,7 @@ CONFIG_ARG: dict[str, Any] = {
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
