@@ -158,6 +158,11 @@ class StateDB:
         """Queue writes; ``schedule(self.flush)`` is called when the first one is queued."""
         self._schedule = schedule
 
+    @property
+    def has_queued_writes(self) -> bool:
+        """Whether writes are queued that ``flush`` would commit."""
+        return bool(self._pending or self._pending_events)
+
     def flush(self) -> None:
         """Commit every queued write in one transaction, in order within each table.
 
