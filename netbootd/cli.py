@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import datetime
 import importlib.metadata
-import logging
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from netbootd.config import (
 from netbootd.core.bootfile import BootTarget, NoLoader, choose_bootfile
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
+from netbootd.logsetup import setup_logging
 from netbootd.service import Service, firstboot_key, serve
 
 __all__ = ["build_parser", "interface_address", "main", "quick_config"]
@@ -42,8 +42,7 @@ CONFIG_ARG: dict[str, Any] = {
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
