@@ -10,26 +10,80 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from bench.sandbox import LoadProbe
 
 
 @dataclass
 class Stat:
+    """One side's samples; each sample measured through a probe carries its host load.
+
+    The median (and the ratio built on it) uses the samples not taken under load when there
+    is at least one; otherwise every sample, and the table says so.
+    """
+
     samples: list[float]
+    probes: list[LoadProbe | None] = field(default_factory=list)
+
+    def add(self, value: float, probe: LoadProbe | None = None) -> None:
+        self.samples.append(value)
+        self.probes.append(probe)
+
+    def _probe(self, i: int) -> LoadProbe | None:
+        return self.probes[i] if i < len(self.probes) else None
+
+    def is_loaded(self, i: int) -> bool:
+        probe = self._probe(i)
+        return probe is not None and probe.marked
+
+    @property
+    def loaded_count(self) -> int:
+        return sum(self.is_loaded(i) for i in range(len(self.samples)))
+
+    @property
+    def used(self) -> list[float]:
+        clean = [v for i, v in enumerate(self.samples) if not self.is_loaded(i)]
+        return clean or self.samples
 
     @property
     def median(self) -> float:
-        return statistics.median(self.samples)
+        return statistics.median(self.used)
 
     def text(self, digits: int = 1) -> str:
         if not self.samples:
             return "-"
+        used = self.used
         med = _fmt(self.median, digits)
-        if len(self.samples) == 1:
-            return med
-        return f"{med} ({_fmt(min(self.samples), digits)}-{_fmt(max(self.samples), digits)})"
+        if len(used) > 1:
+            med = f"{med} ({_fmt(min(used), digits)}-{_fmt(max(used), digits)})"
+        if n := self.loaded_count:
+            med += f" [{n}/{len(self.samples)} under load" + \
+                (", all used]" if n == len(self.samples) else ", left out]")
+        return med
+
+    def sample_text(self, digits: int = 1) -> str:
+        """Every sample with its load: ``value (load1 L, other C cores)``; ``*``: taken under
+        load, ``+``: another sample of its round was (both left out of medians)."""
+        parts = []
+        for i, v in enumerate(self.samples):
+            probe = self._probe(i)
+            if probe is None:
+                parts.append(_fmt(v, digits))
+                continue
+            star = "*" if probe.loaded else "+" if probe.marked else ""
+            parts.append(f"{_fmt(v, digits)}{star} (load {probe.load1:.2f}, other "
+                         f"{probe.other_cores:.2f} cores, steal {probe.steal:.1%})")
+        return "; ".join(parts) or "-"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples,
+                "load": [None if (pr := self._probe(i)) is None else pr.as_dict()
+                         for i in range(len(self.samples))],
+                "median": self.median if self.samples else None,
+                "loaded": self.loaded_count}
 
 
 def _fmt(v: float, digits: int) -> str:
@@ -104,10 +158,24 @@ class Results:
                          f"| {r.target} | {met} |")
         return "\n".join(lines)
 
+    def samples_table(self) -> str:
+        """Per-sample figures with the host load while each was taken (``*``: under load,
+        ``+``: in a round with a sample under load)."""
+        lines = ["| id | side | samples (load average, other processes' cores, steal) |",
+                 "|---|---|---|"]
+        for r in self.rows.values():
+            for side, stat in (("netbootd", r.netbootd), (r.peer_name, r.peer)):
+                if stat.samples:
+                    lines.append(f"| {r.id} | {side} | {stat.sample_text()} |")
+        return "\n".join(lines)
+
     def dump(self, path: Path) -> None:
-        data = {"rows": [asdict(r) | {"ratio": r.ratio, "met": r.met}
-                         for r in self.rows.values()],
-                "series": self.series, "notes": self.notes}
+        rows = []
+        for r in self.rows.values():
+            d: dict[str, Any] = {f.name: getattr(r, f.name) for f in fields(r)}
+            d["netbootd"], d["peer"] = r.netbootd.to_dict(), r.peer.to_dict()
+            rows.append(d | {"ratio": r.ratio, "met": r.met})
+        data = {"rows": rows, "series": self.series, "notes": self.notes}
         path.write_text(json.dumps(data, indent=1))
 
 

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import datetime
 import importlib.metadata
-import logging
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ from netbootd.config import (
 )
 from netbootd.core.identity import ClientIdentity, normalize_guid, normalize_mac, parse_arch
 from netbootd.core.plan import Decline
+from netbootd.logsetup import setup_logging
 from netbootd.service import Service, firstboot_key, serve
 
 __all__ = ["build_parser", "interface_address", "main", "quick_config"]
@@ -41,8 +41,7 @@ CONFIG_ARG: dict[str, Any] = {
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -206,16 +205,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("check", help="validate a config and everything it refers to, and "
-                       "render every node (exit 0 ok, 1 problems, 2 invalid config)")
+                       "render every node (exit 0 ok, 1 problems, 2 invalid config)",
+                       description="Validate a config, the store and the templates, and "
+                       "render every node and group as serve would; every problem is listed "
+                       "with its key and the fix.",
+                       epilog="examples:\n  netbootd check --config /etc/netbootd/netbootd.toml"
+                       "\n  netbootd check --json | jq .errors",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", **CONFIG_ARG)
     s.add_argument("--json", action="store_true", help="the report as JSON "
                    "(docs/configuration.md, \"Checking a config\")")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("render", help="show offline what one node would be served")
+    s = sub.add_parser("render", help="show offline what one node would be served",
+                       description="Show what serve would answer one client, without a "
+                       "server and without recording anything.",
+                       epilog="examples:\n  netbootd render --mac 52:54:00:12:34:56 --list\n"
+                       "  netbootd render --mac 52:54:00:12:34:56 --arch bios "
+                       "--file pxelinux.cfg/01-52-54-00-12-34-56",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", **CONFIG_ARG)
-    s.add_argument("--mac", required=True)
-    s.add_argument("--uuid")
+    s.add_argument("--mac", required=True, help="the client's MAC address (any common notation)")
+    s.add_argument("--uuid", help="the client's SMBIOS UUID (DHCP option 97), if it sends one")
     s.add_argument("--arch", help="bios, efi64, arm64, or an option 93 number")
     s.add_argument("--ipxe", action="store_true", help="as a client that already runs iPXE")
     s.add_argument("--vendor-class", help="option 60 as the client sends it")

@@ -25,26 +25,25 @@ from dataclasses import dataclass
 from netbootd.errors import NotFound, PathRefused
 from netbootd.render.node_files import NoRootPassword, RenderError
 from netbootd.render.tokens import TokenRefused
-from netbootd.tftp.packet import ErrorCode
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
     http_status: int
-    tftp_code: ErrorCode
-    tftp_message: str  # what the TFTP ERROR packet says (short; details stay in the log)
-    label: str  # stable counter / log label
+    # The TFTP refusal reason: a ``tftp_refused`` counter label, whose ERROR packet
+    # (code 1 not found, 2 access violation, 0 otherwise) tftp/admission.py holds.
+    tftp: str
     expected: bool  # False: a bug or a broken config, logged with its cause
 
 
 TABLE: tuple[tuple[type[BaseException], Refusal], ...] = (
-    (TokenRefused, Refusal(403, ErrorCode.ACCESS_VIOLATION, "access violation", "token", True)),
-    (NotFound, Refusal(404, ErrorCode.FILE_NOT_FOUND, "file not found", "not-found", True)),
-    (PathRefused, Refusal(403, ErrorCode.ACCESS_VIOLATION, "access violation", "access", True)),
-    (NoRootPassword, Refusal(404, ErrorCode.FILE_NOT_FOUND, "file not found", "refused", True)),
-    (RenderError, Refusal(500, ErrorCode.NOT_DEFINED, "internal error", "error", False)),
+    (TokenRefused, Refusal(403, "access", True)),
+    (NotFound, Refusal(404, "not-found", True)),
+    (NoRootPassword, Refusal(404, "not-found", True)),
+    (PathRefused, Refusal(403, "access", True)),
+    (RenderError, Refusal(500, "error", False)),
 )
-UNEXPECTED = Refusal(500, ErrorCode.NOT_DEFINED, "internal error", "error", False)
+UNEXPECTED = Refusal(500, "error", False)
 
 
 def refusal_for(exc: BaseException) -> Refusal:

@@ -41,6 +41,8 @@ HELP: dict[str, str] = {
     "tftp_malformed": "TFTP datagrams that did not parse, by reason; dropped",
     "tftp_ignored": "TFTP datagrams ignored, by reason",
     "tftp_retransmits": "TFTP DATA packets sent again after a timeout",
+    "tftp_superseded": "TFTP transfers ended by a new request of their client, by why",
+    "tftp_evicted": "silent TFTP transfers ended to admit a request at a session limit",
     "http_requests": "HTTP requests, by route pattern and status",
     "boots": "nodes that fetched their first-boot config (NoCloud meta-data, kickstart), by build",
     "phone_homes": "authenticated phone-home reports, by the build the node was served",

@@ -1,9 +1,14 @@
 """The asyncio edge of ProxyDHCP: one UDP socket, bytes in, replies out, no protocol rules.
 
-Owns the socket (``open_dhcp_socket``), the ``DhcpEndpoint`` protocol that runs every datagram
-through ``DhcpPacket.parse`` -> ``classify`` -> the planner's handler -> ``build_reply`` ->
-``reply_destination``, and the counters and log lines for each outcome. The rules themselves
-live in ``netbootd.dhcp.proxy``.
+Owns the socket (``open_dhcp_socket``) and the loop that reads it (``DrainingTransport``), the
+``DhcpEndpoint`` protocol that runs every datagram through ``DhcpPacket.parse`` ->
+``classify`` -> the planner's handler -> ``build_reply`` -> ``reply_destination``, and the
+counters and log lines for each outcome. The rules themselves live in ``netbootd.dhcp.proxy``.
+
+The socket is read by ``DrainingTransport``: one wake-up of the event loop reads every
+datagram that is ready (up to ``DRAIN_BUDGET``), where asyncio's datagram transport reads one
+and waits for the next ``epoll`` round. Under a burst of DISCOVERs that round trip was the
+difference between answering and the kernel dropping (docs/performance.md).
 
 An endpoint plays one of two roles: ``"dhcp"`` (udp/67, answers DISCOVER with an OFFER) or
 ``"proxy"`` (udp/4011, answers REQUEST/INFORM with an ACK). The role is inferred from the port
@@ -13,6 +18,7 @@ when it is 67 or 4011; tests pass it explicitly and bind unprivileged ports.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 from collections.abc import Callable
@@ -42,9 +48,15 @@ Handler = Callable[[PxeRequest], BootAnswer | None]
 # Told (mac, ip) whenever a PXE client's packet reveals its address (see proxy.address_hint).
 Observer = Callable[[str, str], None]
 
-# asyncio's selector datagram transport allocates max_size (256 KiB) per recvfrom; a DHCP
-# message fits an Ethernet frame (RFC 2131 section 2: at least 576 bytes must be accepted).
+# A DHCP message fits an Ethernet frame (RFC 2131 section 2: at least 576 bytes must be
+# accepted); asyncio's datagram transport would allocate 256 KiB per recvfrom.
 RECV_SIZE = 4096
+RECV_BUFFER = 1 << 20  # SO_RCVBUF asked for: ~1 000 queued datagrams at the kernel's accounting
+# Datagrams read per wake-up before the loop runs other work (TFTP, HTTP timers) again.
+DRAIN_BUDGET = 64
+# Replies queued while the socket's send buffer is full; beyond this a reply is dropped and
+# counted as a socket error (the client retransmits, RFC 2131 section 4.1).
+SEND_QUEUE_MAX = 1024
 
 _ROLE_PORT: dict[Role, int] = {"dhcp": DHCP_SERVER_PORT, "proxy": PXE_PROXY_PORT}
 
@@ -84,7 +96,8 @@ class DhcpEndpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
-        # Not part of the public transport API: the selector transport reads it per recvfrom.
+        # Not part of the public transport API: asyncio's selector transport (when a caller
+        # connects this protocol through create_datagram_endpoint) reads it per recvfrom.
         if hasattr(transport, "max_size"):
             cast(Any, transport).max_size = RECV_SIZE
 
@@ -160,6 +173,9 @@ def open_dhcp_socket(address: str, port: int, interface: str | None) -> socket.s
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        # Room for a burst of DISCOVERs (a rack powering on) while the loop is busy elsewhere;
+        # the kernel caps it at net.core.rmem_max without an error.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
         if interface is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
                             interface.encode() + b"\x00")
@@ -194,9 +210,97 @@ async def start_dhcp_endpoint(
                             observer=observer)
     sock = open_dhcp_socket(address, port, interface)
     try:
-        transport, protocol = await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+        transport = DrainingTransport(loop, sock, endpoint)
     except BaseException:
         sock.close()
         raise
     endpoint.port = int(transport.get_extra_info("sockname")[1])
-    return transport, protocol
+    return transport, endpoint
+
+
+class DrainingTransport(asyncio.DatagramTransport):
+    """A UDP socket read to empty on each wake-up; replies sent at once, queued when full.
+
+    Only what the endpoint uses: ``sendto``, ``close``, ``is_closing``, ``get_extra_info``
+    (``socket``, ``sockname``). The protocol's ``connection_made`` runs before this returns,
+    ``connection_lost`` on the next loop iteration after ``close``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 protocol: asyncio.DatagramProtocol) -> None:
+        super().__init__({"socket": sock, "sockname": sock.getsockname()})
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._queue: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
+        self._closing = False
+        protocol.connection_made(self)
+        loop.add_reader(self._fd, self._read_ready)
+
+    def _read_ready(self) -> None:
+        recvfrom, received = self._sock.recvfrom, self._protocol.datagram_received
+        for _ in range(DRAIN_BUDGET):
+            if self._closing:  # the protocol may close the transport from a callback
+                return
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                self._protocol.error_received(exc)
+                return
+            received(data, addr)
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        if self._closing:
+            return
+        if not self._queue:
+            try:
+                self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop.add_writer(self._fd, self._write_ready)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+        if len(self._queue) >= SEND_QUEUE_MAX:
+            self._protocol.error_received(BlockingIOError("send queue full: reply dropped"))
+            return
+        self._queue.append((bytes(data), addr))
+
+    def _write_ready(self) -> None:
+        while self._queue:
+            data, addr = self._queue[0]
+            try:
+                self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._protocol.error_received(exc)
+            self._queue.popleft()
+        self._loop.remove_writer(self._fd)
+
+    def get_write_buffer_size(self) -> int:
+        return sum(len(data) for data, _ in self._queue)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        self._queue.clear()
+        self._loop.call_soon(self._finish_close)
+
+    def abort(self) -> None:
+        self.close()
+
+    def _finish_close(self) -> None:
+        try:
+            self._protocol.connection_lost(None)
+        finally:
+            self._sock.close()

@@ -177,8 +177,24 @@ def find_option(options: Options, code: int) -> bytes | None:
     return None
 
 
+# Option 43 is the same few bytes in every reply of a configuration: encoded once per distinct
+# content (a handful), not per packet. Bounded, although its callers pass constants.
+_VENDOR_OPTIONS: dict[Options, bytes] = {}
+_VENDOR_OPTIONS_MAX = 64
+
+
 def encode_pxe_vendor_options(suboptions: Options) -> bytes:
     """Option 43 content for a PXE client: sub-options then END (PXE spec 2.1 section 2.2.5)."""
+    encoded = _VENDOR_OPTIONS.get(suboptions)
+    if encoded is None:
+        encoded = _encode_pxe_vendor_options(suboptions)
+        if len(_VENDOR_OPTIONS) >= _VENDOR_OPTIONS_MAX:
+            _VENDOR_OPTIONS.clear()
+        _VENDOR_OPTIONS[suboptions] = encoded
+    return encoded
+
+
+def _encode_pxe_vendor_options(suboptions: Options) -> bytes:
     out = bytearray()
     for code, value in suboptions:
         if not 1 <= code <= 254 or len(value) > MAX_OPTION_CHUNK:

@@ -43,6 +43,7 @@ _OVERLOAD_FILE = 1
 _OVERLOAD_SNAME = 2
 
 ZERO_IP = "0.0.0.0"
+_END = bytes((DhcpOption.END,))
 
 
 _ZERO_IP_BYTES = bytes(4)
@@ -59,20 +60,46 @@ def _ip_from_bytes(raw: bytes) -> str:
     return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
 
 
+# Addresses encoded lately: a reply carries the server's address, the relay's and 0.0.0.0,
+# the same few strings in every packet. Bounded: a flood of relayed packets with distinct
+# giaddrs only refills it.
+_ENCODED_IPS: dict[str, bytes] = {ZERO_IP: _ZERO_IP_BYTES}
+_ENCODED_IPS_MAX = 256
+
+
 def _ip_to_bytes(name: str, text: str) -> bytes:
-    parts = text.split(".") if isinstance(text, str) else []
-    if len(parts) == 4:
-        try:
-            return bytes([_OCTETS[part] for part in parts])
-        except KeyError:
-            pass
+    if isinstance(text, str):
+        raw = _ENCODED_IPS.get(text)
+        if raw is not None:
+            return raw
+        parts = text.split(".")
+        if len(parts) == 4:
+            try:
+                raw = bytes([_OCTETS[part] for part in parts])
+            except KeyError:
+                pass
+            else:
+                if len(_ENCODED_IPS) >= _ENCODED_IPS_MAX:
+                    _ENCODED_IPS.clear()
+                    _ENCODED_IPS[ZERO_IP] = _ZERO_IP_BYTES
+                _ENCODED_IPS[text] = raw
+                return raw
     raise ValueError(f"{name} must be a dotted IPv4 address, got {text!r}")
 
 
 def _pad(name: str, value: bytes, size: int) -> bytes:
+    if len(value) == size and type(value) is bytes:  # parsed fields: already their size
+        return value
     if len(value) > size:
         raise ValueError(f"{name} holds at most {size} bytes, got {len(value)}")
     return bytes(value) + b"\x00" * (size - len(value))
+
+
+def _normalized(options: Options) -> Options:
+    """``options`` as a tuple of ``(int, bytes)`` pairs (callers may pass IntEnums, bytearrays)."""
+    if type(options) is tuple and all(type(c) is int and type(v) is bytes for c, v in options):
+        return options
+    return tuple((int(c), bytes(v)) for c, v in options)
 
 
 @dataclass(frozen=True)
@@ -109,7 +136,7 @@ class DhcpPacket:
         object.__setattr__(self, "chaddr", _pad("chaddr", self.chaddr, CHADDR_SIZE))
         object.__setattr__(self, "sname", _pad("sname", self.sname, SNAME_SIZE))
         object.__setattr__(self, "file", _pad("file", self.file, FILE_SIZE))
-        object.__setattr__(self, "options", tuple((int(c), bytes(v)) for c, v in self.options))
+        object.__setattr__(self, "options", _normalized(self.options))
         object.__setattr__(self, "_all_options", self._merge_overloaded())
 
     def _merge_overloaded(self) -> Options:
@@ -154,31 +181,44 @@ class DhcpPacket:
         if cookie != MAGIC_COOKIE:
             raise MalformedPacket("bad-magic-cookie", f"got {cookie.hex()} (plain BOOTP?)")
         options, _saw_end = decode_options(data[MIN_SIZE:])
-        return cls(
+        # Every field already has its final type and size (the struct slices chaddr, sname and
+        # file to 16/64/128 bytes; decode_options yields (int, bytes) pairs), so __post_init__'s
+        # normalisation is skipped: the frozen instance's fields are set directly, once.
+        packet = object.__new__(cls)
+        packet.__dict__.update(
             op=op, htype=htype, hlen=hlen, hops=hops, xid=xid, secs=secs, flags=flags,
             ciaddr=_ip_from_bytes(ciaddr), yiaddr=_ip_from_bytes(yiaddr),
             siaddr=_ip_from_bytes(siaddr), giaddr=_ip_from_bytes(giaddr),
             chaddr=chaddr, sname=sname, file=file, options=options,
         )
+        packet.__dict__["_all_options"] = packet._merge_overloaded()
+        return packet
 
     def to_bytes(self) -> bytes:
         """Encode: header, cookie, options, END, zero padding up to 300 bytes.
 
         Raises ``ValueError`` when a field is out of range (a bug in the caller, not bad input).
         """
-        for name, value, limit in (("op", self.op, 0xFF), ("htype", self.htype, 0xFF),
-                                   ("hlen", self.hlen, CHADDR_SIZE), ("hops", self.hops, 0xFF),
-                                   ("xid", self.xid, 0xFFFFFFFF), ("secs", self.secs, 0xFFFF),
-                                   ("flags", self.flags, 0xFFFF)):
-            if not 0 <= value <= limit:
-                raise ValueError(f"{name}={value} is out of range 0..{limit}")
-        header = _HEADER.pack(
-            self.op, self.htype, self.hlen, self.hops, self.xid, self.secs, self.flags,
-            _ip_to_bytes("ciaddr", self.ciaddr), _ip_to_bytes("yiaddr", self.yiaddr),
-            _ip_to_bytes("siaddr", self.siaddr), _ip_to_bytes("giaddr", self.giaddr),
-            self.chaddr, self.sname, self.file,
-        )
-        out = header + MAGIC_COOKIE + encode_options(self.options) + bytes((DhcpOption.END,))
+        if self.hlen > CHADDR_SIZE:
+            raise ValueError(f"hlen={self.hlen} is out of range 0..{CHADDR_SIZE}")
+        try:
+            header = _HEADER.pack(
+                self.op, self.htype, self.hlen, self.hops, self.xid, self.secs, self.flags,
+                _ip_to_bytes("ciaddr", self.ciaddr), _ip_to_bytes("yiaddr", self.yiaddr),
+                _ip_to_bytes("siaddr", self.siaddr), _ip_to_bytes("giaddr", self.giaddr),
+                self.chaddr, self.sname, self.file,
+            )
+        except struct.error:
+            # The struct checks every integer's range itself (B, H, I are unsigned); only
+            # when it refuses are the fields walked to say which one.
+            for name, value, limit in (("op", self.op, 0xFF), ("htype", self.htype, 0xFF),
+                                       ("hlen", self.hlen, CHADDR_SIZE), ("hops", self.hops, 0xFF),
+                                       ("xid", self.xid, 0xFFFFFFFF), ("secs", self.secs, 0xFFFF),
+                                       ("flags", self.flags, 0xFFFF)):
+                if not 0 <= value <= limit:
+                    raise ValueError(f"{name}={value} is out of range 0..{limit}") from None
+            raise
+        out = b"".join((header, MAGIC_COOKIE, encode_options(self.options), _END))
         return out.ljust(BOOTP_MIN_SIZE, b"\x00")
 
     def option(self, code: int) -> bytes | None:

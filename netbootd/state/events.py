@@ -8,7 +8,8 @@ synchronous, called from the event loop.
 
 Write-behind: one autocommit transaction per event cost ~250 µs here, more than the rest of a
 DHCP answer (bench/run.py, docs/performance.md). The server therefore calls
-:meth:`StateDB.defer_writes`: writes are queued and committed together, in order, in one
+:meth:`StateDB.defer_writes`: writes are queued in memory and committed together (in order
+within each table, consecutive writes of one statement as one ``executemany``) in one
 transaction when the scheduled flush runs (the service flushes 50 ms after the first queued
 write), before any read through this object, and on close. Other readers (CLI, tests) see an
 event at most one flush later. Without ``defer_writes`` every write commits at once.
@@ -94,7 +95,8 @@ class StateDB:
                  max_events: int | None = None, counters: Counters | None = None) -> None:
         self.path = path
         self.guid_epoch = 0
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []  # node writes, in order
+        self._pending_events: list[tuple[Any, ...]] = []  # event rows, in order
         self._schedule: Callable[[Callable[[], None]], object] | None = None
         # The GUID last written per MAC by this process, so saw() need not read the table
         # (and flush queued writes) on every packet; bounded against floods of spoofed MACs.
@@ -156,20 +158,40 @@ class StateDB:
         """Queue writes; ``schedule(self.flush)`` is called when the first one is queued."""
         self._schedule = schedule
 
+    @property
+    def has_queued_writes(self) -> bool:
+        """Whether writes are queued that ``flush`` would commit."""
+        return bool(self._pending or self._pending_events)
+
     def flush(self) -> None:
-        """Commit every queued write, in order, in one transaction."""
-        if not self._pending:
+        """Commit every queued write in one transaction, in order within each table.
+
+        Consecutive writes of one statement go to sqlite as one ``executemany`` (event rows all
+        do: they are queued apart from node writes), one call into sqlite per run instead of
+        per row. The order between the two tables is not observable: the transaction commits
+        both at once.
+        """
+        if not self._pending and not self._pending_events:
             return
         pending, self._pending = self._pending, []
+        events, self._pending_events = self._pending_events, []
         self._queued_guids.clear()
         try:
             self._db.execute("BEGIN")
-            for sql, params in pending:
-                self._db.execute(sql, params)
+            start = 0
+            while start < len(pending):
+                sql = pending[start][0]
+                end = start + 1
+                while end < len(pending) and pending[end][0] == sql:
+                    end += 1
+                self._db.executemany(sql, [params for _, params in pending[start:end]])
+                start = end
+            if events:
+                self._db.executemany(_INSERT_EVENT, events)
             self._db.execute("COMMIT")
         except sqlite3.Error:
             # A full disk must not stop the server from answering; the events are lost.
-            log.exception("state: %d queued writes lost", len(pending))
+            log.exception("state: %d queued writes lost", len(pending) + len(events))
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
 
@@ -177,9 +199,17 @@ class StateDB:
         if self._schedule is None:
             self._db.execute(sql, params)
             return
-        if not self._pending:
+        if not self._pending and not self._pending_events:
             self._schedule(self.flush)
         self._pending.append((sql, params))
+
+    def _write_event(self, params: tuple[Any, ...]) -> None:
+        if self._schedule is None:
+            self._db.execute(_INSERT_EVENT, params)
+            return
+        if not self._pending and not self._pending_events:
+            self._schedule(self.flush)
+        self._pending_events.append(params)
 
     def saw(self, ident: ClientIdentity, now: float, node: str | None = None) -> None:
         """Record that a client with this identity was seen (upsert; known fields kept)."""
@@ -238,8 +268,7 @@ class StateDB:
     def record(self, mac: str, kind: str, now: float, **detail: Any) -> None:
         if not self._admit(mac, configured=False):
             return
-        self._write("INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)",
-                    (now, mac, kind, json.dumps(detail, sort_keys=True)))
+        self._write_event((now, mac, kind, json.dumps(detail, sort_keys=True)))
         if self.max_events is not None:
             self._since_prune += 1
             if self._since_prune >= _PRUNE_EVERY:
@@ -338,5 +367,6 @@ class StateDB:
         return [NodeRecord(*r) for r in rows]
 
 
+_INSERT_EVENT = "INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)"
 _NODE_COLS = ("mac, guid, ip, arch, serial, vendor_class, node, hostname, current_build, "
               "boot_count, first_seen, last_seen, state")

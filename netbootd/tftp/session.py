@@ -156,6 +156,8 @@ class ReadSession:
         self.outcome: Outcome | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        # When the client last moved the transfer forward (admission evicts long-silent ones).
+        self.last_heard = 0.0
 
         # Statistics, read by the endpoint when the transfer ends.
         self.bytes_sent = 0  # DATA payload bytes put on the wire, retransmissions included
@@ -222,6 +224,7 @@ class ReadSession:
         if self._state is not _State.NEW:
             return []
         self.started_at = now
+        self.last_heard = now
         self._deadline = now + self.timeout
         if self.accepted:
             self._state = _State.WAIT_OACK_ACK
@@ -284,6 +287,14 @@ class ReadSession:
             self._finish(now, Outcome(OutcomeKind.ABORTED, None,
                                       "the client sent a new request"))
 
+    def evict(self, now: float) -> None:
+        """End a transfer whose client stayed silent, to make room under a session limit."""
+        if self._state is _State.DONE:
+            return
+        silent = max(0.0, now - self.last_heard)
+        self._finish(now, Outcome(OutcomeKind.TIMED_OUT, None,
+                                  f"evicted after {silent:.1f} s of silence (server full)"))
+
     def abort(self, now: float, message: str) -> list[bytes]:
         """End the transfer from our side (shutdown); returns the ERROR to tell the client."""
         if self._state is _State.DONE:
@@ -300,6 +311,7 @@ class ReadSession:
                 return []
             self._state = _State.SENDING
             self._retries = 0
+            self.last_heard = now
             return self._send_window(now)
         # Map the 16-bit number onto the one absolute block in [acked, acked + 65535]: blocks
         # roll over 65535 -> 0 for files over 32 MB at blksize 512, and a window never spans
@@ -316,6 +328,7 @@ class ReadSession:
             return []
         self._acked = block
         self._retries = 0
+        self.last_heard = now
         if block >= self.total_blocks:
             self._finish(now, Outcome(OutcomeKind.COMPLETED))
             return []
@@ -326,23 +339,29 @@ class ReadSession:
     def _send_window(self, now: float) -> list[bytes]:
         first = self._acked + 1
         last = min(self._acked + self.windowsize, self.total_blocks)
-        out: list[bytes] = []
         blksize = self.blksize
-        for block in range(first, last + 1):
-            offset = (block - 1) * blksize
-            want = min(blksize, self.size - offset)
-            try:
-                payload = self._source.read(offset, want) if want > 0 else b""
-            except OSError as exc:
-                return out + self._fail(now, f"read error: {exc.strerror or exc}")
-            if len(payload) != want:
-                # The file changed under us; sending a short block would end the transfer
-                # early with a silently truncated file.
-                return out + self._fail(now, "source size changed during transfer")
-            out.append(encode_data(block, payload))
-            self.bytes_sent += want
-            if block <= self._sent:
-                self.retransmits += 1
+        # One read for the whole window, sliced per block: a read per block would cost a
+        # system call per DATA packet (docs/performance.md, "TFTP: where the time went").
+        start = (first - 1) * blksize
+        want = max(0, min(last * blksize, self.size) - start)
+        try:
+            chunk = self._source.read(start, want) if want > 0 else b""
+        except OSError as exc:
+            return self._fail(now, f"read error: {exc.strerror or exc}")
+        if len(chunk) != want:
+            # The file changed under us; sending a short block would end the transfer
+            # early with a silently truncated file.
+            return self._fail(now, "source size changed during transfer")
+        if first == last:
+            # Lock-step (and a window's last block): no slicing needed.
+            out = [encode_data(first, chunk)]
+        else:
+            offsets = range(0, (last - first + 1) * blksize, blksize)
+            out = [encode_data(block, chunk[off : off + blksize])
+                   for block, off in zip(range(first, last + 1), offsets, strict=True)]
+        self.bytes_sent += want
+        if first <= self._sent:
+            self.retransmits += min(last, self._sent) - first + 1
         self.blocks_sent += len(out)
         self._sent = max(self._sent, last)
         self._deadline = now + self.timeout

@@ -23,10 +23,10 @@ EXPECTED_ROWS = {
     "tftp.lockstep", "tftp.window8", "tftp.window8-vs-hpa", "tftp.cpu-per-packet",
     "storm.small", "storm.big", "storm.cpu-per-packet", "memory.storm",
     "dhcp.max-rate", "dhcp.p99", "dhcp.server-dora", "http.big-file", "http.ipxe-scripts",
-    "decide.p99", "decide.add-node", "memory.nodes", "boot.bios",
+    "decide.p99", "decide.add-node", "memory.nodes", "boot.bios", "qemu.storm",
 }
-# Two QEMU TCG boots take minutes: --quick says so in the row instead of running them.
-SKIPPED_IN_QUICK = {"boot.bios"}
+# QEMU TCG boots take minutes: --quick says so in the row instead of running them.
+SKIPPED_IN_QUICK = {"boot.bios", "qemu.storm"}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="the bench needs root (namespaces, cgroups)")
@@ -62,6 +62,9 @@ def test_every_benchmark_produced_figures(quick: tuple[dict[str, dict[str, objec
             assert "skipped in --quick" in str(row["note"])
             continue
         nb = _numbers(row["netbootd"])
+        load = row["netbootd"]["load"]  # type: ignore[index]
+        assert len(load) == len(nb) and all(
+            s is None or {"load1", "other_cores", "steal", "loaded"} <= set(s) for s in load)
         assert nb and all(math.isfinite(v) and v > 0 for v in nb), (rid, nb)
         if row["peer_name"]:
             peer = _numbers(row["peer"])
@@ -80,6 +83,19 @@ def test_every_storm_transfer_succeeded(
 def test_the_table_is_printed_with_every_row(
         quick: tuple[dict[str, dict[str, object]], str]) -> None:
     _, stdout = quick
-    table = [line for line in stdout.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| id | what | netbootd | peer |")
-    assert {line.split("|")[1].strip() for line in table[1:]} - {"---"} == EXPECTED_ROWS
+    tables: list[list[str]] = []
+    for line in stdout.splitlines():
+        if line.startswith("|"):
+            if not tables or not tables[-1]:
+                tables.append([])
+            tables[-1].append(line)
+        elif tables and tables[-1]:
+            tables.append([])
+    figures, samples = [t for t in tables if t]
+    assert figures[0].startswith("| id | what | netbootd | peer |")
+    assert {line.split("|")[1].strip() for line in figures[2:]} == EXPECTED_ROWS
+    # Every measured row lists its samples with the load they were taken under.
+    assert samples[0].startswith("| id | side | samples (load average")
+    measured = {line.split("|")[1].strip() for line in samples[2:]}
+    assert measured == EXPECTED_ROWS - SKIPPED_IN_QUICK
+    assert all("(load " in line for line in samples[2:])

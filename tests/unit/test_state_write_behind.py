@@ -63,3 +63,29 @@ def test_a_first_sighting_does_not_change_guid_sharing_a_clash_does(tmp_path: Pa
     assert db.take_guid_changes() == (set(), {GUID})
     assert db.shared_guids() == {GUID: {"52:54:00:00:00:01", "52:54:00:00:00:02"}}
     db.close()
+
+
+def test_a_batch_of_mixed_writes_ends_as_the_same_writes_made_one_by_one(tmp_path: Path) -> None:
+    def workload(db: StateDB) -> None:
+        for i in range(3):
+            mac = f"52:54:00:00:00:0{i}"
+            db.saw(ClientIdentity(mac=mac, guid=GUID, ip=f"10.0.0.{i}"), 1.0 + i)
+            db.record(mac, "dhcp-offer", 1.0 + i, n=i)
+            db.phoned_home(mac, 2.0 + i, build="demo/1.0", hostname=f"h{i}", ip=None, node=None)
+            db.reported(mac, 3.0 + i, state="ready", build="demo/2.0", ip=None, node=None)
+            db.record(mac, "tftp-sent", 4.0 + i, n=i)
+
+    direct = StateDB(tmp_path / "direct.sqlite3")
+    workload(direct)
+    batched, scheduled = _deferred(tmp_path)
+    workload(batched)
+    assert len(scheduled) == 1
+    scheduled.pop()()
+    with StateDB.open_readonly(tmp_path / "state.sqlite3") as other:
+        for i in range(3):
+            mac = f"52:54:00:00:00:0{i}"
+            assert [(e.kind, e.ts, e.detail) for e in other.timeline(mac)] == \
+                [(e.kind, e.ts, e.detail) for e in direct.timeline(mac)]
+        assert other.nodes() == direct.nodes()
+    direct.close()
+    batched.close()
