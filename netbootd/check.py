@@ -7,7 +7,8 @@ needs (an ISO as a kernel: ``check_magic``), and an ESXi kickstart without a roo
 Then it renders, with the real renderer, every configured node and the plan of every group a
 client can reach (as BIOS and UEFI clients, through the loaders the server would hand out):
 any template error, undefined variable (``StrictUndefined``) or refused file is reported with
-the key to change. A config ``check`` passes renders every node.
+the key to change (``check_render``). A config ``check`` passes renders every node. The report
+itself is ``check_findings``.
 
 Every finding has a ``key`` (the config key or build file to change), a ``problem`` and a
 ``fix``; ``--json`` prints the ``Report`` as documented in docs/configuration.md ("Checking a
@@ -17,87 +18,31 @@ breaks the schema (those problems are listed the same way).
 
 from __future__ import annotations
 
-import json
-import secrets
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from netbootd.check_findings import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_SCHEMA,
+    Finding,
+    Report,
+    finding_from_line,
+)
 from netbootd.check_magic import HEAD_BYTES, describe, initrd_verdict, kernel_verdict
-from netbootd.config import BootSettings, Config, GroupSpec, load_config
+from netbootd.check_render import make_render_responder, render_problems
+from netbootd.config import BootSettings, Config, load_config
 from netbootd.core.build_arch import selector_build_arches
-from netbootd.core.identity import Arch, ClientIdentity
-from netbootd.core.plan import BootPlan, Decline
-from netbootd.errors import ConfigError, NetbootdError
+from netbootd.errors import ConfigError
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
-from netbootd.render.node_files import INSECURE_ROOTPW_VAR, NoRootPassword, RenderedFile
 from netbootd.render.seed import var_problems
-from netbootd.state.events import StateDB
 from netbootd.state.keyfile import KeyFileError, read_key
 from netbootd.state.registry import Registry
 from netbootd.store.builds import load_store
 from netbootd.store.catalog import Build, BuildCatalog
 
-if TYPE_CHECKING:
-    from netbootd.responder import Responder
-
-EXIT_OK, EXIT_PROBLEMS, EXIT_SCHEMA = 0, 1, 2
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    key: str  # the config key (groups.web.user_data) or store path to change
-    problem: str
-    fix: str = ""
-
-    def line(self) -> str:
-        return f"{self.key}: {self.problem}" + (f" (fix: {self.fix})" if self.fix else "")
-
-
-@dataclass(slots=True)
-class Report:
-    config: str
-    errors: list[Finding] = field(default_factory=list)
-    warnings: list[Finding] = field(default_factory=list)
-    schema_ok: bool = True
-    groups: int = 0
-    nodes: int = 0
-    rendered_files: int = 0  # files the render pass produced without error
-
-    @property
-    def exit_code(self) -> int:
-        if not self.schema_ok:
-            return EXIT_SCHEMA
-        return EXIT_PROBLEMS if self.errors else EXIT_OK
-
-    def to_json(self) -> str:
-        return json.dumps({
-            "config": self.config, "ok": not self.errors, "exit_code": self.exit_code,
-            "schema_ok": self.schema_ok,
-            "errors": [asdict(f) for f in self.errors],
-            "warnings": [asdict(f) for f in self.warnings],
-            "groups": self.groups, "nodes": self.nodes, "rendered_files": self.rendered_files,
-        }, indent=2)
-
-    def to_text(self) -> str:
-        lines = [f"warning: {w.line()}" for w in self.warnings]
-        if self.errors:
-            lines.append(f"{self.config}: {len(self.errors)} problem(s):")
-            lines += [f"  - {e.line()}" for e in self.errors]
-        else:
-            lines.append(f"{self.config}: ok ({self.groups} groups, {self.nodes} nodes, "
-                         f"{self.rendered_files} files rendered)")
-        return "\n".join(lines)
-
-
-def _split(text: str) -> Finding:
-    """A ``key: message`` line (parse_config, load_store) as a Finding."""
-    key, sep, rest = text.partition(": ")
-    if not sep or " " in key:
-        return Finding("config", text)
-    return Finding(key, rest)
+__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_SCHEMA", "Finding", "Report", "make_render_responder",
+           "render_problems", "run_check"]
 
 
 def run_check(path: Path) -> Report:
@@ -107,7 +52,7 @@ def run_check(path: Path) -> Report:
         config = load_config(path)
     except ConfigError as e:
         report.schema_ok = False
-        report.errors = [_split(p) for p in e.problems]
+        report.errors = [finding_from_line(p) for p in e.problems]
         return report
     report.groups, report.nodes = len(config.groups), len(config.nodes)
     catalog, store_problems = load_store(config.server.store_dir)
@@ -116,14 +61,15 @@ def run_check(path: Path) -> Report:
     if intent_db.is_file():
         with Registry(intent_db) as registry:
             channels = registry.channels()
-    report.errors += [_split(p) for p in check_config(config, catalog, store_problems, channels)]
+    report.errors += [finding_from_line(p)
+                      for p in check_config(config, catalog, store_problems, channels)]
     report.errors += site_problems(config)
     report.errors += template_problems(config)
     report.errors += selector_problems(config)
     errors, warnings = build_file_problems(config, catalog, channels)
     report.errors += errors
     report.warnings += warnings
-    report.warnings += [_split(w) for w in check_warnings(config, catalog, channels)]
+    report.warnings += [finding_from_line(w) for w in check_warnings(config, catalog, channels)]
     if not report.errors:  # rendering a config with a missing build says nothing new
         errors, warnings, count = render_problems(config)
         report.errors += errors
@@ -377,136 +323,3 @@ def build_file_problems(config: Config, catalog: BuildCatalog, channels: Mapping
 
 # -- the render pass: every node, every reachable group --------------------------------------
 # Client archs a render pass tries: each a loader family a build of that CPU can boot.
-_TRY_ARCHES = {"amd64": (Arch.BIOS, Arch.EFI_BC), "arm64": (Arch.EFI_ARM64,)}
-_FAMILY_ARCH = {"bios": Arch.BIOS, "efi64": Arch.EFI_BC, "efi32": Arch.EFI_IA32,
-                "arm64": Arch.EFI_ARM64, "arm32": Arch.EFI_ARM32}
-
-
-def make_render_responder(config: Config, key: bytes,
-                          clock: Callable[[], float] = time.time
-                          ) -> tuple[Responder, list[str]]:
-    """The responder ``netbootd render`` and ``check`` answer with, as ``serve`` builds it
-    (the one place outside the service that does). Nothing is recorded: the server's state
-    database is opened read-only (so GUIDs it saw on several machines identify nobody here
-    too), or an in-memory one before the first serve; the operator's intent database
-    (channels, overrides, reimage orders) is read, so render shows what serve does."""
-    from netbootd.service import make_responder  # the service imports the whole server
-
-    intent_db = config.server.state_dir / "intent.sqlite3"
-    registry = Registry(intent_db) if intent_db.is_file() else None
-    state_db = config.server.state_dir / "state.sqlite3"
-    state = StateDB(state_db, readonly=True) if state_db.is_file() else StateDB(Path(":memory:"))
-    responder, problems = make_responder(config, state, registry=registry,
-                                         key=key, clock=clock)
-    return responder, problems
-
-
-def _glob_sample(pattern: str) -> str:
-    return pattern.replace("*", "x").replace("?", "x").replace("[", "").replace("]", "")
-
-
-def _group_identity(g: GroupSpec, taken: set[str], arch: Arch | None) -> ClientIdentity:
-    """A client that only this group's selectors (or the default) would claim."""
-    sel = g.match
-    mac_prefix = sel.mac_prefix[0].replace("-", ":") if sel and sel.mac_prefix else "02"
-    octets = [o for o in mac_prefix.split(":") if o][:6]
-    octets = [o.rjust(2, "0") for o in octets]
-    free = 6 - len(octets)
-    n = 0
-    while True:  # a MAC of the prefix that no configured node has
-        value = (0xFEEDFACE0000 + n) % (256 ** free) if free else 0
-        tail = [f"{value:0{2 * free}x}"[i:i + 2] for i in range(0, 2 * free, 2)]
-        mac = ":".join([*octets, *tail])
-        if mac not in taken or not free:
-            break
-        n += 1
-    s = _glob_sample
-    return ClientIdentity(
-        mac=mac, arch=arch,
-        vendor_class=sel.vendor_class[0] if sel and sel.vendor_class else None,
-        user_class=s(sel.user_class[0]) if sel and sel.user_class else None,
-        manufacturer=s(sel.manufacturer[0]) if sel and sel.manufacturer else None,
-        product=s(sel.product[0]) if sel and sel.product else None,
-        serial=s(sel.serial[0]) if sel and sel.serial else None)
-
-
-def _render_one(responder: Responder, ident: ClientIdentity
-                ) -> tuple[BootPlan | Decline, list[RenderedFile]]:
-    """The plan and every file the node fetches, by the server's own DHCP answer
-    (netbootd/answers.py), as a PXE ROM and as iPXE."""
-    files: list[RenderedFile] = []
-    plan: BootPlan | Decline | None = None
-    for is_ipxe in (False, True):
-        answer = responder.render_dhcp(ident, is_ipxe=is_ipxe, http_boot=False)
-        plan = answer.plan
-        if isinstance(plan, Decline):
-            return plan, []
-        if answer.target is not None:  # None: no loader for this arch
-            files += responder.render_files(plan, answer.target)
-    assert plan is not None
-    return plan, files
-
-
-def render_problems(config: Config) -> tuple[list[Finding], list[Finding], int]:
-    """Render every node and every reachable group as each client arch its build runs on."""
-    errors: dict[str, Finding] = {}
-    warnings: list[Finding] = []
-    try:  # the real key when there is one, else a throwaway one: check shows no tokens
-        key = read_key(config.firstboot_key_file)
-    except KeyFileError:
-        key = secrets.token_bytes(32)
-    try:
-        responder, _ = make_render_responder(config, key)
-    except NetbootdError as e:
-        return [Finding("server", f"cannot build the renderer: {e}")], [], 0
-    count = 0
-    taken = {m for n in config.nodes for m in n.macs}
-    cases: list[tuple[str, ClientIdentity | None, GroupSpec | None]] = []
-    for n in config.nodes:
-        mac = n.macs[0] if n.macs else None
-        cases.append((f"nodes.{n.name}", ClientIdentity(
-            mac=mac, guid=n.guids[0] if n.guids else None,
-            serial=n.serials[0] if n.serials else None), None))
-    for g in config.groups:
-        if g.default or (g.match is not None and g.match.specificity):
-            cases.append((f"groups.{g.name}", None, g))
-    for where, base, group in cases:
-        arches: tuple[Arch | None, ...]
-        if group is not None and group.match is not None and group.match.arch:
-            arches = tuple(_FAMILY_ARCH[f] for f in group.match.arch if f in _FAMILY_ARCH)
-        else:
-            arches = (Arch.BIOS, Arch.EFI_BC, Arch.EFI_ARM64)
-        for arch in arches:
-            if group is not None:
-                ident = _group_identity(group, taken, arch)
-            else:
-                assert base is not None
-                ident = ClientIdentity(mac=base.mac or _group_identity(
-                    GroupSpec("", BootSettings()), taken, None).mac, guid=base.guid,
-                    serial=base.serial, arch=arch)
-            try:
-                plan, files = _render_one(responder, ident)
-            except NoRootPassword as e:
-                errors.setdefault(where, Finding(
-                    f"{where}.vars.root_password_hash", str(e).split(": set ")[0],
-                    "set vars.root_password_hash = \"$6$...\" (openssl passwd -6), or "
-                    f"vars.{INSECURE_ROOTPW_VAR} = true to install with no root password"))
-                continue
-            except NetbootdError as e:
-                as_arch = arch.name if arch is not None else "any"
-                errors.setdefault(where, Finding(where, f"does not render for a {as_arch} "
-                                                 f"client: {e}",
-                                                 "fix the template, var or setting it names"))
-                continue
-            if isinstance(plan, Decline):
-                continue
-            if group is not None and plan.group != group.name:
-                continue  # a more specific group or a node claims this sample client
-            if group is not None and plan.node is not None:
-                continue
-            build = plan.build
-            if build is not None and arch is not None and \
-                    arch not in _TRY_ARCHES.get(build.arch, ()):
-                continue  # this build boots other machines: the planner declines
-            count += len(files)
-    return list(errors.values()), warnings, count
