@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from netbootd.answers import AnswerCache, Recorded, SawNode, plan_of
+from netbootd.answers import AnswerCache, Count, Effect, LearnIp, SawNode, plan_of
 from netbootd.core.identity import ClientIdentity, normalize_mac
 from netbootd.core.ip_macs import IpMacs
 from netbootd.core.plan import BootPlan, Decline
@@ -69,13 +69,17 @@ class AnswerBase:
               build_override: str | None = None) -> BootPlan | Decline:
         return plan_of(w, self.sightings.enrich(ident), build_override)
 
-    def apply(self, events: Iterable[Recorded]) -> None:
-        """Write what an answer asked to record (netbootd/answers.py) to the state database,
-        at the time the answer was given."""
+    def apply(self, effects: Iterable[Effect]) -> None:
+        """Do what an answer asked (netbootd/answers.py), in order: events to the state
+        database at the time the answer was given, counters, IP -> MAC pairs learnt."""
         now = self.clock()
-        for e in events:
+        for e in effects:
             if isinstance(e, SawNode):
                 self.state.saw(e.identity, now, node=e.node)
+            elif isinstance(e, Count):
+                self.counters.inc(e.name, 1, **e.labels)
+            elif isinstance(e, LearnIp):
+                self._mac_by_ip.learn(e.ip, e.mac, now)
             else:
                 self.state.record(e.mac, e.kind, now, **e.detail)
 
