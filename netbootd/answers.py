@@ -1,12 +1,14 @@
-"""Pure answers: the World value, and one function per question a booting client asks.
+"""Pure answers: the World value, the effects answers return, DHCP, iPXE and ``render``.
 
-Each ``answer_*`` function takes the World, the parsed request (an identity already enriched
-with what earlier packets showed, ``state/sightings.py``) and, where tokens or times enter the
-reply, ``now``; it returns the reply and the events to record, and changes nothing. The edges
-are pipes around them: parse -> answer -> send -> apply the events (``apply_events``, in
-the responder, writes them to the state database). ``netbootd render`` calls the same
-functions on the same kind of World and drops the events, so what it prints is what the
-server serves, the boot file included.
+TFTP names are answered in answers_tftp.py and what booted nodes send back in
+answers_reports.py, the same way. Each ``answer_*`` function takes the World, the parsed
+request (an identity already enriched with what earlier packets showed,
+``state/sightings.py``) and, where tokens or times enter the reply, ``now``; it returns the
+reply and the effects to apply (events, counters, IP -> MAC pairs), and changes nothing. The
+edges are pipes around them: parse -> answer -> send -> apply the effects
+(``AnswerBase.apply`` writes events to the state database). ``netbootd render`` calls the
+same functions on the same kind of World and drops the events, so what it prints is what
+the server serves, the boot file included.
 
 This module is in the pure ring (tests/unit/test_purity.py): no clock, sockets, disk or
 database; the World's parts are values.
