@@ -22,6 +22,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from netbootd.answers import AnswerCache, Effect, LearnIp, World, event, plan_of
 from netbootd.answers_reports import node_mac, plan_by_key
@@ -172,14 +174,21 @@ def _configured(world: World, name: str) -> tuple[str, ...]:
 
 
 # -- what the edge read about the clients a question names -----------------------------------
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
+def _none() -> Mapping[str, Any]:
+    return _NONE  # shared, and immutable: no dict made per request
 @dataclass(frozen=True, slots=True)
 class Seen:
     """Facts about the clients a question names, read by the edge before the call."""
 
-    by_mac: Mapping[str, ClientIdentity] = field(default_factory=dict)  # Sightings.by_mac
-    by_guid: Mapping[str, ClientIdentity] = field(default_factory=dict)  # Sightings.by_guid
-    mac_at: Mapping[str, str] = field(default_factory=dict)  # IP -> MAC learnt there
-    stored: Mapping[str, str] = field(default_factory=dict)  # GUID -> MAC in the state DB
+    NOTHING: ClassVar[Seen]
+
+    by_mac: Mapping[str, ClientIdentity] = field(default_factory=_none)  # Sightings.by_mac
+    by_guid: Mapping[str, ClientIdentity] = field(default_factory=_none)  # Sightings.by_guid
+    mac_at: Mapping[str, str] = field(default_factory=_none)  # IP -> MAC learnt there
+    stored: Mapping[str, str] = field(default_factory=_none)  # GUID -> MAC in the state DB
 
     def enrich(self, ident: ClientIdentity) -> ClientIdentity:
         """``ident`` completed with what was seen before for its MAC or GUID (as
@@ -187,6 +196,9 @@ class Seen:
         seen = (self.by_mac.get(ident.mac) if ident.mac else None) or \
             (self.by_guid.get(ident.guid) if ident.guid else None)
         return ident.merged_with(seen) if seen is not None else ident
+
+
+Seen.NOTHING = Seen()
 
 
 # -- the answer --------------------------------------------------------------------------------

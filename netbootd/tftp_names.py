@@ -49,11 +49,13 @@ class TftpNames(AnswerBase):
 
     def _seen(self, q: Question) -> Seen:
         """What is known of the clients ``q`` names, read now (answers_tftp.py)."""
-        if isinstance(q, EsxiBootCfg):
-            seen = self.sightings.by_mac(q.mac)
-            return Seen(by_mac={q.mac: seen} if seen else {})
+        named = q.mac if isinstance(q, (EsxiBootCfg, NodeConfig)) else None
+        if named is not None:
+            # The name says the MAC (01-<mac>, an ESXi path): only its sighting matters.
+            seen = self.sightings.by_mac(named)
+            return Seen(by_mac={named: seen}) if seen is not None else Seen.NOTHING
         if not isinstance(q, NodeConfig):
-            return Seen()
+            return Seen.NOTHING
         mac_at = {ip: m for ip in q.ips if (m := self.mac_for_ip(ip))}
         by_guid = {g: s for g in q.guids if (s := self.sightings.by_guid(g))}
         # The state database only for a GUID no packet showed since the start.
