@@ -1,12 +1,14 @@
-"""Pure answers: the World value, and one function per question a booting client asks.
+"""Pure answers: the World value, the effects answers return, DHCP, iPXE and ``render``.
 
-Each ``answer_*`` function takes the World, the parsed request (an identity already enriched
-with what earlier packets showed, ``state/sightings.py``) and, where tokens or times enter the
-reply, ``now``; it returns the reply and the events to record, and changes nothing. The edges
-are pipes around them: parse -> answer -> send -> apply the events (``apply_events``, in
-the responder, writes them to the state database). ``netbootd render`` calls the same
-functions on the same kind of World and drops the events, so what it prints is what the
-server serves, the boot file included.
+TFTP names are answered in answers_tftp.py and what booted nodes send back in
+answers_reports.py, the same way. Each ``answer_*`` function takes the World, the parsed
+request (an identity already enriched with what earlier packets showed,
+``state/sightings.py``) and, where tokens or times enter the reply, ``now``; it returns the
+reply and the effects to apply (events, counters, IP -> MAC pairs), and changes nothing. The
+edges are pipes around them: parse -> answer -> send -> apply the effects
+(``AnswerBase.apply`` writes events to the state database). ``netbootd render`` calls the
+same functions on the same kind of World and drops the events, so what it prints is what
+the server serves, the boot file included.
 
 This module is in the pure ring (tests/unit/test_purity.py): no clock, sockets, disk or
 database; the World's parts are values.
@@ -83,11 +85,33 @@ class SawNode:
 Recorded = Event | SawNode
 
 
-def _event(mac: str | None, kind: str, **detail: object) -> tuple[Recorded, ...]:
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A counter to increment (``metrics.Counters.inc``)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LearnIp:
+    """The request tied ``ip`` to ``mac`` (core/ip_macs.py): later requests from the address
+    without a MAC in them land in that node's timeline."""
+
+    ip: str
+    mac: str
+
+
+# What an answer asks the edge to do after replying, in order (``AnswerBase.apply``).
+Effect = Event | SawNode | Count | LearnIp
+
+
+def event(mac: str | None, kind: str, **detail: object) -> tuple[Recorded, ...]:
+    """The event ``kind`` in ``mac``'s timeline (none when the client's MAC is unknown)."""
     return () if mac is None else (Event(mac, kind, detail),)
 
 
-def _saw(plan: BootPlan) -> tuple[Recorded, ...]:
+def saw(plan: BootPlan) -> tuple[Recorded, ...]:
     return () if plan.node is None else (SawNode(plan.identity, plan.node),)
 
 
@@ -155,15 +179,15 @@ def answer_dhcp(world: World, ident: ClientIdentity, *, is_ipxe: bool, http_boot
     plan = plan_of(world, ident)
     if isinstance(plan, Decline):
         return DhcpAnswer(plan, None, plan.reason,
-                          _event(ident.mac, "dhcp-decline", reason=plan.reason))
+                          event(ident.mac, "dhcp-decline", reason=plan.reason))
     try:
         target = choose_bootfile(plan, ident.arch, is_ipxe=is_ipxe, http_boot=http_boot,
                                  bootfiles=world.config.loaders.bootfiles,
                                  http_base=world.urls.http_base,
                                  server_ip=world.config.server.address)
     except NoLoader as e:
-        return DhcpAnswer(plan, None, str(e), _event(ident.mac, "dhcp-decline", reason=str(e)))
-    events = _saw(plan) + _event(
+        return DhcpAnswer(plan, None, str(e), event(ident.mac, "dhcp-decline", reason=str(e)))
+    events = saw(plan) + event(
         ident.mac, f"dhcp-{kind}", bootfile=target.bootfile, arch=arch_name(ident.arch),
         guid=ident.guid, ipxe=is_ipxe, http_boot=http_boot, node=plan.node, group=plan.group,
         build=plan.build.ref if plan.build else None, mode=plan.mode)
@@ -178,8 +202,8 @@ def answer_ipxe(world: World, ident: ClientIdentity, now: float,
     plan = plan_of(world, ident)
     if isinstance(plan, Decline):
         return (f"#!ipxe\necho netbootd: not booting this node: {plan.reason}\nexit 1\n",
-                _event(ident.mac, "ipxe-decline", reason=plan.reason))
-    events = _saw(plan) + _event(ident.mac, "ipxe-script", node=plan.node, group=plan.group,
+                event(ident.mac, "ipxe-decline", reason=plan.reason))
+    events = saw(plan) + event(ident.mac, "ipxe-script", node=plan.node, group=plan.group,
                                  build=plan.build.ref if plan.build else None, mode=plan.mode)
     if cache is None:
         return world.renderer.at(now).ipxe_script(plan), events

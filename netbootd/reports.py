@@ -1,17 +1,31 @@
-"""What a booted node sends back: first-boot files behind its token, phone-home, reports.
+"""The edge of what a booted node sends back: first-boot files, phone-home, reports.
 
-Each is opened only by the token the node's own first-boot config carried (render/tokens.py),
-so a host that was never handed that config cannot fetch another's secrets or fake a report.
+The answers are pure functions in answers_reports.py; this module is the pipe around them:
+it parses the node key, enriches the identity with what was seen of it (``Sightings``),
+reads what the World does not hold (the reimage order's row), calls the answer with the
+World and ``now``, and applies what the answer returned (events, counters, the node's state,
+the order's completion), logging as it goes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from netbootd.answer_base import AnswerBase
+from netbootd.answers import Effect
+from netbootd.answers_reports import (
+    FinishReimage,
+    PhonedHome,
+    Reported,
+    answer_firstboot,
+    answer_phone_home,
+    answer_reimage_report,
+    answer_report,
+    check_token,
+    node_mac,
+)
 from netbootd.core.identity import ClientIdentity, normalize_mac
-from netbootd.core.plan import BootPlan
-from netbootd.core.report import parse_boot_report
 from netbootd.errors import NotFound
 from netbootd.render.tokens import TokenRefused
 from netbootd.state.registry import Action
@@ -20,81 +34,65 @@ log = logging.getLogger("netbootd.decision")
 
 
 class NodeReports(AnswerBase):
+    def _known(self, mac: str, client_ip: str | None) -> ClientIdentity:
+        """The node a URL names, with what its packets showed (GUID, arch, classes)."""
+        return self.sightings.enrich(ClientIdentity(mac=mac, ip=client_ip))
+
+    def _refused(self, e: TokenRefused, what: str, mac: str, subject: str,
+                 client_ip: str | None) -> None:
+        self.counters.inc("firstboot_refused", reason=e.reason)
+        log.warning("first-boot refused: %s for mac=%s (%s) from %s: %s",
+                    what, mac, subject, client_ip, e)
+
     def check_token(self, node_key: str, subject: str, token: str, what: str,
                     client_ip: str | None) -> str:
         """The node's MAC if ``token`` opens ``what`` (a first-boot file, phone-home, a reimage
         report) of ``node_key`` for ``subject`` (the build ref, or the reimage action); else
         TokenRefused (logged and counted, without the token) or NotFound (not a node key)."""
         w = self.refresh()
+        mac = node_mac(node_key)
         try:
-            mac = normalize_mac(node_key)
-        except ValueError:
-            raise NotFound(f"{node_key!r} is not a node key (MAC with dashes)") from None
-        try:
-            w.urls.tokens.check(token, mac, subject, self.clock())
+            check_token(w, mac, subject, token, self.clock())
         except TokenRefused as e:
-            self.counters.inc("firstboot_refused", reason=e.reason)
-            log.warning("first-boot refused: %s for mac=%s (%s) from %s: %s",
-                        what, mac, subject, client_ip, e)
+            self._refused(e, what, mac, subject, client_ip)
             raise
         return mac
 
     def firstboot(self, node_key: str, build_ref: str, what: str, token: str,
                   client_ip: str | None) -> str:
-        """First-boot file ``what`` of the node booting ``build_ref`` (named by the URL, so a
-        node that picked a build at a menu, or booted just before a change, gets its own),
-        for a client that shows this node's token for this build (TokenRefused otherwise)."""
+        """First-boot file ``what`` of the node booting ``build_ref`` (answers_reports.py)."""
         w = self.refresh()
-        self.check_token(node_key, build_ref, token, what, client_ip)
-        if what == "vendor-data":  # netbootd has none; asked by cloud-init, so answered empty
-            return ""
-        plan = self._plan_by_key(w, node_key, client_ip, build_ref)
-        renderer = self._renderer(w)
-        render = {"meta-data": renderer.meta_data, "user-data": renderer.user_data,
-                  "network-config": renderer.network_config, "ks.cfg": renderer.kickstart}[what]
-        text = render(plan)
-        build = plan.build.ref if plan.build else None
-        if what in ("meta-data", "ks.cfg"):  # once per boot: the first file each flow fetches
-            self.counters.inc("boots", build=str(build))
-        self._event(plan.identity.mac, "firstboot", file=what, build=build)
+        mac = node_mac(node_key)
+        try:
+            text, effects = answer_firstboot(w, self._known(mac, client_ip), build_ref, what,
+                                             token, self.clock())
+        except TokenRefused as e:
+            self._refused(e, what, mac, build_ref, client_ip)
+            raise
+        self.apply(effects)
         return text
 
     def phone_home(self, node_key: str, build_ref: str, token: str, client_ip: str | None,
                    fields: dict[str, str]) -> None:
-        """A node reports it booted. Only with the token its first-boot config carried, so a
-        host that was never handed that config cannot fake the report (TokenRefused)."""
+        """A node reports it booted, with the token its first-boot config carried."""
         w = self.refresh()
-        mac = self.check_token(node_key, build_ref, token, "phone-home", client_ip)
-        plan = self._plan(w, ClientIdentity(mac=mac, ip=client_ip))
-        node = plan.node if isinstance(plan, BootPlan) else None
-        # The build is the one this node was served, signed into its token: cloud-init's own
-        # phone_home sends no build field. One the node does send is kept as what it claims.
-        claimed = fields.get("build", "")[:200] or None
-        hostname = fields.get("hostname", "")[:253]
-        log.info("phone-home mac=%s node=%s hostname=%s build=%s claimed=%s",
-                 mac, node, hostname, build_ref, claimed)
-        self.counters.inc("phone_homes", build=build_ref)
-        self.state.phoned_home(mac, self.clock(), build=build_ref, hostname=hostname,
-                               ip=client_ip, node=node, claimed_build=claimed,
-                               instance_id=fields.get("instance_id", "")[:200],
-                               fqdn=fields.get("fqdn", "")[:253] or None,
-                               **_optional_fields(fields))
+        mac = node_mac(node_key)
+        try:
+            changes = answer_phone_home(w, self._known(mac, client_ip), build_ref, token,
+                                        fields, self.clock())
+        except TokenRefused as e:
+            self._refused(e, "phone-home", mac, build_ref, client_ip)
+            raise
+        self._apply_reports(changes)
 
     def boot_report(self, node_key: str, build_ref: str, client_ip: str | None,
                     fields: dict[str, str]) -> str:
-        """The node's final word after cloud-init: ``ready`` (status done) or ``failed``
-        (anything else, with cloud-init's errors). The caller checked the token."""
+        """The node's final word after cloud-init. The caller checked the token."""
         w = self.refresh()
         mac = normalize_mac(node_key)
-        report = parse_boot_report(fields)
-        plan = self._plan(w, ClientIdentity(mac=mac, ip=client_ip))
-        node = plan.node if isinstance(plan, BootPlan) else None
-        log.info("report mac=%s node=%s build=%s: %s%s", mac, node, build_ref, report.state,
-                 "" if not report.errors else f" ({len(report.errors)} errors)")
-        self.counters.inc("boot_reports", state=report.state)
-        self.state.reported(mac, self.clock(), state=report.state, build=build_ref,
-                            ip=client_ip, node=node, **report.detail())
-        return report.state
+        state, changes = answer_report(w, self._known(mac, client_ip), build_ref, fields)
+        self._apply_reports(changes)
+        return state
 
     def reimage_report(self, node_key: str, action_id: int, client_ip: str | None,
                        fields: dict[str, str]) -> Action:
@@ -104,28 +102,35 @@ class NodeReports(AnswerBase):
         if self.registry is None:
             raise NotFound("this server keeps no reimage orders (quick mode)")
         mac = normalize_mac(node_key)
+        # Read here, not from the World: the World holds open orders only, and a report on
+        # a closed, superseded or another node's order must say which (answers_reports.py).
         action = self.registry.action(action_id)
-        node = w.inventory.find_node(ClientIdentity(mac=mac))
-        if action.kind != "reimage" or node is None or node.name != action.node:
-            raise NotFound(f"reimage action {action_id} is not for {mac}")
-        ok = fields.get("status") == "done"
-        reason = fields.get("reason", "")[:500] if not ok else \
-            f"wrote {fields.get('bytes', '?')} bytes, sha256 {fields.get('sha256', '?')[:64]}"
-        if not ok and not reason:
-            reason = f"installer reported status {fields.get('status', '')[:40]!r}"
-        done = self.registry.finish_reimage(action_id, ok=ok, reason=reason, now=self.clock())
+        finish, *rest = answer_reimage_report(w, mac, action_id, action, fields)
+        assert isinstance(finish, FinishReimage)  # the order is finished first
+        done = self.registry.finish_reimage(finish.action_id, ok=finish.ok,
+                                            reason=finish.reason, now=self.clock())
         self.refresh()  # the order is closed: the next request is answered from a new World
-        log.info("reimage %s node=%s mac=%s image=%s: %s", "done" if ok else "FAILED",
-                 action.node, mac, action.image, reason)
-        self._event(mac, "reimage-done" if ok else "reimage-failed", node=action.node,
-                    image=action.image, action=action_id, reason=reason)
+        log.info("reimage %s node=%s mac=%s image=%s: %s", "done" if finish.ok else "FAILED",
+                 finish.node, mac, finish.image, finish.reason)
+        self._apply_reports(rest)
         return done
 
-
-# Facts a node may add to its phone-home, kept in the event when present: the demo agent
-# reports the UEFI Secure Boot state it read (on, off, or none for BIOS).
-_REPORTED = {"secure_boot": {"on", "off", "none", "unknown"}}
-
-
-def _optional_fields(fields: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, allowed in _REPORTED.items() if (v := fields.get(k, "")) in allowed}
+    def _apply_reports(self, changes: Iterable[Effect | PhonedHome | Reported
+                                               | FinishReimage]) -> None:
+        now = self.clock()
+        for c in changes:
+            if isinstance(c, PhonedHome):
+                log.info("phone-home mac=%s node=%s hostname=%s build=%s claimed=%s",
+                         c.mac, c.node, c.hostname, c.build, c.claimed_build)
+                self.state.phoned_home(c.mac, now, build=c.build, hostname=c.hostname,
+                                       ip=c.ip, node=c.node, claimed_build=c.claimed_build,
+                                       **c.detail)
+            elif isinstance(c, Reported):
+                log.info("report mac=%s node=%s build=%s: %s%s", c.mac, c.node, c.build,
+                         c.state, "" if not c.errors else f" ({c.errors} errors)")
+                self.state.reported(c.mac, now, state=c.state, build=c.build, ip=c.ip,
+                                    node=c.node, **c.detail)
+            elif isinstance(c, FinishReimage):
+                raise AssertionError("an order is finished by reimage_report")
+            else:
+                self.apply((c,))

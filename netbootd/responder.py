@@ -1,10 +1,10 @@
 """Answers for every protocol, each from the node's one BootPlan, and the boot timeline.
 
 The endpoints (dhcp/, tftp/, web/) call in here with what they parsed; this module enriches
-the identity with what was seen before (``Sightings``), calls the pure ``decide()``, renders
-from the plan and records events. It holds no protocol rules of its own. This module answers
-DHCP, iPXE and ``render``; TFTP names are in tftp_names.py, what booted nodes send back in
-reports.py, the parts they share in answer_base.py.
+the identity with what was seen before (``Sightings``), calls the pure answer (answers.py)
+and applies the effects it returns. It holds no protocol rules of its own. This module pipes
+DHCP, iPXE and ``render``; TFTP names are piped by tftp_names.py, what booted nodes send back
+by reports.py, the parts they share are in answer_base.py.
 
 Client IP -> MAC: the proxy never assigns addresses, but a PXE client's DHCPREQUEST to the
 site server carries option 50 (requested address, RFC 2131 section 4.3.2), and later requests
