@@ -10,11 +10,16 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
 
 from netbootd.config import Config, parse_config
 from netbootd.render.tokens import FirstbootTokens
 from netbootd.render.urls import SiteUrls
+
+if TYPE_CHECKING:
+    from netbootd.service import Service
 
 # A fixed first-boot key and clock: rendered URLs (and golden files) do not change run to run.
 TEST_KEY = bytes(range(32))
@@ -133,3 +138,13 @@ def private_netns(prefix: str) -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+async def fetch(service: Service, path: str, form: dict[str, str] | None = None
+                ) -> tuple[int, str]:
+    """GET (or POST ``form`` to) ``path`` on a running service's HTTP port: status and body."""
+    url = f"http://127.0.0.1:{service.http_port}{path}"
+    async with aiohttp.ClientSession() as s:
+        req = s.post(url, data=form) if form is not None else s.get(url)
+        async with req as r:
+            return r.status, await r.text()

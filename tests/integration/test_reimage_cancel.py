@@ -10,10 +10,9 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from helpers import loopback_config, make_store, write_build
+from helpers import fetch, loopback_config, make_store, write_build
 from netbootd.admin import Admin
 from netbootd.config import Config, parse_config
 from netbootd.service import Service
@@ -37,15 +36,6 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[Service, Config]]:
         yield service, config
     finally:
         await service.stop()
-
-
-async def fetch(service: Service, path: str, form: dict[str, str] | None = None
-                ) -> tuple[int, str]:
-    url = f"http://127.0.0.1:{service.http_port}{path}"
-    async with aiohttp.ClientSession() as s:
-        req = s.post(url, data=form) if form is not None else s.get(url)
-        async with req as r:
-            return r.status, await r.text()
 
 
 @pytest.mark.parametrize(("node", "mac", "normal"), [

@@ -167,24 +167,7 @@ async def test_render_prints_exactly_what_is_served(running: Running) -> None:
              ["--mac", "52:54:00:00:00:03", "--arch", "efi64"],
              ["--mac", GRUB1_MAC, "--arch", "bios"],
              ["--mac", SB1_MAC, "--arch", "efi64"]]
-    checked = 0
-    async with aiohttp.ClientSession() as http:
-        for case in cases:
-            listing = (await running.render(*case, "--list")).splitlines()
-            assert listing, case
-            for line in listing:
-                channel, name = line.split(" ", 1)
-                expected = (await running.render(*case, "--file", name)).encode()
-                if channel == "tftp":
-                    served = await running.tftp(name)
-                else:
-                    url = name.replace("http://127.0.0.1:" + str(running.service.config.http.port),
-                                       running.http)
-                    async with http.get(url) as r:
-                        assert r.status == 200, (url, await r.text())
-                        served = await r.read()
-                assert served == expected, (case, name)
-                checked += 1
+    checked = await render_equals_served(running, cases)
     assert checked >= 18
     # GRUB's own spellings: the dispatcher asks with colons ($net_default_mac), and GRUB
     # sends a leading '/': both get the node's file.
