@@ -217,3 +217,70 @@ def test_an_edge_serves_pulled_files_byte_identical_and_keeps_serving_without_or
         assert not any(sha(d) in cached(tmp_path / "edge") for d in FILES["big/3"].values())
         assert metric(edge, "origin_fetch_errors") >= 1
     assert proc.poll() is not None  # that was a second edge process: a restart
+
+
+def test_a_tampered_origin_blob_is_refused_counted_and_never_served(
+        origin: Path, tmp_path: Path) -> None:
+    good = FILES["demo/2.0"]["initrd.img"]
+    origin_blob = origin.parent / "store" / "blobs" / "sha256" / sha(good)[:2] / sha(good)
+    # Behind the origin's back (same size, one byte flipped): it serves what is on disk.
+    os.chmod(origin_blob, 0o644)
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    origin_blob.write_bytes(bytes(bad))
+    edge = make_edge(tmp_path / "edge", port_of(origin, "http"))
+    with serving(edge):
+        until("the edge to learn demo/2.0", lambda: knows(edge, "demo/2.0"))
+        status, body = http_get(url(edge, "/builds/demo/2.0/initrd.img"))
+        assert status == 503 and body != bytes(bad)
+        with pytest.raises(TftpFailure):
+            tftp_get(port_of(edge, "tftp"), "builds/demo/2.0/initrd.img")
+        assert metric(edge, "origin_blobs_refused", reason="sha256") >= 1
+        assert sha(good) not in cached(tmp_path / "edge")
+        assert not list((tmp_path / "edge" / "store" / ".origin" / ".staging").iterdir())
+        # Repaired at the origin: the edge fetches it again and serves the right bytes.
+        origin_blob.write_bytes(good)
+
+        def served() -> bool:
+            status, body = http_get(url(edge, "/builds/demo/2.0/initrd.img"))
+            assert status in (200, 503)
+            return status == 200 and body == good
+        until("the repaired blob to be served", served)
+        assert cached(tmp_path / "edge")[sha(good)] == good
+
+
+def test_the_cache_stays_bounded_least_recently_used_out_never_a_pinned_build(
+        origin: Path, tmp_path: Path) -> None:
+    # demo/1.0 (config, 500 KiB) and the channel's build are pinned; room for 2200 KiB.
+    bound = 2200 * KIB
+    edge = make_edge(tmp_path / "edge", port_of(origin, "http"), cache_max=bound)
+    base = tmp_path / "edge"
+
+    def has(ref: str) -> bool:
+        return all(sha(d) in cached(base) for d in FILES[ref].values())
+
+    def get_all(ref: str) -> None:
+        for f, data in FILES[ref].items():
+            assert http_get(url(edge, f"/builds/{ref}/{f}")) == (200, data)
+
+    with serving(edge):
+        until("the edge to learn big/3", lambda: knows(edge, "big/3"))
+        until("demo/1.0 prefetched", lambda: has("demo/1.0"))
+        get_all("big/1")   # 800 KiB: 1300 KiB in the cache
+        get_all("demo/2.0")  # 550 KiB: 1850 KiB
+        get_all("big/1")   # big/1 used again: demo/2.0 is now the least recently used
+        get_all("big/2")   # 800 KiB more: both files of demo/2.0 go, big/1 is kept
+        assert has("big/2") and has("big/1") and has("demo/1.0") and not has("demo/2.0")
+        assert sum(len(b) for b in cached(base).values()) <= bound
+        assert metric(edge, "origin_evicted_blobs") == 2
+        # A channel moves to big/3: prefetched without any request, and pinned: big/2 and
+        # big/1 (least recently used first) make room, demo/1.0 (config) stays.
+        r = subprocess.run([sys.executable, "-m", "netbootd", "channel", "set", "fleet",
+                            "big/3", "--config", str(edge)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        until("big/3 prefetched", lambda: has("big/3"))
+        assert has("demo/1.0") and not has("big/1")
+        get_all("big/1")  # everything left but the pins goes; the pins stay
+        assert has("big/3") and has("demo/1.0") and has("big/1") and not has("big/2")
+        assert sum(len(b) for b in cached(base).values()) <= bound
