@@ -134,6 +134,7 @@ class Service:
             "tftp_active_sessions": ("TFTP transfers in flight",
                                      tftp.active_sessions if tftp is not None else 0),
             "builds": ("builds in the catalog being served", len(self.responder.catalog.refs())),
+            **(self.edge.gauges() if self.edge is not None else {}),
         }
 
     # -- adapters between endpoints and the responder -----------------------------------------

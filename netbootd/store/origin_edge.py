@@ -126,6 +126,17 @@ class Edge:
             await self._session.close()
             self._session = None
 
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        """Levels for /metrics (service.py): the cache's fill and whether the origin answers."""
+        return {
+            "origin_cache_bytes": ("bytes of verified blobs in the edge's cache",
+                                   self.cache.used),
+            "origin_cache_max_bytes": ("the cache's bound, [origin] cache_max",
+                                       self.cache.max_bytes),
+            "origin_up": ("1 if the origin's index was read at the last look, else 0",
+                          1 if self.sync.reachable else 0),
+        }
+
     def reconfigure(self, config: Config) -> None:
         """A reload: the bound and the wait apply at once; a new url needs a restart."""
         self.config = config

@@ -284,3 +284,24 @@ def test_the_cache_stays_bounded_least_recently_used_out_never_a_pinned_build(
         get_all("big/1")  # everything left but the pins goes; the pins stay
         assert has("big/3") and has("demo/1.0") and has("big/1") and not has("big/2")
         assert sum(len(b) for b in cached(base).values()) <= bound
+
+
+def test_requests_for_a_blob_being_fetched_wait_on_one_fetch(origin: Path,
+                                                             tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    edge = make_edge(tmp_path / "edge", port_of(origin, "http"))
+    with serving(edge):
+        until("the edge to learn big/2", lambda: knows(edge, "big/2"))
+        until("demo/1.0 prefetched", lambda: all(sha(d) in cached(tmp_path / "edge")
+                                                 for d in FILES["demo/1.0"].values()))
+        before = metric(edge, "origin_fetched_bytes")
+        kernel, initrd = FILES["big/2"]["vmlinuz"], FILES["big/2"]["initrd.img"]
+        with ThreadPoolExecutor(8) as pool:
+            https = [pool.submit(http_get, url(edge, "/builds/big/2/vmlinuz")) for _ in range(6)]
+            tftps = [pool.submit(tftp_get, port_of(edge, "tftp"), "builds/big/2/initrd.img")
+                     for _ in range(2)]
+            assert all(f.result() == (200, kernel) for f in https)
+            assert all(f.result() == initrd for f in tftps)
+        # Each blob crossed the wire once, however many clients asked for it at once.
+        assert metric(edge, "origin_fetched_bytes") - before == len(kernel) + len(initrd)
+        assert metric(edge, "origin_waits") >= 2
