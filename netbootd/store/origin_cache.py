@@ -64,11 +64,11 @@ class BlobCache:
         self._failed: dict[str, float] = {}  # sha256 -> when its last fetch failed
         self._held: dict[str, int] = {}
         self.blobs: dict[str, Cached] = {}
-        self._scan()
 
     # -- what is here -------------------------------------------------------------------------
-    def _scan(self) -> None:
-        """Read the cache from disk (after a restart); leftover partial downloads go."""
+    def scan(self) -> None:
+        """Read the cache from disk (at start, also after a restart); partial downloads left
+        by a process that is gone are removed (one server per store)."""
         staging = edge_staging(self.store)
         if staging.is_dir():
             for p in staging.iterdir():
@@ -85,6 +85,10 @@ class BlobCache:
 
     def present(self, sha256: str) -> bool:
         return sha256 in self.blobs and edge_blob(self.store, sha256).is_file()
+
+    def known(self, sha256: str) -> bool:
+        """In the cache as far as this process knows (no system call: the DHCP path asks)."""
+        return sha256 in self.blobs
 
     def touch(self, sha256: str) -> None:
         """Record a use (LRU order), in memory and in the file's atime."""
