@@ -63,6 +63,7 @@ class BlobCache:
         self._flights: dict[str, asyncio.Task[Path]] = {}
         self._failed: dict[str, float] = {}  # sha256 -> when its last fetch failed
         self._held: dict[str, int] = {}
+        self._incoming: dict[str, int] = {}  # downloads under way: room is kept for them
         self.blobs: dict[str, Cached] = {}
 
     # -- what is here -------------------------------------------------------------------------
@@ -165,7 +166,14 @@ class BlobCache:
                                   f"({e or type(e).__name__})") from e
 
     async def _download(self, sha256: str, size: int) -> Path:
-        self._make_room(size, sha256)
+        self._make_room(size + sum(self._incoming.values()), sha256)
+        self._incoming[sha256] = size
+        try:
+            return await self._stream(sha256, size)
+        finally:
+            self._incoming.pop(sha256, None)
+
+    async def _stream(self, sha256: str, size: int) -> Path:
         staging = edge_staging(self.store)
         staging.mkdir(parents=True, exist_ok=True)
         tmp = staging / f"{sha256}.{uuid.uuid4().hex[:8]}"
