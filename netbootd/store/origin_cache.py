@@ -121,6 +121,15 @@ class BlobCache:
         else:
             self._held.pop(sha256, None)
 
+    async def close(self) -> None:
+        """Stop the downloads under way (the server stops); their staging files go."""
+        flights = list(self._flights.values())
+        for t in flights:
+            t.cancel()
+        for t in flights:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
     # -- getting one ----------------------------------------------------------------------------
     def flight(self, sha256: str, size: int) -> asyncio.Task[Path]:
         """The fetch of ``sha256`` in flight, started if none is (no waiting here)."""

@@ -123,6 +123,7 @@ class Edge:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        await self.cache.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
