@@ -18,7 +18,6 @@ import pytest
 from helpers import loopback_config, make_store
 from netbootd.cli_errors import EXIT_REFUSED
 from netbootd.core.identity import ClientIdentity
-from netbootd.core.intent import NodeOverride
 from netbootd.lab.demo import toml_dump
 from netbootd.state import events, registry
 from netbootd.state.events import StateDB
@@ -40,24 +39,66 @@ def wait_changed(r: Registry, timeout: float = 5.0) -> float:
     return time.monotonic() - t0
 
 
+# Another server: its own process and connection, writing intent on command (one line per
+# write on stdin, "ok" on stdout once committed).
+_WRITER = """
+import sys
+from netbootd.core.intent import NodeOverride
+from netbootd.state.registry import Registry
+r = Registry(sys.argv[1] if "://" in sys.argv[1] else __import__("pathlib").Path(sys.argv[1]))
+for line in sys.stdin:
+    op, arg = line.split()
+    if op == "channel":
+        r.set_channel("stable", arg, who="two", why="", now=1.0)
+    elif op == "override":
+        r.set_override(arg, NodeOverride(None, None, "local"), now=2.0)
+    else:
+        r.order_reimage(arg, "demo/1", who="two", now=3.0)
+    print("ok", flush=True)
+"""
+
+
 def test_a_change_on_another_server_is_seen_within_a_second(backend: Backend) -> None:
     url = backend.db("intent")
-    with Registry(url) as one, Registry(url) as two:
-        assert two.changed()  # the first check: everything is new
-        assert not two.changed()
-        for i in range(5):
-            one.set_channel("stable", f"demo/{i}", who="one", why="", now=float(i))
-            took = wait_changed(two)
-            assert took < 1.0, took
-            assert two.channels() == {"stable": f"demo/{i}"}
-            assert not two.changed()  # once per change
-        # Every kind of intent write notifies, not only channel flips.
-        one.set_override("web1", NodeOverride(None, None, "local"), now=9.0)
-        assert wait_changed(two) < 1.0
-        assert two.overrides()["web1"].mode == "local"
-        one.order_reimage("web1", "demo/1", who="one", now=10.0)
-        assert wait_changed(two) < 1.0
-        assert "web1" in two.open_orders()
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(url)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert writer.stdin is not None and writer.stdout is not None
+
+    def write(op: str, arg: str) -> None:
+        assert writer.stdin is not None and writer.stdout is not None
+        writer.stdin.write(f"{op} {arg}\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "ok"
+
+    try:
+        with Registry(url) as server:
+            assert server.changed()  # the first check: everything is new
+            assert not server.changed()
+            for i in range(5):
+                write("channel", f"demo/{i}")
+                took = wait_changed(server)
+                assert took < 1.0, took
+                assert server.channels() == {"stable": f"demo/{i}"}
+                assert not server.changed()  # once per change
+            # Every kind of intent write notifies, not only channel flips.
+            write("override", "web1")
+            assert wait_changed(server) < 1.0
+            assert server.overrides()["web1"].mode == "local"
+            write("reimage", "web1")
+            assert wait_changed(server) < 1.0
+            assert "web1" in server.open_orders()
+    finally:
+        writer.stdin.close()
+        writer.wait(60)
+
+
+def test_a_change_in_the_same_process_is_seen_at_the_next_request(backend: Backend) -> None:
+    url = backend.db("intent")
+    with Registry(url) as planner, Registry(url) as api:  # the service's two handles
+        planner.changed()
+        api.set_channel("stable", "demo/1", who="api", why="", now=1.0)
+        assert planner.changed()  # no wait: not even the notification's trip
+        assert not planner.changed()
 
 
 def test_a_lost_notification_is_caught_by_the_periodic_check(pg_server: PgServer) -> None:
