@@ -281,3 +281,26 @@ def test_another_modules_intent_table_is_migrated_and_its_writes_notify(
     assert db.execute("SELECT version FROM schema_version WHERE component='extra'"
                       ).fetchone()[0] == 1
     db.close()
+
+
+def test_two_servers_events_make_one_fleet_view(pg_server: PgServer) -> None:
+    url = pg_server.create_database()
+    guid = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
+    with StateDB(url) as a, StateDB(url) as b:
+        for db in (a, b):
+            db.defer_writes(lambda flush: None)  # write-behind, as a server runs
+        a.saw(ClientIdentity(mac=MAC, guid=guid), 1.0)
+        a.record(MAC, "dhcp-offer", 1.0)
+        a.flush()
+        # The same SMBIOS UUID behind the other server's relay: a clone, seen as shared.
+        b.saw(ClientIdentity(mac="52:54:00:00:00:02", guid=guid), 2.0)
+        assert b.take_guid_changes() == ({guid}, set())
+        b.record(MAC, "tftp-sent", 2.5)  # the same node, its next step served by b
+        b.flush()
+        assert a.shared_guids() == {guid: {MAC, "52:54:00:00:00:02"}}
+        assert [e.kind for e in a.timeline(MAC)] == ["dhcp-offer", "tftp-sent"]
+        assert {n.mac for n in b.nodes()} == {MAC, "52:54:00:00:00:02"}
+    with StateDB(url, readonly=True) as ro:  # as `netbootd render` opens it
+        assert ro.node(MAC) is not None
+        with pytest.raises(Exception, match="read-only transaction"):
+            ro.record(MAC, "dhcp-offer", 9.0)
