@@ -5,6 +5,7 @@ message and exit code), and an unreachable PostgreSQL is one error, recovered fr
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from typing import Any
 
 import pytest
 
-from helpers import loopback_config, make_store
+from helpers import fetch, loopback_config, make_store
 from netbootd.cli_errors import EXIT_REFUSED
+from netbootd.config import parse_config
 from netbootd.core.identity import ClientIdentity
 from netbootd.lab.demo import toml_dump
+from netbootd.service import Service
 from netbootd.state import events, registry
 from netbootd.state.events import StateDB
 from netbootd.state.migrate import Migration, SchemaTooNew
@@ -304,3 +307,32 @@ def test_two_servers_events_make_one_fleet_view(pg_server: PgServer) -> None:
         assert ro.node(MAC) is not None
         with pytest.raises(Exception, match="read-only transaction"):
             ro.record(MAC, "dhcp-offer", 9.0)
+
+
+async def test_a_cli_change_reaches_a_running_servers_answers_within_a_second(
+        tmp_path: Path, pg_server: PgServer) -> None:
+    make_store(tmp_path / "store")
+    url = pg_server.create_database()
+    data = loopback_config(tmp_path, state={"database": url})
+    data["groups"]["default"] = {"default": True, "channel": "kvm-stable"}
+    cfg = tmp_path / "netbootd.toml"
+    cfg.write_text(toml_dump(data))
+    service = Service(parse_config(data, str(cfg)))
+    await service.start()
+    mac = "52:54:00:00:00:99"
+    try:
+        for build in ("demo/1.0", "demo/2.0"):
+            # Another process, as an operator on another machine would run it.
+            r = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "netbootd", "channel", "set", "kvm-stable", build,
+                "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            done = time.monotonic()
+            while True:
+                _, script = await fetch(service, f"/ipxe/node.ipxe?mac={mac}")
+                if f"/builds/{build}/vmlinuz" in script:
+                    break
+                assert time.monotonic() - done < 1.0, script
+                await asyncio.sleep(0.01)
+    finally:
+        await service.stop()
