@@ -115,7 +115,7 @@ def test_a_lost_notification_is_caught_by_the_periodic_check(pg_server: PgServer
                       ("stable", "demo/9", 1.0))
         other.execute("UPDATE intent_generation SET n = n + 1 WHERE id=1")
         took = wait_changed(server, timeout=5.0)
-        assert took <= registry.RECHECK + 0.5, took
+        assert took <= registry.RECHECK + 1.0, took  # slack for a loaded machine
         assert server.channels() == {"stable": "demo/9"}
         other.close()
 
