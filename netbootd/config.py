@@ -163,6 +163,8 @@ class StateConfig:
     # Seconds an IP -> MAC pair learnt from a request stays trusted (like a lease): after
     # that, requests from the address that name no MAC are no longer tied to that node.
     ip_mac_ttl: float = 3600.0
+    # Bytes of event batches kept on disk while the state database is away (oldest dropped).
+    spool_max: int = 100_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,13 +429,16 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                                               _range(1, 1_000_000)))
 
     sd = r.table(data, "state", "")
-    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl"}, "state.")
+    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl", "spool_max"},
+              "state.")
     state = StateConfig(
         max_clients=r.value(sd, "max_clients", "state.", int, 100_000, _range(1, 10_000_000)),
         max_nodes=r.value(sd, "max_nodes", "state.", int, 50_000, _range(1, 10_000_000)),
         max_events=r.value(sd, "max_events", "state.", int, 1_000_000,
                            _range(1000, 1_000_000_000)),
         ip_mac_ttl=r.value(sd, "ip_mac_ttl", "state.", float, 3600.0, _range(1, 30 * 86400)),
+        spool_max=r.value(sd, "spool_max", "state.", int, 100_000_000,
+                          _range(4096, 1 << 40)),
     )
 
     a = r.table(data, "admin", "")

@@ -12,7 +12,9 @@ DHCP answer (bench/run.py, docs/performance.md). The server therefore calls
 within each table, consecutive writes of one statement as one ``executemany``) in one
 transaction when the scheduled flush runs (the service flushes 50 ms after the first queued
 write), before any read through this object, and on close. Other readers (CLI, tests) see an
-event at most one flush later. Without ``defer_writes`` every write commits at once.
+event at most one flush later. Without ``defer_writes`` every write commits at once. A flush
+takes the queued writes as one ``Batch`` and hands it to ``writer`` when the service set one
+(it spools what the database refuses, state/replay.py), else commits it with ``write_batch``.
 
 Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent`` (completed),
 ``tftp-ended`` (aborted, timed out, refused), ``http-sent``, ``ipxe-script``, ``ipxe-decline``,
@@ -38,6 +40,7 @@ from typing import Any
 from netbootd.core.identity import ClientIdentity
 from netbootd.errors import NotFound
 from netbootd.metrics import Counters
+from netbootd.state.spool import Batch
 
 # Inserts between two prunes of the oldest events: pruning is one indexed DELETE, cheap when
 # batched, and the table overshoots max_events by at most this many rows.
@@ -98,6 +101,8 @@ class StateDB:
         self._pending: list[tuple[str, tuple[Any, ...]]] = []  # node writes, in order
         self._pending_events: list[tuple[Any, ...]] = []  # event rows, in order
         self._schedule: Callable[[Callable[[], None]], object] | None = None
+        # Where a flush's batch goes when set (the service's spooling writer); else committed.
+        self.writer: Callable[[Batch], None] | None = None
         # The GUID last written per MAC by this process, so saw() need not read the table
         # (and flush queued writes) on every packet; bounded against floods of spoofed MACs.
         self._guid_of: dict[str, str | None] = {}
@@ -163,19 +168,39 @@ class StateDB:
         """Whether writes are queued that ``flush`` would commit."""
         return bool(self._pending or self._pending_events)
 
+    def take_batch(self) -> Batch | None:
+        """The queued writes, in order, as one batch (None when nothing is queued)."""
+        if not self._pending and not self._pending_events:
+            return None
+        pending, self._pending = self._pending, []
+        events, self._pending_events = self._pending_events, []
+        self._queued_guids.clear()
+        return Batch(tuple(pending), tuple(events))
+
     def flush(self) -> None:
-        """Commit every queued write in one transaction, in order within each table.
+        """Commit every queued write in one transaction (or hand them to ``writer``)."""
+        batch = self.take_batch()
+        if batch is None:
+            return
+        if self.writer is not None:
+            self.writer(batch)
+            return
+        try:
+            self.write_batch(batch)
+        except sqlite3.Error:
+            # A full disk must not stop the server from answering; the events are lost.
+            log.exception("state: %d queued writes lost", len(batch.nodes) + len(batch.events))
+
+    def write_batch(self, batch: Batch) -> None:
+        """Commit ``batch`` in one transaction, in order within each table; on error it is
+        rolled back and the error raised.
 
         Consecutive writes of one statement go to sqlite as one ``executemany`` (event rows all
         do: they are queued apart from node writes), one call into sqlite per run instead of
         per row. The order between the two tables is not observable: the transaction commits
         both at once.
         """
-        if not self._pending and not self._pending_events:
-            return
-        pending, self._pending = self._pending, []
-        events, self._pending_events = self._pending_events, []
-        self._queued_guids.clear()
+        pending, events = batch.nodes, batch.events
         try:
             self._db.execute("BEGIN")
             start = 0
@@ -190,10 +215,9 @@ class StateDB:
                 self._db.executemany(_INSERT_EVENT, events)
             self._db.execute("COMMIT")
         except sqlite3.Error:
-            # A full disk must not stop the server from answering; the events are lost.
-            log.exception("state: %d queued writes lost", len(pending) + len(events))
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+            raise
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._schedule is None:
