@@ -11,15 +11,17 @@ being lost; a background task replays the spool in order once the database answe
   when it reaches an eighth of the bound, and a server that starts again never appends to a
   segment it did not open, so a line torn by a crash can only be a segment's last (it is
   skipped and counted as ``state_spool_torn``).
-- ``replayed``: the ``seq`` of the last batch committed to the database, written (fsync'd,
-  renamed into place) after each commit. A segment whose batches are all at or below it is
-  deleted.
+- ``replayed``: the ``seq`` of the last batch committed to the database, written (renamed
+  into place) after each commit and fsync'd once per ``replay`` call (a chunk of batches:
+  an fsync per batch made replay 10x slower here, docs/design-choices.md). A segment whose
+  batches are all at or below it is deleted.
 
 Bounded: when the segments' total size passes ``max_bytes``, the oldest segment is deleted
 and its events counted as ``events_dropped`` (oldest first: the newest state is worth more).
-Replay is at-least-once: a crash after the database committed a batch and before
-``replayed`` moved replays that one batch again after the restart (its events appear twice;
-docs/operations.md says so). Nothing is lost by a crash once ``append`` returned.
+Replay is at-least-once: a crash of the server after the database committed a batch and
+before ``replayed`` moved replays that one batch again after the restart (its events appear
+twice; docs/operations.md says so); a power loss, at most the chunk being replayed. Nothing is
+lost by a crash once ``append`` returned.
 """
 
 from __future__ import annotations
@@ -172,11 +174,29 @@ class Spool:
                 self._forget(self._segments[0])
                 continue
             seq, batch = head[0]
-            write(batch)
+            try:
+                write(batch)
+            except BaseException:
+                self._sync_cursor(done)
+                raise
             head.popleft()
             self._mark_replayed(seq, len(batch.events))
             done += 1
+        self._sync_cursor(done)
         return done
+
+    def _sync_cursor(self, done: int) -> None:
+        if not done or not self.fsync:
+            return
+        try:
+            fd = os.open(self.directory / _CURSOR, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            log.error("state spool: cannot sync %s: %s", self.directory / _CURSOR,
+                      e.strerror or e)
 
     def _load_head(self) -> deque[tuple[int, Batch]]:
         seg = self._segments[0]
@@ -210,11 +230,7 @@ class Spool:
     def _write_cursor(self, seq: int) -> None:
         tmp = self.directory / (_CURSOR + ".tmp")
         try:
-            with open(tmp, "w") as f:
-                f.write(f"{seq}\n")
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
+            tmp.write_text(f"{seq}\n")
             os.replace(tmp, self.directory / _CURSOR)
         except OSError as e:
             # The batch is in the database; the worst case is that it is replayed again.
