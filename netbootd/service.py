@@ -39,7 +39,7 @@ from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
 from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
-from netbootd.state.health import DatabaseHealth
+from netbootd.state.health import DatabaseHealth, database_where
 from netbootd.state.keyfile import KeyFileError, create_key, read_key
 from netbootd.state.leases import LeaseDB
 from netbootd.state.registry import Registry
@@ -103,12 +103,13 @@ class Service:
 
     def __post_init__(self) -> None:
         key = firstboot_key(self.config)  # before anything opens: a bad key stops the start
-        self.state = StateDB(self.config.server.state_dir / "state.sqlite3",
+        self.state = StateDB(self.config.events_database,
                              max_nodes=self.config.state.max_nodes,
                              max_events=self.config.state.max_events, counters=self.counters)
-        self.registry = Registry(self.config.server.state_dir / "intent.sqlite3")
+        self.registry = Registry(self.config.intent_database)
         # Database down: the last World answers, events are spooled (docs/operations.md).
-        self.health = DatabaseHealth(str(self.config.server.state_dir))
+        self.health = DatabaseHealth(database_where(self.config.state.database,
+                                                    self.config.server.state_dir))
         self.spooler = SpoolingWriter(
             self.state, Spool(self.config.server.state_dir / "spool",
                               max_bytes=self.config.state.spool_max, counters=self.counters),

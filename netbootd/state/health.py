@@ -8,35 +8,29 @@ per outage (never per packet), and spaces out the attempts made while it is down
 database that does not answer (a dropped SYN waits for the connect timeout) is not waited on
 by every request.
 
-"Unreachable" is an error of the connection, not of a statement: ``StateUnavailable``,
-sqlite's ``OperationalError`` (disk I/O error, locked, full) and the PostgreSQL
-driver's ``OperationalError``/``InterfaceError`` (connection refused, closed, server gone).
-A statement the database rejects (an integrity or programming error) is a bug, not an outage.
+"Unreachable" is an error of the connection, not of a statement: ``StateUnavailable`` (the
+connection layer, state/sql.py, raises it when PostgreSQL cannot be reached, and for a
+read-only or locked state directory) and sqlite's ``OperationalError`` (disk I/O error,
+locked, full). A statement the database rejects (an integrity or programming error) is a bug,
+not an outage.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from netbootd.state.registry import StateUnavailable
+from netbootd.state.sql import StateUnavailable
 
 log = logging.getLogger("netbootd.state")
 
 
-def _driver_errors() -> tuple[type[BaseException], ...]:
-    try:
-        psycopg = importlib.import_module("psycopg")
-    except ImportError:  # sqlite only: no PostgreSQL driver installed
-        return ()
-    return (psycopg.OperationalError, psycopg.InterfaceError)
-
-
-UNAVAILABLE: tuple[type[BaseException], ...] = (StateUnavailable, sqlite3.OperationalError,
-                                                *_driver_errors())
+UNAVAILABLE: tuple[type[BaseException], ...] = (StateUnavailable, sqlite3.OperationalError)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -50,14 +44,43 @@ class DatabaseDown(StateUnavailable):
     exit_code = 4  # cli_errors: access / read-only / locked / unavailable
 
 
-def refused(where: str, exc: BaseException, *, changed: bool = True) -> DatabaseDown:
-    """The error an admin sees: where the database is, why, and that nothing changed."""
+# What state/sql.py says when PostgreSQL cannot be reached: its URL (password redacted) and why.
+_PG_UNREACHABLE = re.compile(r"the state database (\S+) cannot be reached \((.*)\); ", re.S)
+
+
+def database_where(url: str | None, state_dir: Path) -> str:
+    """``host:port`` of a PostgreSQL URL (what an admin needs to look at), else the directory
+    that holds the sqlite files."""
+    if url is None:
+        return str(state_dir)
+    try:
+        u = urlsplit(url)
+        host = u.hostname or "localhost"
+        port = u.port or 5432
+    except ValueError:
+        return "the configured PostgreSQL server"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason_of(exc: BaseException) -> str:
+    """Why the database could not be used, in one line (the driver's words)."""
+    text = str(exc).strip()
+    if (m := _PG_UNREACHABLE.search(text)) is not None:
+        text = m[2].strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def refused(where: str | None, exc: BaseException, *, changed: bool = True) -> DatabaseDown:
+    """The error an admin sees: where the database is, why, and that nothing changed.
+    ``where`` None: taken from the connection layer's message."""
     if isinstance(exc, DatabaseDown):
         return exc
-    why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if where is None:
+        m = _PG_UNREACHABLE.search(str(exc))
+        where = database_where(m[1], Path(".")) if m else "the configured address"
     what = "nothing was changed; " if changed else ""
-    return DatabaseDown(f"the state database at {where} is unreachable: {why}; {what}"
-                        "retry when it is back")
+    return DatabaseDown(f"the state database at {where} is unreachable: {reason_of(exc)}; "
+                        f"{what}retry when it is back")
 
 
 class DatabaseHealth:
@@ -79,8 +102,7 @@ class DatabaseHealth:
     def failed(self, exc: BaseException) -> None:
         """Someone could not use the database: down until ``ok`` (logged once per outage)."""
         now = self.clock()
-        self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else \
-            type(exc).__name__
+        self.last_error = reason_of(exc)
         if self.up:
             self.up = False
             self.outages += 1
