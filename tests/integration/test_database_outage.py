@@ -142,9 +142,15 @@ class Served:
                            ("vendor_class_id", b"PXEClient:Arch:00000:UNDI:002001"), "end"]
         pkt = bytes(BOOTP(op=1, chaddr=bytes.fromhex(mac.replace(":", "")) + b"\0" * 10,
                           xid=0x5151, giaddr="127.0.0.1") / DHCP(options=opts))
-        self.relay.sendto(pkt, ("127.0.0.1", self.data["dhcp"]["port"]))
-        data, _ = self.relay.recvfrom(4096)
-        return BOOTP(data)
+        chaddr = bytes.fromhex(mac.replace(":", ""))
+        for _ in range(4):  # a PXE ROM retransmits too; the machine may be loaded
+            self.relay.sendto(pkt, ("127.0.0.1", self.data["dhcp"]["port"]))
+            with contextlib.suppress(TimeoutError):
+                while True:  # skip a late answer to an earlier client's retransmission
+                    reply = BOOTP(self.relay.recvfrom(4096)[0])
+                    if bytes(reply.chaddr)[:6] == chaddr:
+                        return reply
+        raise AssertionError(f"no DHCP answer for {mac}: {self.log.read_text()[-3000:]}")
 
     def tftp(self, name: str) -> bytes:
         import io
