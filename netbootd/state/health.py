@@ -6,7 +6,7 @@ spool (state/spool.py), admin changes are refused with 503 / exit code 4. Those 
 one ``DatabaseHealth``: it says whether the database was last seen up, logs the change once
 per outage (never per packet), and keeps the event loop from waiting on a database that does
 not answer: while it is down nothing on the loop touches the database until a probe, run in
-a thread by the service's background task at a pace of 1 s doubling to 30 s, connected to its
+a thread by the service's background task at a pace of 1 s doubling to 5 s, connected to its
 TCP address (a dropped SYN would otherwise hold the loop, and every boot, for libpq's connect
 timeout). Without an address to probe (sqlite), the loop tries again at that pace itself.
 
@@ -112,7 +112,7 @@ class DatabaseHealth:
     """Up or down, as last seen by anyone using the database; when to try again while down."""
 
     def __init__(self, where: str, *, clock: Callable[[], float] = time.monotonic,
-                 retry_s: float = 1.0, retry_max_s: float = 30.0,
+                 retry_s: float = 1.0, retry_max_s: float = 5.0,
                  probe: Probe | None = None) -> None:
         self.where = where  # host:port (PostgreSQL) or the file (sqlite), for messages
         self.clock = clock
