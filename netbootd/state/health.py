@@ -48,7 +48,7 @@ class DatabaseDown(StateUnavailable):
 
 
 # What state/sql.py says when PostgreSQL cannot be reached: its URL (password redacted) and why.
-_PG_UNREACHABLE = re.compile(r"the state database (\S+) cannot be reached \((.*)\); ", re.S)
+_PG_UNREACHABLE = re.compile(r"the state database (\S+) cannot be reached \((.*?)\)[:;] ", re.S)
 
 
 def database_where(url: str | None, state_dir: Path) -> str:

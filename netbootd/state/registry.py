@@ -13,7 +13,8 @@ asks ``changed()`` before it decides, so the check is cheap:
   ``NOTIFY netbootd_intent`` in its own transaction; this connection LISTENs, and
   ``changed()`` polls the socket without blocking (no round trip when nothing arrived). As a
   fallback for a lost notification (a reconnect), the generation row is read at most once
-  per ``RECHECK`` seconds.
+  per ``RECHECK`` seconds. A commit by another Registry of the same process (the admin API
+  beside the planner) is seen at once, through a process-wide counter.
 
 So a channel flip made on any server, CLI or API is seen at the next request without a
 restart.
@@ -26,7 +27,7 @@ import os
 import select
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,11 @@ __all__ = ["MIGRATIONS", "Action", "Binding", "Registry", "StateUnavailable",
 
 # The channel every intent write notifies (PostgreSQL).
 NOTIFY_CHANNEL = "netbootd_intent"
+# Intent commits made by any Registry in this process: the service's own admin API and its
+# planner hold separate handles, and a change through one is seen by the other's next
+# changed() without waiting for the notification's trip through the database server.
+_process_writes = [0]
+
 # Seconds between two reads of intent_generation (PostgreSQL): the fallback when a
 # notification was lost, e.g. while reconnecting.
 RECHECK = 1.0
@@ -165,6 +171,25 @@ class Registry:
     def backend(self) -> str:
         return self._db.kind
 
+    # -- for intent stored by other modules (taking a Registry) --------------------------------
+    @property
+    def db(self) -> Db:
+        """The connection, for reads by modules that keep their own intent tables."""
+        return self._db
+
+    def write(self, sql: str, args: tuple[object, ...] = ()) -> Rows:
+        """An intent write by another module: in a write transaction (the current one, or its
+        own), so every server sees it as it sees a channel flip."""
+        return self._write(sql, args)
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction (several ``write`` calls, all or nothing)."""
+        return self._txn()
+
+    def migrate(self, component: str, migrations: list[Migration]) -> list[int]:
+        """Apply ``component``'s own migrations (netbootd/state/migrate.py) to this database."""
+        return migrate.migrate(self._db, component, migrations, now=time.time())
+
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         conn.add_notify_handler(self._on_notify)
@@ -210,8 +235,8 @@ class Registry:
         if self._notified:  # a notification psycopg read along with a result, or a connect
             self._notified = False
             changed = True
-        if self._local != self._seen_local:
-            self._seen_local = self._local
+        if _process_writes[0] != self._seen_local:  # this process committed a change
+            self._seen_local = _process_writes[0]
             changed = True
         t = time.monotonic()
         if t - self._checked >= RECHECK:
@@ -401,7 +426,11 @@ class Registry:
     @contextmanager
     def _txn(self) -> Iterator[None]:
         """One writer at a time, all or nothing (netbootd/state/sql.py); a transaction that
-        wrote bumps the generation and notifies every listening server as it commits."""
+        wrote bumps the generation and notifies every listening server as it commits. Inside
+        an open one it is that one."""
+        if self._db.in_transaction:
+            yield
+            return
         self._dirty = False
         try:
             with self._db.transaction():
@@ -413,4 +442,5 @@ class Registry:
         finally:
             if self._dirty:
                 self._local += 1
+                _process_writes[0] += 1
             self._dirty = False
