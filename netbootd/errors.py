@@ -8,8 +8,10 @@
     ├── BuildError           a build or manifest that is missing, inconsistent or corrupt
     ├── Conflict             a change refused because something still depends on what it
                              would change (a build a channel points at...)
-    └── StartError           the service cannot start: a port in use, no permission to bind
-        └── OtherDhcpServer  server mode found another DHCP server on the link (exit code 3)
+    ├── StartError           the service cannot start: a port in use, no permission to bind
+    │   └── OtherDhcpServer  server mode found another DHCP server on the link (exit code 3)
+    └── Unavailable          something the answer needs cannot be reached now; try again later
+        └── StateUnavailable the state database (state/sql.py): HTTP 503, CLI exit code 4
 """
 
 from __future__ import annotations
@@ -65,3 +67,7 @@ class OtherDhcpServer(StartError):
     """Server mode refused to start: another DHCP server answers on the link."""
 
     exit_code = 3
+
+
+class Unavailable(NetbootdError):
+    """Something an answer or a change needs cannot be reached right now (HTTP 503)."""

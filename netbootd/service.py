@@ -120,6 +120,7 @@ class Service:
                                                   self.registry, key=key, clock=self.clock,
                                                   counters=self.counters)
         self.responder.watcher.health = self.health
+        self.health.on_recovery.append(lambda: self.registry.db.execute("SELECT 1"))
         self._replayer: asyncio.Task[None] | None = None
         for p in problems:
             log.warning("store: %s", p)
@@ -256,6 +257,8 @@ class Service:
         self.admin = Admin(c)
         app = make_admin_app(self.admin, token)
         add_status_routes(app, self.spooler.status, self.health)
+        admin = self.admin
+        self.health.on_recovery.append(lambda: admin.registry.db.execute("SELECT 1"))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site: web.BaseSite

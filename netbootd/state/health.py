@@ -19,6 +19,7 @@ not an outage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -126,6 +127,9 @@ class DatabaseHealth:
         self._retry_at = 0.0
         self.probe = probe
         self._probed = False  # the probe answered since the last failure: try for real
+        # Run once when an outage ends: connections the database's restart closed are found
+        # out here (state/sql.py reconnects at the next call), not by an admin's request.
+        self.on_recovery: list[Callable[[], object]] = []
 
     def failed(self, exc: BaseException) -> None:
         """Someone could not use the database: down until ``ok`` (logged once per outage)."""
@@ -152,6 +156,10 @@ class DatabaseHealth:
         took = self.clock() - (self.down_since or self.clock())
         self.down_since = None
         log.warning("state database at %s is back after %.1f s", self.where, took)
+        for hook in self.on_recovery:
+            # A connection that finds itself closed here reconnects at its next call.
+            with contextlib.suppress(*UNAVAILABLE):
+                hook()
         return True
 
     def may_try(self) -> bool:

@@ -12,14 +12,23 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from helpers import TEST_KEY, make_config, make_store, write_build
 from netbootd.metrics import Counters
 from netbootd.service import make_renderer
 from netbootd.state.events import StateDB
-from netbootd.state.health import DatabaseHealth, database_where, refused, tcp_probe
+from netbootd.state.health import (
+    DatabaseHealth,
+    database_where,
+    reason_of,
+    refused,
+    tcp_probe,
+)
 from netbootd.state.registry import Registry
 from netbootd.state.replay import SpoolingWriter
 from netbootd.state.spool import Batch, Spool
+from netbootd.state.sql import StateUnavailable, connect
 from netbootd.store.builds import load_store
 from netbootd.store.layout import bump_generation
 from netbootd.world import WorldWatcher
@@ -204,3 +213,16 @@ def test_while_down_only_the_probe_decides_when_to_try_again() -> None:
     assert h.may_try() and not h.up  # try for real; only a working call says it is up
     h.failed(DOWN)
     assert not h.may_try() and h.outages == 1
+
+
+def test_the_refusal_of_a_real_unreachable_postgresql_names_host_port_and_why() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(StateUnavailable) as raised:
+        connect(f"postgresql://netbootd:secret@127.0.0.1:{port}/netbootd")
+    text = str(refused(None, raised.value))
+    assert text.startswith(f"the state database at 127.0.0.1:{port} is unreachable: ")
+    assert text.endswith("; nothing was changed; retry when it is back")
+    assert "refused" in reason_of(raised.value).lower()
+    assert "secret" not in text and "\n" not in text and "check that" not in text
