@@ -252,6 +252,11 @@ class PgDb(Db):
         c = self._conn
         return c is not None and not c.closed and not c.broken
 
+    @property
+    def current(self) -> psycopg.Connection[Any] | None:
+        """The connection if it is up, without connecting."""
+        return self._conn if self.connected else None
+
     def _unavailable(self, why: str) -> StateUnavailable:
         why = " ".join(why.split())  # libpq's messages span lines
         return StateUnavailable(f"the state database {self.where} cannot be reached ({why}): "
