@@ -246,6 +246,10 @@ def test_nodes_boot_through_an_outage_and_the_events_arrive_after(
                            lambda s: s["database"]["up"] and s["spool"]["events"] == 0
                            and s["events_replayed"] == s["events_spooled"])
     assert s["events_dropped"] == 0 and s["database"]["outages"] == 1
+    import jsonschema
+    from test_admin_api import documented_schema
+
+    jsonschema.validate(s, {**documented_schema(), "$ref": "#/$defs/Status"})
     in_db = _events_in_db(pg, outage)
     assert sorted(in_db) == sorted(outage)  # every node booted during the outage is there
     assert sum(in_db.values()) == s["events_spooled"] >= 3 * len(outage)
