@@ -336,3 +336,25 @@ async def test_a_cli_change_reaches_a_running_servers_answers_within_a_second(
                 await asyncio.sleep(0.01)
     finally:
         await service.stop()
+
+
+@pytest.mark.parametrize("mode", ["fast", "kill"])
+def test_after_a_database_restart_the_next_read_and_write_just_work(mode: str) -> None:
+    server = PgServer()  # its own: restarting the session's would disturb other tests
+    try:
+        url = server.start()
+        with Registry(url) as r, StateDB(url) as state:
+            state.defer_writes(lambda flush: None)
+            r.set_channel("stable", "demo/1", who="t", why="", now=1.0)
+            assert r.changed()
+            server.stop(mode=mode)  # the connections die while nobody uses them
+            server.start()
+            assert r.channels() == {"stable": "demo/1"}  # a read: retried on a new connection
+            r.set_channel("stable", "demo/2", who="t", why="", now=2.0)  # BEGIN retried
+            state.record(MAC, "dhcp-offer", 3.0)
+            state.flush()
+            state.record(MAC, "tftp-sent", 4.0)
+            assert [ev.kind for ev in state.timeline(MAC)] == ["dhcp-offer", "tftp-sent"]
+            assert r.changed()  # reconnected: reload, whatever happened meanwhile
+    finally:
+        server.close()
