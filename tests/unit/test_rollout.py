@@ -8,9 +8,9 @@ from netbootd.core.rollout import (
     History,
     MoveChannel,
     NodeReport,
+    Revert,
     RolloutSpec,
     RolloutState,
-    Revert,
     StartBatch,
     abort,
     deadline,
@@ -278,5 +278,5 @@ def test_restart_mid_way_resumes_from_the_stored_state() -> None:
     reps = [ready("web1", T0 + 1), ready("web2", T0 + 2), ready("web3", T0 + 9),
             ready("web4", T0 + 9)]
     assert step(sp2, s2, reps, OLD, T0 + 10) == step(sp, s, reps, OLD, T0 + 10)
-    s3, eff = step(sp2, s2, reps, OLD, T0 + 10)
+    _, eff = step(sp2, s2, reps, OLD, T0 + 10)
     assert eff == [StartBatch(2, ("web5",))]
