@@ -239,7 +239,7 @@ class Service:
         """The admin API on its own listener: loopback TCP, or a unix socket (0600)."""
         c = self.config
         token = load_or_create_token(c.admin_token_file)
-        self.admin = Admin(c)
+        self.admin = Admin(c, clock=self.clock)  # the time its answers and rollouts use
         runner = web.AppRunner(make_admin_app(self.admin, token), access_log=None)
         await runner.setup()
         site: web.BaseSite
