@@ -39,8 +39,11 @@ class IpmiDriver:
         """ipmitool's arguments: no secret among them (``-E`` reads it from the env)."""
         s = self.spec
         # -N/-R: 1 s between retransmissions, 3 retries: a loaded BMC answers within that.
-        return [self.tool, "-I", s.interface or "lanplus", "-H", s.address, "-p", str(s.port),
-                "-U", s.user, "-E", "-N", "1", "-R", "3", *command]
+        iface = s.interface or "lanplus"
+        cipher = ["-C", str(s.cipher)] if iface == "lanplus" else []
+        return [self.tool, "-I", iface, *cipher,
+                "-H", s.address, "-p", str(s.port), "-U", s.user, "-E", "-N", "1", "-R", "3",
+                *command]
 
     def _call(self, secret: str | None, *command: str) -> str:
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),

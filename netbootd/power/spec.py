@@ -19,7 +19,7 @@ DRIVERS = ("ipmi", "wol")
 IPMI_INTERFACES = ("lanplus", "lan")
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _SPEC_KEYS = {
-    "ipmi": {"driver", "address", "port", "user", "interface", "credential"},
+    "ipmi": {"driver", "address", "port", "user", "interface", "credential", "cipher"},
     "wol": {"driver", "mac", "broadcast", "port", "interface"},
 }
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
@@ -35,6 +35,10 @@ class PowerSpec:
     user: str = ""  # ipmi: the BMC user
     interface: str = ""  # ipmi: lanplus (IPMI 2.0) or lan (1.5); wol: the sending interface
     credential: str = ""  # ipmi: the entry of the credentials file (default: the node name)
+    # ipmi lanplus: the RMCP+ cipher suite (IPMI v2.0 table 22-20). 3 (HMAC-SHA1, AES-128)
+    # is the one every IPMI 2.0 BMC has; naming it skips ipmitool's cipher-suite query, which
+    # BMCs that lack it (ipmi_sim among them) answer only after a 6 s timeout.
+    cipher: int = 3
     mac: str = ""  # wol: the MAC to wake (default: the node's first MAC)
     broadcast: str = "255.255.255.255"  # wol: where the magic packet goes
 
@@ -98,8 +102,12 @@ def parse_spec(value: Any, where: str, macs: tuple[str, ...],
             _problem(problems, where, f"interface: {interface!r} is not one of "
                      f"{', '.join(IPMI_INTERFACES)}")
         credential = text("credential")
+        cipher = value.get("cipher", 3)
+        if isinstance(cipher, bool) or not isinstance(cipher, int) or not 0 <= cipher <= 17:
+            _problem(problems, where, f"cipher: expected a cipher suite 0..17, got {cipher!r}")
+            cipher = 3
         spec = PowerSpec(driver=driver, address=address, port=port, user=user,
-                         interface=interface, credential=credential)
+                         interface=interface, credential=credential, cipher=cipher)
     else:
         mac = text("mac") or (macs[0] if macs else "")
         if not mac:
