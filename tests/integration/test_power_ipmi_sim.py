@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,6 +32,7 @@ from netbootd.power.admin_power import power_cycle
 from netbootd.service import Service
 from netbootd.state.events import StateDB
 from netbootd.state.registry import Registry
+from power_watch import ProcWatch
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Pw-9f3c-e1d7-lab"  # the lab BMC's, looked for in every output
@@ -44,41 +43,6 @@ RAW = bytes(range(256)) * 16
 pytestmark = pytest.mark.skipif(
     not (shutil.which("ipmi_sim") and shutil.which("ipmitool")),
     reason="needs ipmi_sim (openipmi) and ipmitool")
-
-
-class ProcWatch:
-    """Reads every process's command line and environment while it runs, to show that the
-    password is in none of them; ``seen`` keeps the ipmitool command lines it caught."""
-
-    def __init__(self) -> None:
-        self.seen: list[bytes] = []
-        self.leaks: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        secret = PASSWORD.encode()
-        while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit() or int(pid) == os.getpid():
-                    continue
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    env = Path(f"/proc/{pid}/environ").read_bytes()
-                except OSError:
-                    continue
-                if b"ipmitool" in cmd and cmd not in self.seen:
-                    self.seen.append(cmd)
-                if secret in cmd or secret in env:
-                    self.leaks.append(f"{pid}: {cmd[:200]!r}")
-
-    def __enter__(self) -> ProcWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -152,7 +116,7 @@ def no_secret_on_disk(cfg: Path) -> None:
 
 
 def test_on_status_cycle_off_through_the_cli(site: Path, bmc: IpmiSim) -> None:
-    with ProcWatch() as watch:
+    with ProcWatch(PASSWORD) as watch:
         assert js(site, "node", "power", "db1", "status")["state"] == "off"
         assert bmc.live_guest() is None
         on = js(site, "node", "power", "db1", "on")
