@@ -265,6 +265,15 @@ async def api(site: Path) -> AsyncIterator[Api]:
         await service.stop()
 
 
+def documented(kind: str, value: Any) -> None:
+    """``value`` is valid against docs/admin-api.md's schema ``kind``."""
+    import jsonschema
+
+    text = (ROOT / "docs" / "admin-api.md").read_text()
+    block = text.split("## Schemas", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    jsonschema.validate(value, {**json.loads(block), "$ref": f"#/$defs/{kind}"})
+
+
 async def test_api_power_routes(api: Api, site: Path, bmc: IpmiSim) -> None:
     assert (await api.call("GET", "/nodes/db1/power", token=False))[0] == 401
     assert (await api.call("POST", "/nodes/db1/power", {"action": "on"},
@@ -272,6 +281,7 @@ async def test_api_power_routes(api: Api, site: Path, bmc: IpmiSim) -> None:
     assert bmc.live_guest() is None  # refused without a token: nothing happened
     status, r = await api.call("GET", "/nodes/db1/power")
     assert (status, r["state"]) == (200, "off")
+    documented("PowerResult", r)
     status, r = await api.call("POST", "/nodes/db1/power", {"action": "on"})
     assert (status, r["state"], r["ok"]) == (200, "on", True)
     assert bmc.live_guest() is not None
@@ -284,6 +294,10 @@ async def test_api_power_routes(api: Api, site: Path, bmc: IpmiSim) -> None:
     status, r = await api.call("POST", "/nodes/db1/reimage",
                                {"image": "lab-disk/1", "now": True})
     assert status == 201 and r["state"] == "pending" and r["power"]["ok"]
+    documented("ReimageNow", r)
+    status, t = await api.call("GET", "/nodes/db1/timeline")
+    assert status == 200 and [e["kind"] for e in t["events"]].count("power") == 3
+    documented("Timeline", t)
     bmc.close()
     status, r = await api.call("POST", "/nodes/db1/power", {"action": "status"})
     assert status == 502 and "BMC" in r["hint"]
