@@ -6,12 +6,14 @@ boot the new build (same checks as the planner: the build exists, is bootable, f
 node's CPU), and writes the rollout with its canaries started. Pause, resume and abort are
 transitions of the same state machine (``core/rollout.py``), written like the server's ticks
 (``state/rollouts.Rollouts.save``): if a server's tick wrote first, the change is computed
-again from what it wrote.
+again from what it wrote. ``--reboot`` power-cycles each batch through the nodes' power
+specs (netbootd/power): the batch a command starts (the canaries, or the nodes ``abort``
+sends back) is cycled by that command, later ones by the server that steps the rollout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +25,7 @@ from netbootd.core.plan import BootPlan, Decline
 from netbootd.core.planner import decide
 from netbootd.core.rollout import RolloutEffect, RolloutPin, RolloutState, parse_batch
 from netbootd.errors import BuildError, Conflict, NotFound
+from netbootd.power.admin_power import power_cycle
 from netbootd.rollout_tick import RebootHook, reboots
 from netbootd.state.rollouts import Rollout, Rollouts
 from netbootd.store.channels import CHANNEL_RE
@@ -83,24 +86,40 @@ def rollout_start(admin: Admin, channel: str, build: str, *, canary: int, batch:
                          "channel (use `netbootd node reimage`)")
     if build == current:
         raise Conflict(f"channel {channel} already points at {build}: nothing to roll out")
-    if reboot and reboot_hook is None:
-        raise BuildError("--reboot needs power control of the nodes, which this server "
-                         "does not have; start the rollout without --reboot (nodes move at "
-                         "their next boot)")
     batch = parse_batch(batch)
     nodes, _ = followers(admin, channel)
     if not nodes:
         raise Conflict(f"no node follows channel {channel} now (a node follows it when its "
                        "build comes from the channel: `netbootd node list` says why each "
                        "boots what it boots); use `netbootd channel set` instead")
+    if reboot:
+        unpowered = [n for n in nodes if n not in admin.config.power.nodes]
+        if unpowered:
+            raise BuildError(f"--reboot needs power control of every node it moves; "
+                             f"{', '.join(unpowered)} ha{'s' if len(unpowered) == 1 else 've'}"
+                             " none (give each power = { driver = \"ipmi\", ... }, see "
+                             "docs/configuration.md), or start without --reboot (nodes move "
+                             "at their next boot)")
+        reboot_hook = reboot_hook or power_hook(admin)
     _check_bootable(admin, channel, build, nodes)
     # The spec validates canary, max_failed and ready_within (ValueError: bad input, 400/2).
     r, effects = Rollouts(admin.registry).create(
         channel=channel, build=build, nodes=nodes, canary=canary, batch=batch,
         ready_within=ready_within, max_failed=max_failed, reboot=reboot, who=who,
         now=admin.clock(), previous=current)
-    _reboot(r, effects, reboot_hook)
-    return Rollouts(admin.registry).get(r.id).as_json()
+    power = _reboot(r, effects, reboot_hook)
+    return {**Rollouts(admin.registry).get(r.id).as_json(), **({"power": power} if power
+                                                              else {})}
+
+
+def power_hook(admin: Admin) -> RebootHook:
+    """Power-cycle through the node's ``power`` spec (netbootd/power): one result per node,
+    failures included (a node that was not cycled stays silent and fails at its deadline)."""
+
+    def hook(nodes: Sequence[str], why: str) -> list[dict[str, Any]]:
+        return [r.as_json() for r in power_cycle(admin, nodes, who=why)]
+
+    return hook
 
 
 def _check_bootable(admin: Admin, channel: str, build: str, nodes: list[str]) -> None:
@@ -120,11 +139,17 @@ def _check_bootable(admin: Admin, channel: str, build: str, nodes: list[str]) ->
                          + "; ".join(refused))
 
 
-def _reboot(r: Rollout, effects: list[RolloutEffect], hook: RebootHook | None) -> None:
+def _reboot(r: Rollout, effects: list[RolloutEffect],
+            hook: RebootHook | None) -> list[dict[str, Any]]:
+    """Power-cycle what a ``--reboot`` rollout's transition asks for; the power results."""
+    out: list[dict[str, Any]] = []
     if hook is None:
-        return
+        return out
     for nodes, why in reboots(r.spec, effects):
-        hook(nodes, why)
+        results = hook(nodes, why)
+        if isinstance(results, list):
+            out.extend(results)
+    return out
 
 
 def rollout_list(admin: Admin) -> list[dict[str, Any]]:
@@ -146,8 +171,9 @@ def _change(admin: Admin, rollout_id: int,
         except ValueError as e:
             raise Conflict(str(e)) from None
         if store.save(r, state, effects, admin.clock()):
-            _reboot(r, effects, reboot_hook)
-            return store.get(rollout_id).as_json()
+            hook = reboot_hook or (power_hook(admin) if r.spec.reboot else None)
+            power = _reboot(r, effects, hook)
+            return {**store.get(rollout_id).as_json(), **({"power": power} if power else {})}
     raise Conflict(f"rollout {rollout_id} kept changing under this request; try again")
 
 

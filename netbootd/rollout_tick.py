@@ -8,9 +8,9 @@ a tick that lost a race with another server writes nothing). The service ticks a
 node report and on a timer (``TICK_S``), which is what fails silent nodes at their deadline.
 
 ``--reboot``: a rollout that asked for it hands each batch it starts, and the nodes it
-reverts, to the ``reboot`` hook (``RebootHook``: node names and why). The hook is the only
-thing here that reaches outside netbootd; without one such a rollout is refused when it is
-started (``Admin.rollout_start``).
+reverts, to the ``reboot`` hook (``RebootHook``: node names and why); the service's is
+``power_reboot``, which power-cycles them through netbootd/power off the event loop and
+records each result in the node's timeline (event ``power``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 
+from netbootd.config import Config
 from netbootd.core.rollout import NodeReport, Revert, RolloutEffect, RolloutSpec, StartBatch, step
+from netbootd.power.control import PowerControl
+from netbootd.power.driver import PowerResult
 from netbootd.state.events import StateDB
 from netbootd.state.registry import Registry
 from netbootd.state.rollouts import Rollout, Rollouts
@@ -31,7 +34,7 @@ log = logging.getLogger("netbootd.rollout")
 TICK_S = 5.0
 """Seconds between timer ticks: how late past its deadline a silent node is failed."""
 
-RebootHook = Callable[[Sequence[str], str], None]
+RebootHook = Callable[[Sequence[str], str], object]
 """Power-cycle these nodes (so that they boot their new plan now), saying why."""
 
 MAX_REASON = 500
@@ -128,3 +131,40 @@ async def tick_loop(ticker: RolloutTicker, wake: asyncio.Event) -> None:
             ticker.tick()
         except sqlite3.Error as e:  # the intent database busy or gone: try at the next tick
             log.warning("rollout tick failed: %s", e)
+
+
+def power_reboot(config: Callable[[], Config], state: StateDB,
+                 clock: Callable[[], float]) -> RebootHook:
+    """The service's reboot hook: ``PowerControl.batch(nodes, "cycle")`` in a worker thread
+    (ipmitool takes seconds per node), each result written to the node's timeline on the
+    event loop (StateDB is the loop's)."""
+    loop = asyncio.get_running_loop()
+
+    def record(r: PowerResult, who: str) -> None:
+        c = config()
+        spec = c.power.nodes.get(r.node)
+        node = next((n for n in c.nodes if n.name == r.node), None)
+        mac = node.macs[0] if node is not None and node.macs else (spec.mac if spec else "")
+        if mac:
+            state.record(mac, "power", clock(), node=r.node, action=r.action, ok=r.ok,
+                         state=r.state, driver=r.driver, who=who,
+                         error=None if r.ok else r.message)
+
+    def hook(nodes: Sequence[str], why: str) -> None:
+        def recorded(r: PowerResult) -> None:  # called in the worker thread
+            loop.call_soon_threadsafe(record, r, why)
+
+        control = PowerControl(config().power, record=recorded)
+        done = loop.run_in_executor(None, control.batch, list(nodes), "cycle")
+
+        def report(f: asyncio.Future[list[PowerResult]]) -> None:
+            if f.exception() is not None:
+                log.error("%s: power cycle failed: %s", why, f.exception())
+                return
+            for r in f.result():
+                if not r.ok:
+                    log.warning("%s: node %s not power-cycled: %s", why, r.node, r.message)
+
+        done.add_done_callback(report)
+
+    return hook

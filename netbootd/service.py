@@ -37,7 +37,7 @@ from netbootd.render.node_files import NodeRenderer
 from netbootd.render.tokens import FirstbootTokens
 from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
-from netbootd.rollout_tick import RolloutTicker, tick_loop
+from netbootd.rollout_tick import RolloutTicker, power_reboot, tick_loop
 from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
 from netbootd.state.keyfile import KeyFileError, create_key, read_key
@@ -261,7 +261,7 @@ class Service:
         ticker = RolloutTicker(
             self.registry, self.state,
             lambda: {n: s.macs for n, s in self.responder.refresh().inventory.nodes.items()},
-            self.clock)
+            self.clock, reboot=power_reboot(lambda: self.config, self.state, self.clock))
         wake = asyncio.Event()
         self.responder.on_report = wake.set
         self._rollout_task = asyncio.create_task(tick_loop(ticker, wake))

@@ -89,7 +89,8 @@ def test_start_asks_first_then_status_list_pause_resume_abort(cfg: Path) -> None
      "duration 'soon'"),
     (("rollout", "start", "kvm-stable", "demo/2.0", "--batch", "0", "--yes"), "batch '0'"),
     (("rollout", "start", "kvm-stable", "demo/2.0", "--canary", "0", "--yes"), "canary"),
-    (("rollout", "start", "kvm-stable", "demo/2.0", "--reboot", "--yes"), "power control"),
+    (("rollout", "start", "kvm-stable", "demo/2.0", "--reboot", "--yes"),
+     "--reboot needs power control of every node it moves; n1, n2, n3 have none"),
 ])
 def test_bad_input_is_refused_with_what_to_do(cfg: Path, args: tuple[str, ...],
                                               says: str) -> None:
