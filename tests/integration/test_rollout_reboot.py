@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jsonschema
+from test_admin_api import documented_schema
 from test_power_ipmi_sim import bmc, js, nb, power_events, wait_for, write_credentials
 
 from helpers import loopback_config, make_store
@@ -77,6 +79,7 @@ async def test_reboot_cycles_the_canary_and_the_revert(tmp_path: Path, bmc: Ipmi
     # (A --reboot rollout with a node that has no power spec is refused: test_rollout_cli.)
     r = js(cfg, "rollout", "start", "kvm-stable", "demo/2.0", "--reboot", "--yes")
     assert r["nodes"] == ["db1"] and r["reboot"] is True
+    jsonschema.validate(r, {**documented_schema(), "$ref": "#/$defs/Rollout"})
     (cycled,) = r["power"]
     assert (cycled["node"], cycled["action"], cycled["ok"]) == ("db1", "cycle", True)
     first = wait_for(bmc.live_guest)
