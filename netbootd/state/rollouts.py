@@ -12,8 +12,11 @@ tick the same rollout at once, both compute the same step from the same state (t
 machine is deterministic), the first to commit wins and the other's update matches no row,
 so its transaction is rolled back without writing its (identical) history twice.
 
-The DDL is portable (team convention: TEXT, INTEGER, REAL, ``?`` placeholders); it is one
-constant, ``ROLLOUTS_SCHEMA``, created with the rest of the intent schema.
+The SQL is portable (TEXT, INTEGER, REAL, ``?`` placeholders, ``RETURNING``, ``ON
+CONFLICT``): it runs on sqlite and, through netbootd/state/sql.py, on PostgreSQL. The table
+is the ``rollouts`` component's migration 1 (netbootd/state/migrate.py), applied when the
+Registry opens the database; writes go through ``Registry.write`` in
+``Registry.transaction``, so every server sees a step as it sees a channel flip.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from netbootd.core.rollout import (
     start,
 )
 from netbootd.errors import Conflict, NotFound
+from netbootd.state.migrate import Migration
 
 if TYPE_CHECKING:
     from netbootd.state.registry import Registry
@@ -47,6 +51,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
 );
 CREATE INDEX IF NOT EXISTS rollouts_by_phase ON rollouts (phase, id);
 """
+ROLLOUTS_MIGRATIONS = [Migration(1, ROLLOUTS_SCHEMA)]
 
 _COLS = "id, spec, state, version, created, who"
 _ACTIVE = "phase IN ('running', 'paused')"
@@ -86,7 +91,7 @@ class Rollouts:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._db = registry._db
+        self._db = registry.db
 
     def all(self) -> list[Rollout]:
         return [_row(r) for r in self._db.execute(
@@ -115,7 +120,7 @@ class Rollouts:
         """A new rollout of ``channel`` (at ``previous``) to ``build``, its canaries started;
         Conflict when the channel moved since ``previous`` was read or another rollout of it
         is still active."""
-        with self.registry._txn():
+        with self.registry.transaction():
             row = self._db.execute("SELECT build FROM channels WHERE name=?",
                                    (channel,)).fetchone()
             if row is None or row[0] != previous:
@@ -126,18 +131,17 @@ class Rollouts:
             if busy is not None:
                 raise Conflict(f"rollout {busy[0]} of channel {channel} is still going; "
                                f"abort it first (`netbootd rollout abort {busy[0]}`)")
-            cur = self.registry._write(
+            cur = self.registry.write(
                 "INSERT INTO rollouts (channel, build, phase, spec, state, created, updated, "
                 "who) VALUES (?, ?, 'running', '', '', ?, ?, ?) RETURNING id",
                 (channel, build, now, now, who))
             rid = int(cur.fetchone()[0])
-            cur.close()
             spec = RolloutSpec(id=rid, channel=channel, build=build, previous=previous,
                                nodes=tuple(nodes), canary=canary, batch=batch,
                                ready_within=ready_within, max_failed=max_failed,
                                reboot=reboot)
             state, effects = start(spec, now, who)
-            self.registry._write("UPDATE rollouts SET spec=?, state=?, phase=? WHERE id=?",
+            self.registry.write("UPDATE rollouts SET spec=?, state=?, phase=? WHERE id=?",
                                  (json.dumps(spec.as_json()), json.dumps(state.as_json()),
                                   state.phase, rid))
             self._apply(spec, effects, now)
@@ -147,8 +151,8 @@ class Rollouts:
              now: float) -> bool:
         """Write ``state`` and ``effects`` if the rollout is still at the version ``state``
         was computed from; False (nothing written) if another writer got there first."""
-        with self.registry._txn():
-            cur = self.registry._write(
+        with self.registry.transaction():
+            cur = self.registry.write(
                 "UPDATE rollouts SET state=?, phase=?, updated=?, version=version+1 "
                 "WHERE id=? AND version=?",
                 (json.dumps(state.as_json()), state.phase, now, rollout.id, rollout.version))
@@ -161,16 +165,16 @@ class Rollouts:
         who = f"rollout {spec.id}"
         for e in effects:
             if isinstance(e, History):
-                self.registry._write(
+                self.registry.write(
                     "INSERT INTO channel_history (channel, ts, who, action, from_build, "
                     "to_build, why) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (e.channel, now, who, e.action, e.from_build, e.to_build, e.why))
             elif isinstance(e, MoveChannel):
-                self.registry._write(
+                self.registry.write(
                     "INSERT INTO channels (name, build, updated) VALUES (?, ?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET build=excluded.build, "
                     "updated=excluded.updated", (e.channel, e.build, now))
-                self.registry._write(
+                self.registry.write(
                     "INSERT INTO channel_history (channel, ts, who, action, from_build, "
                     "to_build, why) VALUES (?, ?, ?, 'set', ?, ?, ?)",
                     (e.channel, now, who, spec.previous, e.build, e.why))
