@@ -37,6 +37,7 @@ from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
 from netbootd.errors import NotFound
 from netbootd.state import migrate
 from netbootd.state.migrate import Migration
+from netbootd.state.rollouts import ROLLOUTS_MIGRATIONS, Rollouts
 from netbootd.state.sql import (
     POSTGRESQL,
     SQLITE,
@@ -46,7 +47,6 @@ from netbootd.state.sql import (
     StateUnavailable,
     connect,
 )
-from netbootd.state.rollouts import ROLLOUTS_MIGRATIONS, Rollouts
 from netbootd.store.channels import HistoryEntry, rollback_target
 
 if TYPE_CHECKING:
