@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from netbootd.config import Config
 from netbootd.core.rollout import NodeReport, Revert, RolloutEffect, RolloutSpec, StartBatch, step
+from netbootd.errors import NetbootdError
 from netbootd.power.control import PowerControl
 from netbootd.power.driver import PowerResult
 from netbootd.state.events import StateDB
@@ -129,7 +130,9 @@ async def tick_loop(ticker: RolloutTicker, wake: asyncio.Event) -> None:
         wake.clear()
         try:
             ticker.tick()
-        except sqlite3.Error as e:  # the intent database busy or gone: try at the next tick
+        except (sqlite3.Error, NetbootdError) as e:
+            # The intent database busy or unreachable: the next tick tries again (the step is
+            # computed afresh from what is stored, so nothing is lost).
             log.warning("rollout tick failed: %s", e)
 
 
