@@ -26,6 +26,7 @@ APT_PACKAGES=(
   python3-yaml python3-jsonschema python3-jinja2 python3-configobj python3-jsonpatch
   python3-netifaces python3-requests
   isc-dhcp-client                             # an independent DHCP client for server mode
+  ipmitool openipmi                           # power control: the IPMI client; ipmi_sim as a BMC
   postgresql                                  # [state] database tests (tests/pgserver.py)
 )
 missing=()

@@ -34,6 +34,7 @@ from netbootd.check_render import make_render_responder, render_problems
 from netbootd.config import BootSettings, Config, load_config
 from netbootd.core.build_arch import selector_build_arches
 from netbootd.errors import ConfigError
+from netbootd.power.check_power import power_problems
 from netbootd.render.environment import TEMPLATE_NAMES, make_environment
 from netbootd.render.seed import var_problems
 from netbootd.state.keyfile import KeyFileError, read_key
@@ -66,6 +67,7 @@ def run_check(path: Path) -> Report:
     report.errors += site_problems(config)
     report.errors += template_problems(config)
     report.errors += selector_problems(config)
+    report.errors += power_problems(config)
     errors, warnings = build_file_problems(config, catalog, channels)
     report.errors += errors
     report.warnings += warnings

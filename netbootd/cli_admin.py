@@ -26,6 +26,7 @@ from netbootd.cli_admin_cmds import (
     cmd_node_timeline,
     funnel_lines,
 )
+from netbootd.power.cli_power import add_power_command
 from netbootd.store.kernel_arch import ARCHES
 
 __all__ = ["add_admin_commands", "funnel_lines"]
@@ -136,11 +137,14 @@ def add_admin_commands(sub: Any, config_arg: dict[str, Any]) -> None:
     p = cmd(nsub, "reimage", cmd_node_reimage,
             "write a disk image at the node's next PXE boot (or --cancel the order)",
             "netbootd node reimage laptop-07 --image lab-disk/7 --yes",
+            "netbootd node reimage laptop-07 --image lab-disk/7 --now --yes",
             "netbootd node reimage laptop-07 --cancel")
     p.add_argument("name", help="the node to reimage")
     p.add_argument("--image", metavar="NAME/VERSION", help="a disk build to write")
     p.add_argument("--cancel", action="store_true",
                    help="withdraw the node's open reimage order; its disk is not written")
+    p.add_argument("--now", action="store_true",
+                   help="and power-cycle the node (its power spec) so that it starts now")
     p.add_argument("--yes", "-y", action="store_true", help=YES_HELP)
     p = cmd(nsub, "set", cmd_node_set, "run-time override of a node's build, channel, mode",
             "netbootd node set rack3-u12 --build kvm/2026.10", "netbootd node set rack3-u12 "
@@ -154,3 +158,4 @@ def add_admin_commands(sub: Any, config_arg: dict[str, Any]) -> None:
     p = cmd(nsub, "timeline", cmd_node_timeline, "one node's boot events and funnel",
             "netbootd node timeline rack3-u12")
     p.add_argument("node", help="a node's name or a MAC address")
+    add_power_command(nsub, cmd)

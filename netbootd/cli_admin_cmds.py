@@ -207,7 +207,16 @@ def cmd_node_reimage(args: argparse.Namespace) -> int:
     if args.cancel == (args.image is not None):
         raise BuildError("give --image NAME/VERSION to order a reimage, or --cancel to "
                          "withdraw the open order")
+    if args.cancel and args.now:
+        raise BuildError("--now goes with --image (order and power-cycle), not --cancel")
     with _admin(args) as admin:
+        if args.now:
+            from netbootd.power.cli_power import reimage_now_cli
+
+            a = reimage_now_cli(admin, args, _who())
+            return _out(args, a, f"node {a['node']} is being reimaged with {a['image']}: "
+                                 f"{a['power']['message']} (action {a['id']}; undo before "
+                                 f"it boots: netbootd node reimage {a['node']} --cancel)")
         if args.cancel:
             a = admin.cancel_reimage(args.name, who=_who())
             return _out(args, a, f"node {a['node']}: reimage order {a['id']} ({a['image']}) "

@@ -19,7 +19,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from netbootd.core.model import GroupSpec as GroupSpec
 from netbootd.core.model import NodeSpec as NodeSpec
 from netbootd.core.model import Selector as Selector
 from netbootd.errors import ConfigError
+from netbootd.power.spec import PowerConfig, parse_power
 from netbootd.store.channels import CHANNEL_RE
 
 MODES = ("appliance", "local", "menu", "discover")
@@ -209,6 +210,7 @@ class Config:
     firstboot: FirstbootConfig = FirstbootConfig()
     state: StateConfig = StateConfig()
     origin: OriginConfig = OriginConfig()  # noqa: RUF009 (frozen, so safe to share)
+    power: PowerConfig = field(default_factory=PowerConfig)  # power/spec.py
 
     @property
     def admin_token_file(self) -> Path:
@@ -368,7 +370,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     r = _Reader()
     r.unknown(data, {"server", "dhcp", "tftp", "http", "state", "loaders", "groups", "nodes",
-                     "admin", "reimage", "firstboot", "origin"}, "")
+                     "admin", "reimage", "firstboot", "origin", "power"}, "")
 
     s = r.table(data, "server", "")
     r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir",
@@ -529,6 +531,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     group_names = {g.name for g in groups}
 
     nodes: list[NodeSpec] = []
+    power_specs: dict[str, tuple[Any, tuple[str, ...]]] = {}  # name -> (power value, macs)
     seen: dict[str, str] = {}
     reserved: dict[str, str] = {}  # ip -> node name
     for name, n in r.table(data, "nodes", "").items():
@@ -536,7 +539,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         if not isinstance(n, dict):
             r.problems.append(f"nodes.{name}: expected a table")
             continue
-        r.unknown(n, _SETTING_KEYS | {"mac", "uuid", "serial", "group", "hostname", "ip"}, where)
+        r.unknown(n, _SETTING_KEYS | {"mac", "uuid", "serial", "group", "hostname", "ip",
+                                      "power"}, where)
         macs, guids = [], []
         for m in r.str_list(n, "mac", where):
             try:
@@ -568,9 +572,12 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         nodes.append(NodeSpec(name=name, settings=_settings(r, n, where), macs=tuple(macs),
                               guids=tuple(guids), serials=serials, group=group,
                               hostname=hostname, ip=ip))
+        if "power" in n:
+            power_specs[name] = (n["power"], tuple(macs))
     if nodes and not groups:
         r.problems.append("groups: nodes are configured but no group; add [groups.default] "
                           "with default = true and a build")
+    power = parse_power(data.get("power"), power_specs, r.problems)
 
     origin = parse_origin(r, data)
 
@@ -578,7 +585,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         raise ConfigError(r.problems, source)
     return Config(server=server, dhcp=dhcp, tftp=tftp, http=http, loaders=loaders,
                   groups=tuple(groups), nodes=tuple(nodes), source=source, admin=admin,
-                  reimage=reimage, firstboot=firstboot, state=state, origin=origin)
+                  reimage=reimage, firstboot=firstboot, state=state, origin=origin,
+                  power=power)
 
 
 def _pools(r: _Reader, table: Mapping[str, Any], mode: str, address: str

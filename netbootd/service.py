@@ -37,6 +37,7 @@ from netbootd.render.node_files import NodeRenderer
 from netbootd.render.tokens import FirstbootTokens
 from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
+from netbootd.rollout_tick import RolloutTicker, power_reboot, tick_loop
 from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
 from netbootd.state.health import DatabaseHealth, database_where, tcp_probe
@@ -142,6 +143,7 @@ class Service:
             self.edge = Edge(self.config, self.config.server.store_dir, self.responder.refresh,
                              self.counters)
             self.responder.plan_observers.append(self.edge.on_plan)
+        self._rollout_task: asyncio.Task[None] | None = None
 
     def _gauges(self) -> dict[str, tuple[str, float]]:
         """Levels read at scrape time (help text, value)."""
@@ -226,6 +228,7 @@ class Service:
         self.http_port = int(runner.addresses[0][1]) if runner.addresses else c.http.port
         if c.admin.enabled:
             await self._start_api()
+        self._start_rollouts()
         log.info("netbootd serving: address=%s dhcp=%s tftp=%s http=%s builds=%s",
                  c.server.address, c.dhcp.enabled, self.tftp_port, self.http_port,
                  ", ".join(self.responder.catalog.refs()) or "none")
@@ -269,7 +272,7 @@ class Service:
         """The admin API on its own listener: loopback TCP, or a unix socket (0600)."""
         c = self.config
         token = load_or_create_token(c.admin_token_file)
-        self.admin = Admin(c)
+        self.admin = Admin(c, clock=self.clock)  # the time its answers and rollouts use
         app = make_admin_app(self.admin, token)
         add_status_routes(app, self.spooler.status, self.health)
         admin = self.admin
@@ -290,7 +293,23 @@ class Service:
             self.api_port = int(runner.addresses[0][1])
         self._api = runner
 
+    def _start_rollouts(self) -> None:
+        """Step active rollouts after each node report and every TICK_S (rollout_tick.py)."""
+        ticker = RolloutTicker(
+            self.registry, self.state,
+            lambda: {n: s.macs for n, s in self.responder.refresh().inventory.nodes.items()},
+            self.clock, reboot=power_reboot(lambda: self.config, self.state, self.clock))
+        wake = asyncio.Event()
+        self.responder.on_report = wake.set
+        health = self.health
+        self._rollout_task = asyncio.create_task(tick_loop(ticker, wake, lambda: health.up))
+
     async def stop(self) -> None:
+        if self._rollout_task is not None:
+            self._rollout_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rollout_task
+            self._rollout_task = None
         for t in self._transports:
             t.close()
         self._transports.clear()

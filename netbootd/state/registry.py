@@ -37,6 +37,7 @@ from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
 from netbootd.errors import NotFound
 from netbootd.state import migrate
 from netbootd.state.migrate import Migration
+from netbootd.state.rollouts import ROLLOUTS_MIGRATIONS, Rollouts
 from netbootd.state.sql import (
     POSTGRESQL,
     SQLITE,
@@ -171,6 +172,7 @@ class Registry:
             self._db.execute("PRAGMA busy_timeout=5000")
         try:
             migrate.migrate(self._db, "intent", MIGRATIONS, now=time.time())
+            migrate.migrate(self._db, "rollouts", ROLLOUTS_MIGRATIONS, now=time.time())
         except BaseException:
             self._db.close()
             raise
@@ -429,7 +431,7 @@ class Registry:
     def intent(self, installer: str | None, ambiguous_guids: frozenset[str]) -> Intent:
         return Intent(channels=self.channels(), overrides=self.overrides(),
                       reimage=self.open_orders(), installer=installer,
-                      ambiguous_guids=ambiguous_guids)
+                      ambiguous_guids=ambiguous_guids, rollout=Rollouts(self).pins())
 
     @contextmanager
     def _txn(self) -> Iterator[None]:

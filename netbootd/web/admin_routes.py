@@ -203,7 +203,13 @@ async def rebind_node(request: web.Request) -> web.Response:
 
 
 async def reimage_node(request: web.Request) -> web.Response:
-    d = await _body(request, {"image"})
+    d = await _body(request, {"image", "now"})
+    if d.get("now", False) is not False:
+        if d["now"] is not True:
+            raise ValueError("now must be true or false")
+        from netbootd.web.power_routes import reimage_now_route
+
+        return await reimage_now_route(request, _str(d, "image", True) or "")
     a = request.app[ADMIN].reimage(request.match_info["node"], _str(d, "image", True) or "",
                                    who=_who(request))
     return web.json_response(a, status=201)
@@ -230,6 +236,9 @@ async def node_timeline(request: web.Request) -> web.Response:
 
 
 def make_admin_app(admin: Admin, token: str) -> web.Application:
+    from netbootd.web.power_routes import add_power_routes
+    from netbootd.web.rollout_routes import add_rollout_routes  # both import this module
+
     app = web.Application(middlewares=[auth_and_errors], client_max_size=MAX_BODY)
     app[ADMIN] = admin
     app[TOKEN] = token
@@ -253,4 +262,6 @@ def make_admin_app(admin: Admin, token: str) -> web.Application:
     r.add_post(f"{v}/nodes/{{node}}/reimage", reimage_node)
     r.add_delete(f"{v}/nodes/{{node}}/reimage", cancel_reimage)
     r.add_get(f"{v}/nodes/{{node}}/timeline", node_timeline)
+    add_power_routes(r, v)
+    add_rollout_routes(app)
     return app

@@ -22,7 +22,7 @@ from netbootd.config import parse_config
 from netbootd.core.identity import ClientIdentity
 from netbootd.lab.demo import toml_dump
 from netbootd.service import Service
-from netbootd.state import events, registry
+from netbootd.state import events, registry, rollouts
 from netbootd.state.events import StateDB
 from netbootd.state.migrate import Migration, SchemaTooNew
 from netbootd.state.registry import Registry, StateUnavailable
@@ -201,7 +201,8 @@ def test_servers_starting_together_migrate_once(pg_server: PgServer) -> None:
     db = connect(url)
     rows = db.execute("SELECT component, version FROM schema_version ORDER BY component")
     assert [tuple(r) for r in rows] == [("events", len(events.MIGRATIONS)),
-                                       ("intent", len(registry.MIGRATIONS))]
+                                       ("intent", len(registry.MIGRATIONS)),
+                                       ("rollouts", len(rollouts.ROLLOUTS_MIGRATIONS))]
     assert db.execute("SELECT COUNT(*) FROM intent_generation").fetchone()[0] == 1
     db.close()
 
