@@ -26,6 +26,7 @@ APT_PACKAGES=(
   python3-yaml python3-jsonschema python3-jinja2 python3-configobj python3-jsonpatch
   python3-netifaces python3-requests
   isc-dhcp-client                             # an independent DHCP client for server mode
+  chromium chromium-driver                    # a real headless browser for the dashboard test
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

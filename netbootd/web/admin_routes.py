@@ -20,6 +20,8 @@ from aiohttp import web
 
 from netbootd.admin import Admin
 from netbootd.errors import BuildError, ConfigError, Conflict, NetbootdError, NotFound
+from netbootd.web.ui_routes import add_ui_routes
+from netbootd.web.ui_security import guard, is_public_read
 
 log = logging.getLogger("netbootd.api")
 ADMIN = web.AppKey("admin", Admin)
@@ -37,6 +39,8 @@ def _error(status: int, message: str, hint: str = "") -> web.Response:
 
 @web.middleware
 async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if is_public_read(request):  # the dashboard's read-only pages (web/ui_security.py)
+        return await handler(request)
     given = request.headers.get("Authorization", "")
     scheme, _, token = given.partition(" ")
     expected = request.app[TOKEN]
@@ -223,7 +227,7 @@ async def node_timeline(request: web.Request) -> web.Response:
 
 
 def make_admin_app(admin: Admin, token: str) -> web.Application:
-    app = web.Application(middlewares=[auth_and_errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[guard, auth_and_errors], client_max_size=MAX_BODY)
     app[ADMIN] = admin
     app[TOKEN] = token
     r = app.router
@@ -246,4 +250,5 @@ def make_admin_app(admin: Admin, token: str) -> web.Application:
     r.add_post(f"{v}/nodes/{{node}}/reimage", reimage_node)
     r.add_delete(f"{v}/nodes/{{node}}/reimage", cancel_reimage)
     r.add_get(f"{v}/nodes/{{node}}/timeline", node_timeline)
+    add_ui_routes(app, admin)
     return app
