@@ -160,11 +160,12 @@ def test_dashboard_in_chromium(demo_store: Path, tmp_path: Path) -> None:
         poll("the hostile DISCOVER's record", discovered)
 
         token = (tmp_path / "state" / "admin.token").read_text().strip()
-        in_netns(lab.netns, lambda: browse(Api(token), token, shots), timeout=600)
+        in_netns(lab.netns, lambda: browse(Api(token), token, shots, tmp_path / "chromium"),
+                 timeout=600)
         assert nb.proc.poll() is None
 
 
-def browse(api: Api, token: str, shots: Path) -> None:
+def browse(api: Api, token: str, shots: Path, profile: Path) -> None:
     from selenium import webdriver
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.chrome.service import Service
@@ -176,7 +177,7 @@ def browse(api: Api, token: str, shots: Path) -> None:
               "--window-size=1280,900", "--no-first-run", "--disable-extensions",
               "--disable-background-networking", "--disable-component-update"):
         opts.add_argument(a)
-    opts.add_argument(f"--user-data-dir={shots.parent / 'chromium-profile'}")
+    opts.add_argument(f"--user-data-dir={profile}")
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(60)
 
@@ -215,7 +216,6 @@ def browse(api: Api, token: str, shots: Path) -> None:
         assert text('tr[data-node="web1"] td.next') == web1["next"]["build"]
         assert text('tr[data-node="web1"] td.why') == web1["next"]["why"]
         assert text("#token-state") == "read-only"
-        shot("fleet")
 
         # -- the node page: the funnel of the boot the lab just made, stage by stage
         driver.get(BASE + "/ui/nodes/web1")
@@ -291,9 +291,10 @@ def browse(api: Api, token: str, shots: Path) -> None:
         assert text('tr[data-node="evil1"] td.hostname') == HOSTILE
         assert driver.find_elements(By.CSS_SELECTOR, 'tr[data-node="evil1"] td.hostname *') == []
         not_pwned()
+        shot("fleet")
         driver.get(BASE + "/ui/nodes/evil1")
         assert text("#identity dd") == HOSTILE
         not_pwned()
     finally:
         driver.quit()
-        shutil.rmtree(shots.parent / "chromium-profile", ignore_errors=True)
+        shutil.rmtree(profile, ignore_errors=True)
