@@ -1,7 +1,9 @@
 """The admin API: JSON under ``/api/v1`` on a listener of its own (loopback or a unix socket).
 
 Every request needs ``Authorization: Bearer <token>`` (the token file, see docs/admin-api.md);
-without it the answer is 401 and nothing changes. Handlers parse JSON, call the same
+without it the answer is 401 and nothing changes. The one exception is the dashboard's
+read-only pages under ``/ui`` (web/ui_routes.py); ``web/ui_security.guard`` runs first and
+refuses cross-site changes. Handlers parse JSON, call the same
 ``netbootd.admin.Admin`` methods as the CLI, and map errors to statuses with a JSON body that
 says what went wrong and what to do: NotFound 404, Conflict 409, bad input 400.
 """
