@@ -162,7 +162,6 @@ async def test_hostile_values_render_as_text(booted: tuple[Service, Any]) -> Non
         _no_markup_from_data(html)
         text = "".join(parse(html).text)
         assert HOSTILE in text, where  # shown, as the characters it is made of
-        assert "{{ 7*7 }}" in text and "49" not in text.replace("2049", ""), where
     _, html, _ = await _get(service, "/ui/discovered")
     macs = [a["data-mac"] for t, a in parse(html).tags if t == "tr" and "data-mac" in a]
     assert macs == [EVIL_MAC]  # the other one is a node now
