@@ -3,7 +3,7 @@
 The answer comes from the planner itself (``core.planner.decide``) over the same inventory,
 store and intent a running server uses, so the view is the server's answer, not a guess;
 this module only adds the reason: a reimage order, a mode, a pin (run-time, node, group) or
-a channel (and at which level it was set).
+a channel (and at which level it was set, and the rollout batch that moved the node on).
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ def _why(plan: BootPlan, n: NodeSpec, inventory: Inventory, intent: Intent) -> s
         level = ("node set --channel" if ov.channel == plan.channel
                  else f"nodes.{n.name}" if n.settings.channel == plan.channel
                  else f"groups.{plan.group}")
+        pin = intent.rollout.get(n.name)
+        if pin is not None and pin.channel == plan.channel and pin.build == ref:
+            return (f"channel {plan.channel} ({level}), rollout {pin.rollout}, "
+                    f"batch {pin.batch}")
         return f"channel {plan.channel} ({level})"
     level = ("node set --build" if ov.build == ref
              else f"nodes.{n.name}.build" if n.settings.build == ref

@@ -35,6 +35,8 @@ class AnswerBase:
     clock: Callable[[], float]  # the time answers are given at (tests and render pin it)
     _mac_by_ip: IpMacs
     answer_cache: AnswerCache
+    # Told after a node's ready/failed report is recorded (the service ticks rollouts).
+    on_report: Callable[[], None] | None = None
 
     def refresh(self) -> World:
         """The World to answer the request that is starting from (the watcher looks)."""

@@ -23,6 +23,7 @@ import netbootd
 from netbootd.cli_admin import add_admin_commands
 from netbootd.cli_errors import parse, run
 from netbootd.cli_quick import cmd_boot, interface_address, quick_config
+from netbootd.cli_rollout import add_rollout_commands
 from netbootd.config import (
     load_config,
 )
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_loaders)
 
     add_admin_commands(sub, CONFIG_ARG)
+    add_rollout_commands(sub, CONFIG_ARG)
     return p
 
 

@@ -130,6 +130,8 @@ class NodeReports(AnswerBase):
                          c.state, "" if not c.errors else f" ({c.errors} errors)")
                 self.state.reported(c.mac, now, state=c.state, build=c.build, ip=c.ip,
                                     node=c.node, **c.detail)
+                if self.on_report is not None:
+                    self.on_report()
             elif isinstance(c, FinishReimage):
                 raise AssertionError("an order is finished by reimage_report")
             else:

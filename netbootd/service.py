@@ -37,6 +37,7 @@ from netbootd.render.node_files import NodeRenderer
 from netbootd.render.tokens import FirstbootTokens
 from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
+from netbootd.rollout_tick import RolloutTicker, tick_loop
 from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
 from netbootd.state.keyfile import KeyFileError, create_key, read_key
@@ -119,6 +120,7 @@ class Service:
         self.tftp_port: int | None = None
         self.leases_db: LeaseDB | None = None  # server mode only
         self.dhcp_server: DhcpServerEndpoint | None = None
+        self._rollout_task: asyncio.Task[None] | None = None
 
     def _gauges(self) -> dict[str, tuple[str, float]]:
         """Levels read at scrape time (help text, value)."""
@@ -193,6 +195,7 @@ class Service:
         self.http_port = int(runner.addresses[0][1]) if runner.addresses else c.http.port
         if c.admin.enabled:
             await self._start_api()
+        self._start_rollouts()
         log.info("netbootd serving: address=%s dhcp=%s tftp=%s http=%s builds=%s",
                  c.server.address, c.dhcp.enabled, self.tftp_port, self.http_port,
                  ", ".join(self.responder.catalog.refs()) or "none")
@@ -236,7 +239,7 @@ class Service:
         """The admin API on its own listener: loopback TCP, or a unix socket (0600)."""
         c = self.config
         token = load_or_create_token(c.admin_token_file)
-        self.admin = Admin(c)
+        self.admin = Admin(c, clock=self.clock)  # the time its answers and rollouts use
         runner = web.AppRunner(make_admin_app(self.admin, token), access_log=None)
         await runner.setup()
         site: web.BaseSite
@@ -253,7 +256,22 @@ class Service:
             self.api_port = int(runner.addresses[0][1])
         self._api = runner
 
+    def _start_rollouts(self) -> None:
+        """Step active rollouts after each node report and every TICK_S (rollout_tick.py)."""
+        ticker = RolloutTicker(
+            self.registry, self.state,
+            lambda: {n: s.macs for n, s in self.responder.refresh().inventory.nodes.items()},
+            self.clock)
+        wake = asyncio.Event()
+        self.responder.on_report = wake.set
+        self._rollout_task = asyncio.create_task(tick_loop(ticker, wake))
+
     async def stop(self) -> None:
+        if self._rollout_task is not None:
+            self._rollout_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rollout_task
+            self._rollout_task = None
         for t in self._transports:
             t.close()
         self._transports.clear()

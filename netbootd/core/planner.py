@@ -5,8 +5,10 @@ unset settings fall back to mode ``appliance`` and loader ``pxelinux`` (``grub``
 ``secure_boot`` node: the signed chain is shim -> GRUB). A build is named
 exactly (``build = NAME/VERSION``, a pin) or through a channel (``channel = NAME``); the most
 specific setting wins, a pin over a channel at the same level. A pending reimage order boots
-the installer build with the disk image to write. An ESXi build on UEFI always uses iPXE
-(``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``), and on BIOS pxelinux, never GRUB.
+the installer build with the disk image to write. A node following a channel that an active
+rollout has reached boots the rollout's new build (core/intent.py). An ESXi build on UEFI
+always uses iPXE (``mboot.c32`` is BIOS-only; UEFI needs ``mboot.efi``), and on BIOS
+pxelinux, never GRUB.
 A build named by config but absent from the store is a Decline whose reason lists the builds
 that do exist. A build of another CPU architecture than the client's (``core.build_arch``) is
 a Decline too.
@@ -103,6 +105,9 @@ def decide(ident: ClientIdentity, inventory: Inventory, catalog: BuildCatalog,
                 known = ", ".join(sorted(intent.channels)) or "none"
                 return Decline(f"channel {channel!r} points at no build yet (channels: "
                                f"{known}); run `netbootd channel set {channel} NAME/VERSION`")
+            pin = intent.rollout.get(m.node.name) if m.node else None
+            if pin is not None and pin.channel == channel:
+                ref = pin.build  # the rollout rule (core/intent.py): its batch started
     if ref is None:
         return Decline(f"group {m.group.name!r} names no build (set build = NAME/VERSION "
                        "or channel = NAME)")

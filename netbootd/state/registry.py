@@ -19,6 +19,7 @@ from pathlib import Path
 from netbootd.config import BootSettings, NodeSpec
 from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
 from netbootd.errors import NetbootdError, NotFound
+from netbootd.state.rollouts import ROLLOUTS_SCHEMA, Rollouts
 from netbootd.store.channels import HistoryEntry, rollback_target
 
 _SCHEMA = """
@@ -110,6 +111,7 @@ class Registry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(ROLLOUTS_SCHEMA)  # state/rollouts.py
         self._local = 0
         self._seen: tuple[int, int] | None = None
 
@@ -282,7 +284,7 @@ class Registry:
     def intent(self, installer: str | None, ambiguous_guids: frozenset[str]) -> Intent:
         return Intent(channels=self.channels(), overrides=self.overrides(),
                       reimage=self.open_orders(), installer=installer,
-                      ambiguous_guids=ambiguous_guids)
+                      ambiguous_guids=ambiguous_guids, rollout=Rollouts(self).pins())
 
     def _txn(self) -> _Txn:
         return _Txn(self._db)

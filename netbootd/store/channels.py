@@ -4,6 +4,9 @@ Pure. A channel's history is a list of entries (set or rollback, from, to). ``ro
 replays it as a stack: every ``set`` pushes the build it replaced, every rollback pops back to
 where it went, so ``channel rollback`` repeated walks back through the builds the channel
 really had, in order, and a rollback is itself recorded (history is never rewritten).
+A rollout's entries (``rollout-start``, ``rollout-revert``, ``rollout-abort``) say what it
+did and why without moving the channel, so the stack skips them; a finished rollout's move
+is a ``set``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class HistoryEntry:
     channel: str
     ts: float
     who: str
-    action: str  # "set" | "rollback"
+    action: str  # "set" | "rollback" | "rollout-start" | "rollout-revert" | "rollout-abort"
     from_build: str | None
     to_build: str
     why: str
@@ -38,6 +41,8 @@ def rollback_stack(history: Sequence[HistoryEntry]) -> list[str]:
     """The builds ``rollback`` would return to, most recent last."""
     stack: list[str] = []
     for e in history:
+        if e.action not in ("set", "rollback"):
+            continue  # rollout-start/-revert/-abort: recorded, the channel did not move
         if e.action == "set":
             if e.from_build is not None and e.from_build != e.to_build:
                 stack.append(e.from_build)

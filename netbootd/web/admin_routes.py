@@ -252,5 +252,7 @@ def make_admin_app(admin: Admin, token: str) -> web.Application:
     r.add_post(f"{v}/nodes/{{node}}/reimage", reimage_node)
     r.add_delete(f"{v}/nodes/{{node}}/reimage", cancel_reimage)
     r.add_get(f"{v}/nodes/{{node}}/timeline", node_timeline)
+    from netbootd.web.rollout_routes import add_rollout_routes  # imports this module
+    add_rollout_routes(app)
     add_ui_routes(app, admin)
     return app

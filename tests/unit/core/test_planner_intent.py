@@ -12,6 +12,7 @@ from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
 from netbootd.core.inventory import Inventory, apply_bindings
 from netbootd.core.plan import BootPlan, Decline
 from netbootd.core.planner import decide
+from netbootd.core.rollout import RolloutPin
 from netbootd.store.builds import load_store
 from netbootd.store.catalog import BuildCatalog
 
@@ -132,3 +133,28 @@ def test_rebinding_moves_an_identity_between_nodes(
     # a binding to a node that no longer exists is ignored
     assert apply_bindings(inv.nodes.values(), {f"mac:{OTHER}": "gone"}) == \
         list(inv.nodes.values())
+
+
+def test_a_rollout_pin_moves_a_channel_follower_and_nothing_more_specific(
+        world: tuple[Inventory, BuildCatalog]) -> None:
+    chans = {"kvm-stable": "demo/1.0", "kvm-canary": "demo/1.0"}
+    pin = RolloutPin(rollout=7, channel="kvm-stable", build="demo/2.0", batch=1)
+    rollout = {"web1": pin, "db1": pin, "fixed": pin}
+    p = decide_with(world, Intent(channels=chans, rollout=rollout), mac="52:54:00:0:0:9",
+                    guid=WEB1_GUID)
+    assert isinstance(p, BootPlan) and p.build is not None
+    assert (p.node, p.build.ref, p.channel) == ("web1", "demo/2.0", "kvm-stable")
+    # db1 follows another channel than the rollout's; fixed is pinned: both keep theirs.
+    p = decide_with(world, Intent(channels=chans, rollout=rollout), mac=DB1)
+    assert isinstance(p, BootPlan) and p.build is not None and p.build.ref == "demo/1.0"
+    p = decide_with(world, Intent(channels=chans, rollout=rollout), mac=OTHER)
+    assert isinstance(p, BootPlan) and p.build is not None and p.build.ref == "demo/2.0"
+    assert p.channel is None
+    # A node without a pin follows the channel's own build.
+    p = decide_with(world, Intent(channels=chans, rollout={"db1": pin}),
+                    mac="52:54:00:0:0:9", guid=WEB1_GUID)
+    assert isinstance(p, BootPlan) and p.build is not None and p.build.ref == "demo/1.0"
+    # Mode local wins over the rollout as over the channel.
+    ov = Intent(channels=chans, rollout=rollout, overrides={"web1": NodeOverride(mode="local")})
+    p = decide_with(world, ov, mac="52:54:00:0:0:9", guid=WEB1_GUID)
+    assert isinstance(p, BootPlan) and p.mode == "local" and p.build is None
