@@ -2,7 +2,8 @@
 
 Reads only: each page calls the same ``Admin`` views as ``/api/v1`` and the CLI (so the
 dashboard cannot disagree with ``netbootd node list``) and renders them with the package's
-templates (``ui_render``). Pages need no token; the buttons on them (rollback, adopt) are
+templates (``ui_render``). Pages need no token; the buttons on them (rollback, adopt, a
+rollout's pause, resume and abort) are
 ``fetch`` calls from ``ui_static/dash.js`` to the JSON API with the admin's bearer token, so
 an action is checked exactly as a CLI or curl one is (``ui_security`` for the cross-site rules).
 The static files are the package's own: the dashboard works with no internet access.
@@ -18,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from netbootd.admin import Admin
+from netbootd.admin_rollout import rollout_list
 from netbootd.cli_views import node_state
 from netbootd.errors import NetbootdError, NotFound
 from netbootd.state.registry import StateUnavailable
@@ -114,6 +116,28 @@ async def discovered(request: web.Request) -> web.Response:
                  records=records, groups=groups)
 
 
+def rollout_view(r: dict[str, Any]) -> dict[str, Any]:
+    """A rollout's JSON (``GET /api/v1/rollouts``) with one row per node in batch order,
+    ``pending`` for nodes of batches not started yet, and the counts for its progress bar."""
+    states: dict[str, dict[str, Any]] = r.get("node_states") or {}
+    rows = []
+    for i, batch in enumerate(r.get("batches") or []):
+        for n in batch:
+            s = states.get(n)
+            rows.append({"node": n, "batch": i, "status": s["status"] if s else "pending",
+                         "since": s.get("at") or s.get("since") if s else None,
+                         "reason": (s.get("reason") or "") if s else ""})
+    count = {k: sum(1 for x in rows if x["status"] == k) for k in ("ready", "failed",
+                                                                   "waiting")}
+    return {**r, "rows": rows, "progress": {"total": len(rows), **count}}
+
+
+@_errors_as_pages
+async def rollouts(request: web.Request) -> web.Response:
+    views = [rollout_view(r) for r in reversed(rollout_list(_admin(request)))]
+    return _page("rollouts.html", page="rollouts", title="rollouts", rollouts=views)
+
+
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in STATIC:
@@ -136,4 +160,5 @@ def add_ui_routes(app: web.Application, admin: Admin) -> None:
     r.add_get("/ui/nodes/{node}", node)
     r.add_get("/ui/channels", channels)
     r.add_get("/ui/discovered", discovered)
+    r.add_get("/ui/rollouts", rollouts)
     r.add_get("/ui/static/{name}", static)

@@ -3,7 +3,8 @@ with selenium) against netbootd serving a lab: a QEMU node booted over PXE gives
 a real state and the node page a real funnel; a machine that sent a DHCP DISCOVER with markup
 in its vendor class, host name and user class (a real packet from a namespace of the test's)
 is a discovered machine whose identity must render as text; the rollback button is refused
-without the token and moves the channel with it; a cross-site form post is refused.
+without the token and moves the channel with it; a cross-site form post is refused; the
+machine is adopted from the page; a rollout shows its progress and is paused from the page.
 
 Every check of an outcome reads netbootd's admin API (or the browser's DOM, for what the page
 shows); screenshots go to ``$NETBOOTD_SCREENSHOTS`` when set (docs/img/ holds the last ones).
@@ -122,6 +123,14 @@ class Api:
     def get(self, path: str) -> Any:
         req = urllib.request.Request(BASE + "/api/v1" + path,
                                      headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+
+    def post(self, path: str, body: Any) -> Any:
+        req = urllib.request.Request(BASE + "/api/v1" + path, data=json.dumps(body).encode(),
+                                     method="POST",
+                                     headers={"Authorization": f"Bearer {self.token}",
+                                              "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.load(r)
 
@@ -295,6 +304,27 @@ def browse(api: Api, token: str, shots: Path, profile: Path) -> None:
         driver.get(BASE + "/ui/nodes/evil1")
         assert text("#identity dd") == HOSTILE
         not_pwned()
+
+        # -- a rollout of the channel (both nodes follow it): its progress, then Pause
+        r = api.post("/rollouts", {"channel": "kvm-stable", "build": "demo/2.0",
+                                   "canary": 1, "batch": "1"})
+        driver.get(BASE + "/ui/rollouts")
+        sec = f'section[data-rollout="{r["id"]}"]'
+        assert driver.find_element(By.CSS_SELECTOR, sec).get_attribute("data-phase") == \
+            "running"
+        assert text(f"{sec} .progress-text") == f"0 of {len(r['nodes'])} nodes ready"
+        shown = [(row.get_attribute("data-node"), row.find_element(
+                  By.CSS_SELECTOR, "td.status").text)
+                 for row in driver.find_elements(By.CSS_SELECTOR, f"{sec} tr[data-node]")]
+        states = api.get(f"/rollouts/{r['id']}")["node_states"]
+        assert shown == [(n, states[n]["status"] if n in states else "pending")
+                         for b in r["batches"] for n in b]
+        driver.find_element(By.CSS_SELECTOR, f'{sec} button[data-verb="pause"]').click()
+        poll("the pause", lambda: api.get(f"/rollouts/{r['id']}")["phase"] == "paused")
+        poll("the page's own word", lambda: "paused" in text("#status"))
+        assert driver.find_element(By.CSS_SELECTOR, sec).get_attribute("data-phase") == \
+            "paused"
+        shot("rollouts")
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

@@ -212,3 +212,37 @@ async def test_pages_take_no_writes(booted: tuple[Service, Any]) -> None:  # noq
             async with s.request(method, _base(service) + "/ui/channels",
                                  headers={"Authorization": f"Bearer {_token(service)}"}) as r:
                 assert r.status == 405, method
+
+
+async def test_rollouts_page_shows_progress_and_its_buttons(
+        booted: tuple[Service, Any]) -> None:  # noqa: F811
+    service, _ = booted
+    admin = service.admin
+    assert admin is not None
+    for node in ("db1", "lab1"):
+        admin.set_node(node, channel="kvm-stable", mode="appliance")
+    admin.channel_set("kvm-stable", "demo/1.0", who="test")
+    auth = {"Authorization": f"Bearer {_token(service)}"}
+    status, r = await _post(service, "/api/v1/rollouts", {
+        "channel": "kvm-stable", "build": "demo/2.0", "canary": 1, "batch": "1"}, auth)
+    assert status == 201, r
+    status, html, _ = await _get(service, "/ui/rollouts")
+    assert status == 200
+    page = parse(html)
+    (section,) = [a for t, a in page.tags if t == "section" and "data-rollout" in a]
+    assert (section["data-rollout"], section["data-phase"]) == (str(r["id"]), "running")
+    (bar,) = [a for t, a in page.tags if t == "progress"]
+    assert (bar["max"], bar["value"]) == ("2", "0")
+    rows = re.findall(r'<tr data-node="([^"]+)">.*?class="status status-(\w+)"', html, re.S)
+    first, second = r["batches"]
+    assert rows == [(first[0], "waiting"), (second[0], "pending")]
+    buttons = [a for t, a in page.tags if t == "button" and a.get("data-action") == "rollout"]
+    assert [b["data-verb"] for b in buttons] == ["pause", "abort"]
+    assert {b["data-rollout"] for b in buttons} == {str(r["id"])}
+    # what the Pause button sends, from the page's origin
+    status, p = await _post(service, f"/api/v1/rollouts/{r['id']}/pause", {},
+                            {**auth, "Origin": _base(service), "Sec-Fetch-Site": "same-origin"})
+    assert status == 200 and p["phase"] == "paused"
+    _, html, _ = await _get(service, "/ui/rollouts")
+    verbs = [a["data-verb"] for t, a in parse(html).tags if a.get("data-action") == "rollout"]
+    assert verbs == ["resume", "abort"]

@@ -77,6 +77,30 @@
     }
   }
 
+  async function rolloutAction(button) {
+    const id = button.dataset.rollout;
+    const verb = button.dataset.verb;
+    if (verb === "abort" &&
+        !window.confirm("Abort rollout " + id + " and send its nodes back to the previous build?")) {
+      return;
+    }
+    button.disabled = true;
+    try {
+      const body = verb === "abort" ? { why: "aborted from the dashboard" } : {};
+      const r = await api("POST", "/api/v1/rollouts/" + encodeURIComponent(id) + "/" + verb,
+                          body);
+      if (r.ok) {
+        done("rollout " + id + ": " + r.data.phase);
+      } else {
+        refused(verb + " of rollout " + id, r);
+      }
+    } catch (e) {
+      show(verb + " of rollout " + id + " failed: " + e, false);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   async function adopt(form) {
     const body = { mac: form.dataset.mac, name: form.elements.name.value };
     if (form.elements.group.value) {
@@ -118,6 +142,11 @@
       if (button) {
         ev.preventDefault();
         rollback(button);
+      }
+      const step = ev.target.closest("button[data-action='rollout']");
+      if (step) {
+        ev.preventDefault();
+        rolloutAction(step);
       }
     });
     document.addEventListener("submit", function (ev) {
