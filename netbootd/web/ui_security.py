@@ -8,14 +8,20 @@ cannot add that header without a CORS preflight this listener never grants, and 
 that any unsafe request a browser marks as cross-site (``Sec-Fetch-Site``) or sends from
 another origin (``Origin``) is refused with 403 before the token is even looked at. Clients
 that are not browsers (the CLI, curl) send neither header and are judged by the token alone.
+The public pages answer only to a ``Host`` that is an address or this machine's name, so a
+page of another site cannot read them by DNS rebinding either.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
+from functools import cache
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 log = logging.getLogger("netbootd.api")
 
@@ -46,6 +52,36 @@ def is_public_read(request: web.Request) -> bool:
                                                   path.startswith(UI_PREFIX + "/"))
 
 
+@cache
+def own_names() -> frozenset[str]:
+    """This machine's host names (what an admin may type instead of an address)."""
+    names = {"localhost", socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(n for n in names if n)
+
+
+def rebinding_reason(request: web.Request) -> str | None:
+    """Why a public read's ``Host`` looks like DNS rebinding, or None.
+
+    A page of some other site whose name its owner points at this listener's address would be
+    same-origin with the dashboard and could read it (no token is needed to read). A browser
+    sends the name it resolved as ``Host``, so the pages answer only to an IP address,
+    ``localhost`` (``*.localhost``) or this machine's own name.
+    """
+    try:
+        host = (URL(f"http://{request.host}").host or "").lower().rstrip(".")
+    except ValueError:
+        return f"Host {request.host!r} is not a host name"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if host in own_names() or host.endswith(".localhost"):
+        return None
+    return (f"Host {host!r} is not an address or this machine's name; open the dashboard by "
+            "address, localhost or an SSH tunnel")
+
+
 def cross_site_reason(request: web.Request) -> str | None:
     """Why an unsafe request looks like it came from another site's page, or None."""
     if request.method in SAFE_METHODS:
@@ -69,7 +105,8 @@ def _refused(reason: str) -> web.Response:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse cross-site changes; add the security headers to every answer."""
-    reason = cross_site_reason(request)
+    reason = rebinding_reason(request) if is_public_read(request) else \
+        cross_site_reason(request)
     if reason is not None:
         log.warning("api: refused %s %s from %s: %s", request.method, request.path,
                     request.remote or "unix socket", reason)

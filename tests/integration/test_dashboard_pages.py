@@ -10,6 +10,7 @@ no token, a token from another origin, a browser's cross-site form post.
 from __future__ import annotations
 
 import re
+import socket
 from html.parser import HTMLParser
 from typing import Any
 
@@ -246,3 +247,18 @@ async def test_rollouts_page_shows_progress_and_its_buttons(
     _, html, _ = await _get(service, "/ui/rollouts")
     verbs = [a["data-verb"] for t, a in parse(html).tags if a.get("data-action") == "rollout"]
     assert verbs == ["resume", "abort"]
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("127.0.0.1:8081", 200), ("[::1]:8081", 200), ("localhost:8081", 200),
+    ("dash.localhost", 200), (socket.gethostname(), 200), ("evil.example:8081", 403), ("127.0.0.1.evil.example", 403)])
+async def test_pages_answer_only_to_an_address_or_this_machines_name(
+        booted: tuple[Service, Any], host: str, status: int) -> None:  # noqa: F811
+    """DNS rebinding: a page of another site whose name resolves to this listener sends
+    that name as Host; it must not read the pages."""
+    service, _ = booted
+    async with aiohttp.ClientSession() as s, s.get(_base(service) + "/ui/",
+                                                   headers={"Host": host}) as r:
+        assert r.status == status, await r.text()
+        if status == 403:
+            assert "Host" in (await r.json())["error"]
