@@ -251,7 +251,8 @@ async def test_rollouts_page_shows_progress_and_its_buttons(
 
 @pytest.mark.parametrize(("host", "status"), [
     ("127.0.0.1:8081", 200), ("[::1]:8081", 200), ("localhost:8081", 200),
-    ("dash.localhost", 200), (socket.gethostname(), 200), ("evil.example:8081", 403), ("127.0.0.1.evil.example", 403)])
+    ("dash.localhost", 200), (socket.gethostname(), 200), ("evil.example:8081", 403),
+    ("127.0.0.1.evil.example", 403)])
 async def test_pages_answer_only_to_an_address_or_this_machines_name(
         booted: tuple[Service, Any], host: str, status: int) -> None:  # noqa: F811
     """DNS rebinding: a page of another site whose name resolves to this listener sends
