@@ -2,11 +2,11 @@
 
 Reads only: each page calls the same ``Admin`` views as ``/api/v1`` and the CLI (so the
 dashboard cannot disagree with ``netbootd node list``) and renders them with the package's
-templates (``ui_render``). Pages need no token; the buttons on them (rollback, adopt, a
-rollout's pause, resume and abort) are
-``fetch`` calls from ``ui_static/dash.js`` to the JSON API with the admin's bearer token, so
-an action is checked exactly as a CLI or curl one is (``ui_security`` for the cross-site rules).
-The static files are the package's own: the dashboard works with no internet access.
+templates (``ui_render``). Pages need no token; their buttons (rollback, adopt, a rollout's
+pause, resume and abort) are ``fetch`` calls from ``ui_static/dash.js`` to the JSON API with
+the admin's bearer token, so an action is checked exactly as a CLI or curl one is
+(``ui_security`` for the cross-site rules). The static files are the package's own: the
+dashboard works with no internet access.
 """
 
 from __future__ import annotations
