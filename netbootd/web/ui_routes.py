@@ -27,6 +27,7 @@ from netbootd.web.ui_charts import funnel_chart
 from netbootd.web.ui_render import render
 
 STATIC = {"dash.js": "text/javascript", "dash.css": "text/css"}
+REFRESH = 15  # seconds: the fleet and rollout pages offer to reload themselves this often
 STATES = ("booting", "booted", "ready", "failed", "reimaging", "-")
 
 UI_ADMIN = web.AppKey("ui_admin", Admin)
@@ -71,7 +72,7 @@ async def fleet(request: web.Request) -> web.Response:
     for n in nodes:
         n["state"] = node_state(n)
     counts = {s: sum(1 for n in nodes if n["state"] == s) for s in STATES}
-    return _page("fleet.html", page="fleet", title="fleet", nodes=nodes,
+    return _page("fleet.html", page="fleet", title="fleet", refresh=REFRESH, nodes=nodes,
                  counts={s: c for s, c in counts.items() if c},
                  discovered=len(admin.nodes(discovered=True)), channels=admin.channels())
 
@@ -135,7 +136,8 @@ def rollout_view(r: dict[str, Any]) -> dict[str, Any]:
 @_errors_as_pages
 async def rollouts(request: web.Request) -> web.Response:
     views = [rollout_view(r) for r in reversed(rollout_list(_admin(request)))]
-    return _page("rollouts.html", page="rollouts", title="rollouts", rollouts=views)
+    return _page("rollouts.html", page="rollouts", title="rollouts", refresh=REFRESH,
+                 rollouts=views)
 
 
 async def static(request: web.Request) -> web.Response:

@@ -325,6 +325,14 @@ def browse(api: Api, token: str, shots: Path, profile: Path) -> None:
         assert driver.find_element(By.CSS_SELECTOR, sec).get_attribute("data-phase") == \
             "paused"
         shot("rollouts")
+
+        # -- the page's auto-refresh, once ticked, reloads it (and stays ticked)
+        driver.execute_script("window.__loaded_before = true")
+        driver.find_element(By.ID, "auto-refresh").click()
+        poll("the automatic reload", lambda: driver.execute_script(
+            "return window.__loaded_before === undefined && "
+            "document.readyState === 'complete'"), 90)
+        assert driver.find_element(By.ID, "auto-refresh").is_selected()
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

@@ -114,6 +114,7 @@ async def test_pages_read_without_a_token(booted: tuple[Service, Any]) -> None: 
     assert (db1["next"], db1["why"]) == (api["db1"]["next"]["build"], api["db1"]["next"]["why"])
     assert db1["group"] == api["db1"]["next"]["group"] and db1["boots"] == "1"
     assert cells(html, "web1")["state"] == "never seen"
+    assert '<body data-refresh="15">' in html and 'id="auto-refresh"' in html
     status, html, _ = await _get(service, "/ui/nodes/db1")
     assert status == 200
     page = parse(html)
@@ -123,6 +124,7 @@ async def test_pages_read_without_a_token(booted: tuple[Service, Any]) -> None: 
     reached = {a["data-stage"]: a["data-reached"] for t, a in page.tags if t == "g"}
     assert reached["dhcp"] == "no" and reached["ready"] == "yes"  # DHCP is off here
     assert len([t for t, _ in page.tags if t == "rect"]) == len(stages)
+    assert '<body data-refresh="0">' in html and 'id="auto-refresh"' not in html
     for path in ("/ui/channels", "/ui/discovered", "/ui/static/dash.js", "/ui/static/dash.css"):
         status, _, _ = await _get(service, path)
         assert status == 200, path

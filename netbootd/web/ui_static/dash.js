@@ -7,6 +7,7 @@
 (function () {
   const KEY = "netbootd-admin-token";
   const FLASH = "netbootd-flash";
+  const REFRESH = "netbootd-refresh";
 
   function token() {
     return sessionStorage.getItem(KEY) || "";
@@ -117,6 +118,28 @@
     }
   }
 
+  // Pages that change by themselves (the fleet, rollouts) offer to reload every few seconds;
+  // the choice is kept for the tab, and a reload waits while the admin is typing.
+  function autoRefresh() {
+    const box = document.getElementById("auto-refresh");
+    const every = Number(document.body.dataset.refresh || 0);
+    if (!box || every <= 0) {
+      return;
+    }
+    box.checked = sessionStorage.getItem(REFRESH) === "on";
+    box.addEventListener("change", function () {
+      sessionStorage.setItem(REFRESH, box.checked ? "on" : "off");
+    });
+    window.setInterval(function () {
+      const active = document.activeElement;
+      const typing = active && (active.tagName === "INPUT" && active !== box ||
+                                active.tagName === "SELECT");
+      if (box.checked && !typing && !document.hidden) {
+        window.location.reload();
+      }
+    }, every * 1000);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const flash = sessionStorage.getItem(FLASH);
     if (flash) {
@@ -124,6 +147,7 @@
       show(flash, true);
     }
     tokenState();
+    autoRefresh();
     document.getElementById("token-form").addEventListener("submit", function (ev) {
       ev.preventDefault();
       const input = document.getElementById("token");
