@@ -28,6 +28,7 @@ APT_PACKAGES=(
   isc-dhcp-client                             # an independent DHCP client for server mode
   ipmitool openipmi                           # power control: the IPMI client; ipmi_sim as a BMC
   postgresql                                  # [state] database tests (tests/pgserver.py)
+  chromium chromium-driver                    # a real headless browser for the dashboard test
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

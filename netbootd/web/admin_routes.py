@@ -1,7 +1,9 @@
 """The admin API: JSON under ``/api/v1`` on a listener of its own (loopback or a unix socket).
 
 Every request needs ``Authorization: Bearer <token>`` (the token file, see docs/admin-api.md);
-without it the answer is 401 and nothing changes. Handlers parse JSON, call the same
+without it the answer is 401 and nothing changes. The one exception is the dashboard's
+read-only pages under ``/ui`` (web/ui_routes.py); ``web/ui_security.guard`` runs first and
+refuses cross-site changes. Handlers parse JSON, call the same
 ``netbootd.admin.Admin`` methods as the CLI, and map errors to statuses with a JSON body that
 says what went wrong and what to do: NotFound 404, Conflict 409, bad input 400, the state
 database unreachable 503 (web/status_routes.py).
@@ -23,6 +25,8 @@ from netbootd.admin import Admin
 from netbootd.errors import BuildError, ConfigError, Conflict, NetbootdError, NotFound
 from netbootd.state.health import UNAVAILABLE
 from netbootd.web.status_routes import database_down, down_now
+from netbootd.web.ui_routes import add_ui_routes
+from netbootd.web.ui_security import guard, is_public_read
 
 log = logging.getLogger("netbootd.api")
 ADMIN = web.AppKey("admin", Admin)
@@ -40,11 +44,14 @@ def _error(status: int, message: str, hint: str = "") -> web.Response:
 
 @web.middleware
 async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # The dashboard's read-only pages need no token (web/ui_security.py), but they still get
+    # the 503 of a database outage below rather than an unhandled error.
     given = request.headers.get("Authorization", "")
     scheme, _, token = given.partition(" ")
     expected = request.app[TOKEN]
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                             expected.encode()):
+    if not is_public_read(request) and (
+            scheme.lower() != "bearer"
+            or not hmac.compare_digest(token.strip().encode(), expected.encode())):
         log.warning("api: refused %s %s from %s: no valid bearer token", request.method,
                     request.path, request.remote or "unix socket")
         resp = _error(401, "a valid bearer token is required",
@@ -239,7 +246,7 @@ def make_admin_app(admin: Admin, token: str) -> web.Application:
     from netbootd.web.power_routes import add_power_routes
     from netbootd.web.rollout_routes import add_rollout_routes  # both import this module
 
-    app = web.Application(middlewares=[auth_and_errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[guard, auth_and_errors], client_max_size=MAX_BODY)
     app[ADMIN] = admin
     app[TOKEN] = token
     r = app.router
@@ -264,4 +271,5 @@ def make_admin_app(admin: Admin, token: str) -> web.Application:
     r.add_get(f"{v}/nodes/{{node}}/timeline", node_timeline)
     add_power_routes(r, v)
     add_rollout_routes(app)
+    add_ui_routes(app, admin)
     return app

@@ -111,6 +111,11 @@ def test_wheel_holds_every_module_and_template(installed: Installed) -> None:
                                                             "nocloud-user-data")} <= templates
     assert sorted(modules - names) == []
     assert sorted(templates - names) == []
+    # the dashboard's templates, script and style sheet (package data of netbootd.web)
+    ui = {f for f in tracked if f.startswith(("netbootd/web/ui_templates/",
+                                              "netbootd/web/ui_static/"))}
+    assert {"netbootd/web/ui_templates/fleet.html", "netbootd/web/ui_static/dash.js"} <= ui
+    assert sorted(ui - names) == []
     # Nothing else lands at the top of site-packages (no stray pxelinux_templates/ there).
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"netbootd", f"netbootd-{installed.wheel.name.split('-')[1]}.dist-info"}
