@@ -27,6 +27,7 @@ APT_PACKAGES=(
   python3-netifaces python3-requests
   isc-dhcp-client                             # an independent DHCP client for server mode
   postgresql                                  # [state] database tests (tests/pgserver.py)
+  isc-dhcp-relay                              # the fleet lab's router (netbootd/lab/fleet.py)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
