@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from netbootd.config_origin import OriginConfig, parse_origin
 from netbootd.core.identity import normalize_guid, normalize_mac, parse_arch
 
 # The inventory records live in the core (core/model.py); imported here under their old names.
@@ -202,6 +203,7 @@ class Config:
     reimage: ReimageConfig = ReimageConfig()
     firstboot: FirstbootConfig = FirstbootConfig()
     state: StateConfig = StateConfig()
+    origin: OriginConfig = OriginConfig()  # noqa: RUF009 (frozen, so safe to share)
 
     @property
     def admin_token_file(self) -> Path:
@@ -351,7 +353,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     r = _Reader()
     r.unknown(data, {"server", "dhcp", "tftp", "http", "state", "loaders", "groups", "nodes",
-                     "admin", "reimage", "firstboot"}, "")
+                     "admin", "reimage", "firstboot", "origin"}, "")
 
     s = r.table(data, "server", "")
     r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir",
@@ -546,11 +548,13 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         r.problems.append("groups: nodes are configured but no group; add [groups.default] "
                           "with default = true and a build")
 
+    origin = parse_origin(r, data)
+
     if r.problems:
         raise ConfigError(r.problems, source)
     return Config(server=server, dhcp=dhcp, tftp=tftp, http=http, loaders=loaders,
                   groups=tuple(groups), nodes=tuple(nodes), source=source, admin=admin,
-                  reimage=reimage, firstboot=firstboot, state=state)
+                  reimage=reimage, firstboot=firstboot, state=state, origin=origin)
 
 
 def _pools(r: _Reader, table: Mapping[str, Any], mode: str, address: str
