@@ -43,7 +43,7 @@ from netbootd.errors import NotFound
 from netbootd.metrics import Counters
 from netbootd.state import migrate
 from netbootd.state.migrate import Migration
-from netbootd.state.sql import ERRORS, Db, StateUnavailable, connect, connect_sqlite, is_url
+from netbootd.state.sql import Db, StateUnavailable, connect, connect_sqlite, is_url
 
 # Inserts between two prunes of the oldest events: pruning is one indexed DELETE, cheap when
 # batched, and the table overshoots max_events by at most this many rows.
@@ -210,7 +210,7 @@ class StateDB:
         except StateUnavailable as e:
             # The shared database is unreachable: answering goes on, the batch is lost.
             log.warning("state: %d queued writes lost: %s", len(pending) + len(events), e)
-        except ERRORS:
+        except self._db.errors:
             # A full disk must not stop the server from answering; the events are lost.
             log.exception("state: %d queued writes lost", len(pending) + len(events))
 

@@ -29,9 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from netbootd.config import BootSettings, NodeSpec
 from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
@@ -40,6 +38,9 @@ from netbootd.state import migrate
 from netbootd.state.migrate import Migration
 from netbootd.state.sql import POSTGRESQL, SQLITE, Db, Rows, StateUnavailable, connect
 from netbootd.store.channels import HistoryEntry, rollback_target
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["MIGRATIONS", "Action", "Binding", "Registry", "StateUnavailable",
            "state_unavailable"]
@@ -239,8 +240,10 @@ class Registry:
             if not readable:
                 return False
             pg.consume_input()
-        except (OSError, psycopg.OperationalError):
+        except OSError:
             return False  # gone: the next statement reconnects (and says changed)
+        except self._db.errors:
+            return False
         got = False
         while pg.notifies() is not None:
             got = True
