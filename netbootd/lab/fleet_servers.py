@@ -35,7 +35,9 @@ def server_config(lab: FleetLab, name: str, workdir: Path, store: Path, *,
     ``sections`` are further tables (``state``, ``origin``, ...) merged over the defaults.
     """
     host = lab.host(name)
-    workdir.mkdir(parents=True, exist_ok=True)
+    # made here: with a shared database nothing else in it is written before the admin
+    # token (which serve creates in it on first start)
+    (workdir / "state").mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
         "server": {"address": host.address, "interface": "eth0",
                    "state_dir": str(workdir / "state"), "store_dir": str(store)},
