@@ -99,6 +99,9 @@ def test_a_server_killed_as_the_client_boots(fleet: tuple[FleetLab, dict[str, Fl
     print(f"killed {victim.host.name} at its first answer; phone-home from "
           f"{survivor.host.name} {home.ts - t0:.1f} s after power-on (kill at "
           f"+{t_kill - t0:.1f} s); firmware starts: {starts}")
+    print("\n".join(line for line in guest.serial_text().splitlines()
+                    if any(w in line for w in ("Next server", "Could not", "No bootable",
+                                               "http://1", "Connection", "Retrying"))))
     guest.wait(60)
 
 
