@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pgserver import PgServer, PgUnavailable
+from pgserver import Backend, PgServer, PgUnavailable
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -65,3 +65,14 @@ def pg_server() -> Generator[PgServer, None, None]:
 def pg_dsn(pg_server: PgServer) -> str:
     """The DSN of the session server's ``netbootd`` database (role ``netbootd``)."""
     return pg_server.dsn
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Generator[Backend, None, None]:
+    """Runs a state or intent test once on each backend (tests/pgserver.py, ``Backend``)."""
+    server = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
+    b = Backend(request.param, tmp_path, server)
+    try:
+        yield b
+    finally:
+        b.close()

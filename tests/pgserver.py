@@ -257,3 +257,44 @@ def _ppid(proc_dir: Path) -> int | None:
         return None
     # comm may hold spaces and parentheses: the fields after the last ")" are fixed.
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+class Backend:
+    """Where one test keeps its state, on the backend it is parametrized with (the
+    ``backend`` fixture in tests/conftest.py): ``db(name)`` is a sqlite file under the test's
+    directory, or a fresh PostgreSQL database of the session server (the same one again for
+    the same name, as a second handle would open it); ``database`` is the ``[state]
+    database`` value a config needs (None on sqlite, where state_dir holds the files)."""
+
+    def __init__(self, kind: str, tmp: Path, server: PgServer | None) -> None:
+        self.kind = kind
+        self.tmp = tmp
+        self.server = server
+        self._made: dict[str, str] = {}
+
+    def db(self, name: str = "state.sqlite3") -> Path | str:
+        if self.server is None:
+            return self.tmp / name
+        if name not in self._made:
+            self._made[name] = self.server.create_database()
+        return self._made[name]
+
+    @property
+    def database(self) -> str | None:
+        """One database for intent and events, as a fleet shares them."""
+        return None if self.server is None else str(self.db("shared"))
+
+    def configure(self, data: dict[str, object]) -> dict[str, object]:
+        """``data`` (a config dict) with ``[state] database`` set on PostgreSQL."""
+        if self.database is not None:
+            state = dict(data.get("state") or {})  # type: ignore[call-overload]
+            state["database"] = self.database
+            data["state"] = state
+        return data
+
+    def close(self) -> None:
+        """Drop this test's databases (closing whatever connections it left open)."""
+        if self.server is not None and self.server.running:
+            for dsn in self._made.values():
+                self.server.drop_database(dsn.rsplit("/", 1)[1])
+        self._made.clear()

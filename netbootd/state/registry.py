@@ -13,7 +13,8 @@ asks ``changed()`` before it decides, so the check is cheap:
   ``NOTIFY netbootd_intent`` in its own transaction; this connection LISTENs, and
   ``changed()`` polls the socket without blocking (no round trip when nothing arrived). As a
   fallback for a lost notification (a reconnect), the generation row is read at most once
-  per ``RECHECK`` seconds.
+  per ``RECHECK`` seconds. A commit by another Registry of the same process (the admin API
+  beside the planner) is seen at once, through a process-wide counter.
 
 So a channel flip made on any server, CLI or API is seen at the next request without a
 restart.
@@ -47,6 +48,11 @@ __all__ = ["MIGRATIONS", "Action", "Binding", "Registry", "StateUnavailable",
 
 # The channel every intent write notifies (PostgreSQL).
 NOTIFY_CHANNEL = "netbootd_intent"
+# Intent commits made by any Registry in this process: the service's own admin API and its
+# planner hold separate handles, and a change through one is seen by the other's next
+# changed() without waiting for the notification's trip through the database server.
+_process_writes = [0]
+
 # Seconds between two reads of intent_generation (PostgreSQL): the fallback when a
 # notification was lost, e.g. while reconnecting.
 RECHECK = 1.0
@@ -210,8 +216,8 @@ class Registry:
         if self._notified:  # a notification psycopg read along with a result, or a connect
             self._notified = False
             changed = True
-        if self._local != self._seen_local:
-            self._seen_local = self._local
+        if _process_writes[0] != self._seen_local:  # this process committed a change
+            self._seen_local = _process_writes[0]
             changed = True
         t = time.monotonic()
         if t - self._checked >= RECHECK:
@@ -413,4 +419,5 @@ class Registry:
         finally:
             if self._dirty:
                 self._local += 1
+                _process_writes[0] += 1
             self._dirty = False

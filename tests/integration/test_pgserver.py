@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import pytest
+
 from pgserver import PgServer
 
 
