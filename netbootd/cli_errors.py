@@ -17,6 +17,10 @@ import sys
 from collections.abc import Callable
 
 from netbootd.errors import NetbootdError
+from netbootd.state.health import refused
+from netbootd.state.sql import StateUnavailable
+
+_UNREACHABLE_PG = " cannot be reached ("  # state/sql.py's words for a server it cannot reach
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # the command ran and found problems (check, image verify)
@@ -117,6 +121,11 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
     except KeyboardInterrupt:
         _say("interrupted; an unfinished import or change was undone")
         return EXIT_INTERRUPTED
+    except StateUnavailable as e:
+        # A PostgreSQL server that cannot be reached: where, why, and that nothing changed
+        # (state/health.py); a read-only or locked state directory keeps its own message.
+        _say(str(refused(None, e)) if _UNREACHABLE_PG in str(e) else str(e))
+        return EXIT_ACCESS
     except NetbootdError as e:
         _say(str(e))
         return int(getattr(e, "exit_code", EXIT_REFUSED))

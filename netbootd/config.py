@@ -167,6 +167,8 @@ class StateConfig:
     # Where intent and boot events live: None for the sqlite files in state_dir, or a
     # postgresql:// URL shared by several servers (docs/configuration.md, [state]).
     database: str | None = None
+    # Bytes of event batches kept on disk while the state database is away (oldest dropped).
+    spool_max: int = 100_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,8 +444,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                                               _range(1, 1_000_000)))
 
     sd = r.table(data, "state", "")
-    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl", "database"},
-              "state.")
+    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl", "database",
+                   "spool_max"}, "state.")
     database = r.optional_str(sd, "database", "state.")
     if database is not None and not database.startswith(("postgresql://", "postgres://")):
         r.problems.append("state.database: must be a postgresql:// URL (leave it out for the "
@@ -456,6 +458,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         max_events=r.value(sd, "max_events", "state.", int, 1_000_000,
                            _range(1000, 1_000_000_000)),
         ip_mac_ttl=r.value(sd, "ip_mac_ttl", "state.", float, 3600.0, _range(1, 30 * 86400)),
+        spool_max=r.value(sd, "spool_max", "state.", int, 100_000_000,
+                          _range(4096, 1 << 40)),
     )
 
     a = r.table(data, "admin", "")

@@ -63,12 +63,16 @@ HELP: dict[str, str] = {
     "phone_homes": "authenticated phone-home reports, by the build the node was served",
     "firstboot_refused": "first-boot or phone-home requests refused for their token, by reason",
     "boot_reports": "ready/failed reports after cloud-init finished, by the state they set",
+    "events_spooled": "boot events spooled on disk because the state database was unreachable",
+    "events_replayed": "spooled boot events committed to the state database after an outage",
+    "events_dropped": "boot events lost while the database was away, by reason (spool-full...)",
 }
 
 # Counters without labels, exported as 0 before their first event: a scrape (and an alert on
 # rate()) sees the series from the start instead of a gap.
 UNLABELLED = ("dhcp_received", "dhcp_declined", "dhcp_errors", "tftp_requests",
-              "tftp_bytes_sent", "tftp_errors", "tftp_retransmits")
+              "tftp_bytes_sent", "tftp_errors", "tftp_retransmits", "events_spooled",
+              "events_replayed")
 
 # Series that count a configured limit refusing work: (counter, label, value) -> limit name.
 LIMITS: dict[tuple[str, str, str], str] = {

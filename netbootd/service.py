@@ -39,9 +39,12 @@ from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
 from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
+from netbootd.state.health import DatabaseHealth, database_where
 from netbootd.state.keyfile import KeyFileError, create_key, read_key
 from netbootd.state.leases import LeaseDB
 from netbootd.state.registry import Registry
+from netbootd.state.replay import SpoolingWriter
+from netbootd.state.spool import Spool
 from netbootd.store.builds import HashCache, load_store
 from netbootd.store.catalog import BuildCatalog
 from netbootd.store.origin_edge import Edge
@@ -52,6 +55,7 @@ from netbootd.web.admin_routes import make_admin_app
 from netbootd.web.app import make_app
 from netbootd.web.image_routes import EDGE
 from netbootd.web.limits import limit_connections
+from netbootd.web.status_routes import add_status_routes
 
 log = logging.getLogger("netbootd")
 
@@ -105,9 +109,19 @@ class Service:
                              max_nodes=self.config.state.max_nodes,
                              max_events=self.config.state.max_events, counters=self.counters)
         self.registry = Registry(self.config.intent_database)
+        # Database down: the last World answers, events are spooled (docs/operations.md).
+        self.health = DatabaseHealth(database_where(self.config.state.database,
+                                                    self.config.server.state_dir))
+        self.spooler = SpoolingWriter(
+            self.state, Spool(self.config.server.state_dir / "spool",
+                              max_bytes=self.config.state.spool_max, counters=self.counters),
+            self.health, self.counters)
+        self.state.writer = self.spooler
         self.responder, problems = make_responder(self.config, self.state, self.catalog,
                                                   self.registry, key=key, clock=self.clock,
                                                   counters=self.counters)
+        self.responder.watcher.health = self.health
+        self._replayer: asyncio.Task[None] | None = None
         for p in problems:
             log.warning("store: %s", p)
         self.metrics_registry = make_registry(self.counters, self._gauges)
@@ -135,6 +149,7 @@ class Service:
                                      tftp.active_sessions if tftp is not None else 0),
             "builds": ("builds in the catalog being served", len(self.responder.catalog.refs())),
             **(self.edge.gauges() if self.edge is not None else {}),
+            **self.spooler.gauges(),
         }
 
     # -- adapters between endpoints and the responder -----------------------------------------
@@ -162,6 +177,7 @@ class Service:
         raise_descriptor_limit(c.tftp.max_sessions + c.http.max_connections + 256)
         loop = asyncio.get_running_loop()
         self.state.defer_writes(lambda flush: loop.call_later(STATE_FLUSH_S, flush))
+        self._replayer = asyncio.create_task(self.spooler.run())
         if c.dhcp.enabled and c.dhcp.mode == "server":
             await self._start_dhcp_server(loop)
         if c.dhcp.enabled:
@@ -252,7 +268,9 @@ class Service:
         c = self.config
         token = load_or_create_token(c.admin_token_file)
         self.admin = Admin(c)
-        runner = web.AppRunner(make_admin_app(self.admin, token), access_log=None)
+        app = make_admin_app(self.admin, token)
+        add_status_routes(app, self.spooler.status, self.health.where)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site: web.BaseSite
         if c.admin.socket is not None:
@@ -284,7 +302,12 @@ class Service:
         if self.admin is not None:
             self.admin.close()
             self.admin = None
-        self.state.close()
+        if self._replayer is not None:
+            self._replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replayer
+            self._replayer = None
+        self.state.close()  # what is still queued is committed, or spooled if it cannot be
         self.registry.close()
         if self.leases_db is not None:
             self.leases_db.close()

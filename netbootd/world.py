@@ -16,6 +16,13 @@ When a new World is made:
   counter of the state database; a storm of clones of one GUID does not rebuild per packet);
 - the service reloads its config (``reload``).
 
+When the intent store cannot be read (its database is unreachable), ``current()`` goes on
+answering from the last World: nodes boot as they did a moment before, a change of the store
+or a reload still applies to the catalog and config (the inventory and intent stay as last
+read), the outage is logged once (``DatabaseHealth``) and the store is asked again only at
+the health's retry pace, not per packet. The first read that works again makes a new World at
+once, so changes made elsewhere during the outage apply without a restart.
+
 Staleness bound: the markers are looked at once per request, by the edge, before the request
 is answered (one stat(2) and one in-memory SQLite pragma), so a change committed before a
 request arrives is in the World that answers it: a channel flip applies at the very next
@@ -24,6 +31,7 @@ boot (tests/integration/test_channel_flip.py). Nothing is looked at again while 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -34,6 +42,7 @@ from netbootd.core.inventory import Inventory, apply_bindings
 from netbootd.core.model import BuildCatalog
 from netbootd.render.node_files import NodeRenderer
 from netbootd.state.events import StateDB
+from netbootd.state.health import UNAVAILABLE, DatabaseHealth
 from netbootd.state.registry import Registry
 from netbootd.store.builds import HashCache, load_store
 from netbootd.store.layout import GenerationWatch
@@ -68,8 +77,10 @@ class WorldWatcher:
 
     def __init__(self, config: Config, catalog: BuildCatalog, renderer: NodeRenderer,
                  state: StateDB, *, registry: Registry | None = None,
-                 store_dir: Path | None = None, verify: HashCache | None = None) -> None:
+                 store_dir: Path | None = None, verify: HashCache | None = None,
+                 health: DatabaseHealth | None = None) -> None:
         self.state = state
+        self.health = health if health is not None else DatabaseHealth("the state directory")
         self.registry = registry
         self.store_dir = store_dir  # None in quick mode, whose catalog is fixed
         self.verify = verify  # server.verify_builds: re-hash new build files on each reload
@@ -90,8 +101,15 @@ class WorldWatcher:
                 log.warning("store: %s", p)
             renderer = NodeRenderer(renderer.env, renderer.urls, catalog, renderer.reimage_target)
             log.info("store changed: builds=%s", ", ".join(catalog.refs()) or "none")
-        intent_changed = self.registry is not None and \
-            (self.registry.changed() or self._guids_changed(w.intent))
+        intent_changed = False
+        if self.registry is not None and self.health.may_try():
+            try:
+                intent_changed = self.registry.changed() or self._guids_changed(w.intent)
+            except UNAVAILABLE as e:
+                self.health.failed(e)
+            else:
+                # Back after an outage: read everything again (what changed meanwhile).
+                intent_changed = self.health.ok() or intent_changed
         if catalog is not w.catalog or intent_changed:
             self._swap(w.config, catalog, renderer)
         return self.world
@@ -103,9 +121,27 @@ class WorldWatcher:
     def _swap(self, config: Config, catalog: BuildCatalog, renderer: NodeRenderer) -> World:
         self._guid_epoch = self.state.guid_epoch
         self.state.take_guid_changes()
-        self.world = make_world(self.world.generation + 1, config, catalog, renderer,
-                                self.state, self.registry)
+        w = self.world
+        if self.registry is not None and not self.health.may_try():
+            self.world = self._last_intent(config, catalog, renderer)
+            return self.world
+        try:
+            self.world = make_world(w.generation + 1, config, catalog, renderer, self.state,
+                                    self.registry)
+            if self.registry is not None:
+                self.health.ok()
+        except UNAVAILABLE as e:
+            self.health.failed(e)
+            self.world = self._last_intent(config, catalog, renderer)
         return self.world
+
+    def _last_intent(self, config: Config, catalog: BuildCatalog,
+                     renderer: NodeRenderer) -> World:
+        """A World of the new config and catalog with the inventory and intent last read."""
+        w = self.world
+        intent = dataclasses.replace(w.intent, installer=config.reimage.installer)
+        return World(w.generation + 1, config, catalog, w.inventory, intent, renderer,
+                     pxelinux_prefixes(config), grub_prefixes(config))
 
     def _guids_changed(self, intent: Intent) -> bool:
         """Whether GUID sharing changed in a way that can change the intent.

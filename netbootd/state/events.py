@@ -15,7 +15,9 @@ DHCP answer (bench/run.py, docs/performance.md). The server therefore calls
 within each table, consecutive writes of one statement as one ``executemany``) in one
 transaction when the scheduled flush runs (the service flushes 50 ms after the first queued
 write), before any read through this object, and on close. Other readers (CLI, tests) see an
-event at most one flush later. Without ``defer_writes`` every write commits at once.
+event at most one flush later. Without ``defer_writes`` every write commits at once. A flush
+takes the queued writes as one ``Batch`` and hands it to ``writer`` when the service set one
+(it spools what the database refuses, state/replay.py), else commits it with ``write_batch``.
 
 Event kinds: ``dhcp-offer``, ``dhcp-ack``, ``dhcp-decline``, ``tftp-sent`` (completed),
 ``tftp-ended`` (aborted, timed out, refused), ``http-sent``, ``ipxe-script``, ``ipxe-decline``,
@@ -43,6 +45,7 @@ from netbootd.errors import NotFound
 from netbootd.metrics import Counters
 from netbootd.state import migrate
 from netbootd.state.migrate import Migration
+from netbootd.state.spool import Batch
 from netbootd.state.sql import Db, StateUnavailable, connect, connect_sqlite, is_url
 
 # Inserts between two prunes of the oldest events: pruning is one indexed DELETE, cheap when
@@ -110,6 +113,8 @@ class StateDB:
         self._pending: list[tuple[str, tuple[Any, ...]]] = []  # node writes, in order
         self._pending_events: list[tuple[Any, ...]] = []  # event rows, in order
         self._schedule: Callable[[Callable[[], None]], object] | None = None
+        # Where a flush's batch goes when set (the service's spooling writer); else committed.
+        self.writer: Callable[[Batch], None] | None = None
         # The GUID last written per MAC by this process, so saw() need not read the table
         # (and flush queued writes) on every packet; bounded against floods of spoofed MACs.
         self._guid_of: dict[str, str | None] = {}
@@ -192,32 +197,44 @@ class StateDB:
         """Whether writes are queued that ``flush`` would commit."""
         return bool(self._pending or self._pending_events)
 
-    def flush(self) -> None:
-        """Commit every queued write in one transaction, in order within each table.
-
-        Consecutive writes of one statement go to sqlite as one ``executemany`` (event rows all
-        do: they are queued apart from node writes), one call into sqlite per run instead of
-        per row. The order between the two tables is not observable: the transaction commits
-        both at once.
-        """
+    def take_batch(self) -> Batch | None:
+        """The queued writes, in order, as one batch (None when nothing is queued)."""
         if not self._pending and not self._pending_events:
-            return
+            return None
         pending, self._pending = self._pending, []
         events, self._pending_events = self._pending_events, []
         self._queued_guids.clear()
+        return Batch(tuple(pending), tuple(events))
+
+    def flush(self) -> None:
+        """Commit every queued write in one transaction (or hand them to ``writer``)."""
+        batch = self.take_batch()
+        if batch is None:
+            return
+        if self.writer is not None:
+            self.writer(batch)
+            return
+        lost = len(batch.nodes) + len(batch.events)
         try:
-            self._commit(pending, events)
+            self.write_batch(batch)
         except StateUnavailable as e:
-            # The shared database is unreachable: answering goes on, the batch is lost.
-            log.warning("state: %d queued writes lost: %s", len(pending) + len(events), e)
+            # Without the service's spooling writer (CLI, tests): the batch is lost.
+            log.warning("state: %d queued writes lost: %s", lost, e)
         except self._db.errors:
             # A full disk must not stop the server from answering; the events are lost.
-            log.exception("state: %d queued writes lost", len(pending) + len(events))
+            log.exception("state: %d queued writes lost", lost)
 
-    def _commit(self, pending: list[tuple[str, tuple[Any, ...]]],
-                events: list[tuple[Any, ...]]) -> None:
-        """One batch in one transaction (rolled back whole on error). Event batches of
-        several servers may commit side by side: no fleet-wide write lock."""
+    def write_batch(self, batch: Batch) -> None:
+        """Commit ``batch`` in one transaction, in order within each table; on error it is
+        rolled back whole and the error raised (StateUnavailable: the database is away).
+
+        Consecutive writes of one statement go as one ``executemany`` (event rows all do:
+        they are queued apart from node writes), one call into the driver per run instead of
+        per row. The order between the two tables is not observable: the transaction commits
+        both at once. Event batches of several servers may commit side by side: no
+        fleet-wide write lock.
+        """
+        pending, events = batch.nodes, batch.events
         with self._db.transaction(lock=False):
             start = 0
             while start < len(pending):
@@ -257,9 +274,7 @@ class StateDB:
                 # No flush needed: every queued upsert that sets a GUID is in _guid_of (the
                 # cache is only cleared right after a flush), and one without a GUID keeps
                 # the column as it is (COALESCE).
-                row = self._db.execute("SELECT guid FROM nodes WHERE mac=?",
-                                       (ident.mac,)).fetchone()
-                known = None if row is None else row[0]
+                known = self._read_one("SELECT guid FROM nodes WHERE mac=?", (ident.mac,))
             if known != ident.guid:
                 # A new (MAC, GUID) pair changes shared GUIDs only when another MAC has that
                 # GUID, or when the MAC leaves a GUID it had; a first sighting changes nothing
@@ -291,9 +306,18 @@ class StateDB:
     def _guid_is_shared(self, guid: str, mac: str) -> bool:
         if self._queued_guids.get(guid, set()) - {mac}:
             return True
-        row = self._db.execute("SELECT 1 FROM nodes WHERE guid=? AND mac<>? LIMIT 1",
-                               (guid, mac)).fetchone()
-        return row is not None
+        return self._read_one("SELECT 1 FROM nodes WHERE guid=? AND mac<>? LIMIT 1",
+                              (guid, mac)) is not None
+
+    def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """The first column of the first row, or None; also None while the database is
+        unreachable: a packet is answered from what this process knows (docs/operations.md,
+        "When the database is down")."""
+        try:
+            row = self._db.execute(sql, args).fetchone()
+        except StateUnavailable:
+            return None
+        return None if row is None else row[0]
 
     def take_guid_changes(self) -> tuple[set[str], set[str]]:
         """(GUIDs joined by a further MAC, GUIDs left by a MAC) since the last call."""
@@ -323,8 +347,11 @@ class StateDB:
     def _prune(self) -> None:
         self._since_prune = 0
         self.flush()
-        cur = self._db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
-                               (self.max_events,))
+        try:
+            cur = self._db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events)"
+                                   " - ?", (self.max_events,))
+        except StateUnavailable:
+            return  # the database is away: the next prune catches up
         if cur.rowcount > 0:
             self.counters.inc("state_events_pruned", cur.rowcount)
 
@@ -381,9 +408,9 @@ class StateDB:
     def mac_for_guid(self, guid: str) -> str | None:
         """The MAC most recently seen with this GUID (survives a restart, unlike Sightings)."""
         self.flush()
-        row = self._db.execute("SELECT mac FROM nodes WHERE guid=? ORDER BY last_seen DESC "
-                               "LIMIT 1", (guid,)).fetchone()
-        return str(row[0]) if row else None
+        mac = self._read_one("SELECT mac FROM nodes WHERE guid=? ORDER BY last_seen DESC "
+                             "LIMIT 1", (guid,))
+        return None if mac is None else str(mac)
 
     def node(self, mac: str) -> NodeRecord | None:
         self.flush()

@@ -3,7 +3,8 @@
 Every request needs ``Authorization: Bearer <token>`` (the token file, see docs/admin-api.md);
 without it the answer is 401 and nothing changes. Handlers parse JSON, call the same
 ``netbootd.admin.Admin`` methods as the CLI, and map errors to statuses with a JSON body that
-says what went wrong and what to do: NotFound 404, Conflict 409, bad input 400.
+says what went wrong and what to do: NotFound 404, Conflict 409, bad input 400, the state
+database unreachable 503 (web/status_routes.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from aiohttp import web
 
 from netbootd.admin import Admin
 from netbootd.errors import BuildError, ConfigError, Conflict, NetbootdError, NotFound
+from netbootd.state.health import UNAVAILABLE
+from netbootd.web.status_routes import database_down
 
 log = logging.getLogger("netbootd.api")
 ADMIN = web.AppKey("admin", Admin)
@@ -53,6 +56,8 @@ async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     except web.HTTPException:
         raise
+    except UNAVAILABLE as e:
+        return database_down(request, e)
     except NotFound as e:
         return _error(404, str(e))
     except Conflict as e:

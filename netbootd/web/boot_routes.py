@@ -109,7 +109,8 @@ async def esxi_boot_cfg(request: web.Request) -> web.Response:
 
 # error_map.py says which status an answer's error is; these are the responses for them.
 _HTTP_ERRORS: dict[int, type[web.HTTPError]] = {
-    403: web.HTTPForbidden, 404: web.HTTPNotFound, 500: web.HTTPInternalServerError}
+    403: web.HTTPForbidden, 404: web.HTTPNotFound, 500: web.HTTPInternalServerError,
+    503: web.HTTPServiceUnavailable}
 
 
 def _render(request: web.Request, produce: Callable[[Responder], str]) -> web.Response:
