@@ -8,10 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pgserver import PgServer
-
 from netbootd.lab.fleet import FleetLab
 from netbootd.lab.guests import QemuGuest
+from pgserver import PgServer
 
 
 def start_pg(lab: FleetLab) -> PgServer:

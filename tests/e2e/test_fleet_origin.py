@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from fleet_helpers import last_pg_event_id, pg_events, start_pg, wait_pg_event
-from pgserver import PgServer
 
 from netbootd.lab.fleet import BRIDGE_B, FleetLab
 from netbootd.lab.fleet_servers import FleetServer, server_config, start_server
 from netbootd.lab.netlab import lab_prerequisites
+from pgserver import PgServer
 
 pytestmark = [
     pytest.mark.e2e,
