@@ -48,6 +48,7 @@ def test_database_stopped_during_a_boot(demo_store: Path, tmp_path: Path) -> Non
             guest = lab.start_qemu("outage", firmware="bios", mac=MAC)
             wait_pg_event(pg, MAC, "dhcp-offer", 120, guest=guest)
             pg.stop()  # fast shutdown: every connection of the server is cut
+            t_down_wall = time.time()
             t_down = time.monotonic()
 
             # The boot goes on from the last World: the node phones home and reports ready
@@ -63,6 +64,9 @@ def test_database_stopped_during_a_boot(demo_store: Path, tmp_path: Path) -> Non
             assert done.returncode == 4, (done.returncode, done.stderr)
             guest.wait(120)  # the agent powers off after its report
             assert server.running()
+            status, during = server.admin("GET", "/api/v1/status")
+            assert status == 200 and during["database"]["up"] is False, during
+            assert during["spool"]["events"] > 0, during
 
             pg.start()
             t_up = time.monotonic()
@@ -85,7 +89,20 @@ def test_database_stopped_during_a_boot(demo_store: Path, tmp_path: Path) -> Non
                 "demo/1.0"
             assert pg_scalar(pg, "SELECT count(*) FROM channel_history "
                                  f"WHERE channel = '{CHANNEL}'") == "1"
-            print(f"outage: {len(events)} events of the boot in PostgreSQL after replay; "
+            # counted: every event the server spooled was replayed, none dropped
+            deadline = time.monotonic() + 60
+            while True:
+                status, after = server.admin("GET", "/api/v1/status")
+                if after["database"]["up"] and after["spool"]["events"] == 0:
+                    break
+                assert time.monotonic() < deadline, after
+                time.sleep(0.5)
+            assert after["events_replayed"] == after["events_spooled"] >= 4, after
+            assert after["events_dropped"] == 0, after
+            outage_events = [e for e in events if e.ts > t_down_wall]
+            assert 0 < len(outage_events) <= after["events_replayed"], (outage_events, after)
+            print(f"outage: {after['events_replayed']} events spooled and replayed; "
+                  f"{len(events)} events of the boot in PostgreSQL after replay; "
                   f"phone-home {t_home - t_down:.1f} s into the outage; replayed "
                   f"{t_replayed - t_up:.1f} s after the database was back")
         finally:
