@@ -101,27 +101,37 @@ class FleetServer:
 
         The token is the server's own (``<state_dir>/admin.token``)."""
         token = (self.workdir / "state" / "admin.token").read_text().strip()
-        data = None if body is None else json.dumps(body)
-        done = self.lab.exec_on(self.host.name, [sys.executable, "-c", _ADMIN_CLIENT, method,
-                                                 f"http://127.0.0.1:{ADMIN_PORT}{path}", token,
-                                                 data or ""], timeout=timeout)
-        if done.returncode != 0:
-            raise RuntimeError(f"admin {method} {path}: {done.stderr[-2000:]}")
-        status, _, text = done.stdout.partition("\n")
+        status, text = http_request(self.lab, self.host.name, method,
+                                    f"http://127.0.0.1:{ADMIN_PORT}{path}", token=token,
+                                    body=None if body is None else json.dumps(body),
+                                    timeout=timeout)
         try:
             parsed: Any = json.loads(text) if text.strip() else None
         except json.JSONDecodeError:
             parsed = text
-        return int(status), parsed
+        return status, parsed
+
+
+def http_request(lab: FleetLab, name: str, method: str, url: str, *, token: str = "",
+                 body: str | None = None, timeout: float = 30.0) -> tuple[int, str]:
+    """One HTTP request made from inside server namespace ``name``; (status, body text)."""
+    done = lab.exec_on(name, [sys.executable, "-c", _HTTP_CLIENT, method, url, token,
+                              body or ""], timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{method} {url} from {name}: {done.stderr[-2000:]}")
+    status, _, text = done.stdout.partition("\n")
+    return int(status), text
 
 
 # urllib client run inside a namespace: prints the status line, then the body.
-_ADMIN_CLIENT = r"""
+_HTTP_CLIENT = r"""
 import sys, urllib.error, urllib.request
 method, url, token, body = sys.argv[1:5]
+headers = {"Content-Type": "application/json"}
+if token:
+    headers["Authorization"] = "Bearer " + token
 req = urllib.request.Request(url, method=method, data=body.encode() if body else None,
-                             headers={"Authorization": "Bearer " + token,
-                                      "Content-Type": "application/json"})
+                             headers=headers)
 try:
     with urllib.request.urlopen(req, timeout=20) as r:
         status, text = r.status, r.read().decode()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import pytest
 from fleet_helpers import last_pg_event_id, pg_events, start_pg, wait_pg_event
 
 from netbootd.lab.fleet import BRIDGE_B, FleetLab
-from netbootd.lab.fleet_servers import FleetServer, server_config, start_server
+from netbootd.lab.fleet_servers import FleetServer, http_request, server_config, start_server
 from netbootd.lab.netlab import lab_prerequisites
 from pgserver import PgServer
 
@@ -74,7 +75,7 @@ def run_fleet(lab: FleetLab, pg: PgServer, demo_store: Path, tmp_path: Path) -> 
         name: start_server(lab, name, configs[name], tmp_path / name) for name in configs}
     edge = servers["e1"]
 
-    def boot_on_b(step: str, expected: str) -> None:
+    def boot_on_b(step: str, expected: str) -> str:
         after = last_pg_event_id(pg, MAC)
         t0 = time.time()
         guest = lab.start_qemu(f"b-{step}", firmware="bios", mac=MAC, bridge=BRIDGE_B)
@@ -92,6 +93,7 @@ def run_fleet(lab: FleetLab, pg: PgServer, demo_store: Path, tmp_path: Path) -> 
         assert home.detail["build"] == expected and home.detail["claimed_build"] == expected
         print(f"{step}: {expected} phone-home {home.ts - t0:.1f} s after power-on")
         guest.wait(60)
+        return guest.serial_text()
 
     boot_on_b("v2", "demo/2.0")
 
@@ -99,7 +101,19 @@ def run_fleet(lab: FleetLab, pg: PgServer, demo_store: Path, tmp_path: Path) -> 
     cli("a2", "channel", "rollback", CHANNEL, "--why", "v2 is bad", "--yes")
     history = json.loads(cli("a2", "channel", "history", CHANNEL, "--json"))
     assert [(h["action"], h["to"]) for h in history][-1] == ("rollback", "demo/1.0")
-    boot_on_b("rollback", "demo/1.0")
+    console = boot_on_b("rollback", "demo/1.0")
+
+    # One first-boot key for the fleet: the edge's signed seed URL is honoured by A2 too,
+    # and the same URL with its signature changed by neither.
+    seed = re.search(r"seed (http://\S+/)", console)
+    assert seed is not None, console[-2000:]
+    on_a2 = seed.group(1).replace(f"//{edge.host.address}:", f"//{lab.host('a2').address}:")
+    status, text = http_request(lab, "a2", "GET", on_a2 + "meta-data")
+    assert status == 200 and "instance-id" in text, (status, text)
+    forged = re.sub(r"[A-Za-z0-9_-](/)$", lambda m: ("A" if m.group(0)[0] != "A" else "B")
+                    + "/", on_a2)
+    status, _ = http_request(lab, "a2", "GET", forged + "meta-data")
+    assert status == 403, status
 
     # E served files it pulled: each blob in its cache is named by its content's sha256, and
     # the rolled-back build's kernel and initrd are among them. E imported nothing itself.
