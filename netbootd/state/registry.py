@@ -27,7 +27,7 @@ import os
 import select
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,6 +170,25 @@ class Registry:
     @property
     def backend(self) -> str:
         return self._db.kind
+
+    # -- for intent stored by other modules (taking a Registry) --------------------------------
+    @property
+    def db(self) -> Db:
+        """The connection, for reads by modules that keep their own intent tables."""
+        return self._db
+
+    def write(self, sql: str, args: tuple[object, ...] = ()) -> Rows:
+        """An intent write by another module: in a write transaction (the current one, or its
+        own), so every server sees it as it sees a channel flip."""
+        return self._write(sql, args)
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction (several ``write`` calls, all or nothing)."""
+        return self._txn()
+
+    def migrate(self, component: str, migrations: list[Migration]) -> list[int]:
+        """Apply ``component``'s own migrations (netbootd/state/migrate.py) to this database."""
+        return migrate.migrate(self._db, component, migrations, now=time.time())
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -407,7 +426,11 @@ class Registry:
     @contextmanager
     def _txn(self) -> Iterator[None]:
         """One writer at a time, all or nothing (netbootd/state/sql.py); a transaction that
-        wrote bumps the generation and notifies every listening server as it commits."""
+        wrote bumps the generation and notifies every listening server as it commits. Inside
+        an open one it is that one."""
+        if self._db.in_transaction:
+            yield
+            return
         self._dirty = False
         try:
             with self._db.transaction():

@@ -253,8 +253,10 @@ class PgDb(Db):
         return c is not None and not c.closed and not c.broken
 
     def _unavailable(self, why: str) -> StateUnavailable:
-        return StateUnavailable(f"the state database {self.where} cannot be reached ({why}); "
-                                "netbootd retries at the next change or request")
+        why = " ".join(why.split())  # libpq's messages span lines
+        return StateUnavailable(f"the state database {self.where} cannot be reached ({why}): "
+                                "check that PostgreSQL runs there and accepts this host and "
+                                "role ([state] database); a running server keeps retrying")
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         import psycopg

@@ -67,3 +67,28 @@ def test_close_removes_directory() -> None:
         server.close()
     assert not root.exists()
     assert pid is not None and not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.needs_root
+def test_listens_on_an_address_inside_a_namespace() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("namespaces and the postgres user need root")
+    ns = f"nbpg{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "addr", "add", "10.99.0.1/32", "dev", "lo"], check=True)
+        server = PgServer(listen="10.99.0.1", netns=["ip", "netns", "exec", ns])
+        try:
+            server.start()
+            assert server.port == 5432 and "@10.99.0.1:5432/" in server.dsn
+            inside = subprocess.run(
+                ["ip", "netns", "exec", ns, str(server.bindir / "psql"), "-X", "-A", "-t",
+                 "-d", server.dsn, "-c", "SELECT inet_server_addr()"],
+                capture_output=True, text=True, timeout=60, check=False)
+            assert inside.returncode == 0, inside.stderr
+            assert inside.stdout.strip() == "10.99.0.1"
+        finally:
+            server.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

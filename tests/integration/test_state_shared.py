@@ -21,7 +21,7 @@ from netbootd.core.identity import ClientIdentity
 from netbootd.lab.demo import toml_dump
 from netbootd.state import events, registry
 from netbootd.state.events import StateDB
-from netbootd.state.migrate import SchemaTooNew
+from netbootd.state.migrate import Migration, SchemaTooNew
 from netbootd.state.registry import Registry, StateUnavailable
 from netbootd.state.sql import connect
 from pgserver import Backend, PgServer
@@ -261,3 +261,23 @@ def test_a_bad_password_is_refused_at_open(pg_server: PgServer) -> None:
     with pytest.raises(StateUnavailable) as e:
         Registry(bad)
     assert "password authentication failed" in str(e.value) and "not-it" not in str(e.value)
+
+
+def test_another_modules_intent_table_is_migrated_and_its_writes_notify(
+        backend: Backend) -> None:
+    url = backend.db("intent")
+    extra = [Migration(1, "CREATE TABLE IF NOT EXISTS extra_plans (k TEXT PRIMARY KEY, "
+                          "v INTEGER NOT NULL)")]
+    with Registry(url) as r:
+        assert r.migrate("extra", extra) == [1]
+        assert r.migrate("extra", extra) == []  # once
+        with r.transaction():
+            r.write("INSERT INTO extra_plans (k, v) VALUES (?, ?)", ("a", 1))
+            r.write("INSERT INTO extra_plans (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE "
+                    "SET v = extra_plans.v + excluded.v", ("a", 2))
+        assert r.db.execute("SELECT v FROM extra_plans WHERE k=?", ("a",)).fetchone()[0] == 3
+    db = connect(url)
+    assert db.execute("SELECT n FROM intent_generation").fetchone()[0] == 1  # one commit
+    assert db.execute("SELECT version FROM schema_version WHERE component='extra'"
+                      ).fetchone()[0] == 1
+    db.close()
