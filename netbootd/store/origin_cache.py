@@ -63,12 +63,13 @@ class BlobCache:
         self._flights: dict[str, asyncio.Task[Path]] = {}
         self._failed: dict[str, float] = {}  # sha256 -> when its last fetch failed
         self._held: dict[str, int] = {}
+        self._incoming: dict[str, int] = {}  # downloads under way: room is kept for them
         self.blobs: dict[str, Cached] = {}
-        self._scan()
 
     # -- what is here -------------------------------------------------------------------------
-    def _scan(self) -> None:
-        """Read the cache from disk (after a restart); leftover partial downloads go."""
+    def scan(self) -> None:
+        """Read the cache from disk (at start, also after a restart); partial downloads left
+        by a process that is gone are removed (one server per store)."""
         staging = edge_staging(self.store)
         if staging.is_dir():
             for p in staging.iterdir():
@@ -85,6 +86,10 @@ class BlobCache:
 
     def present(self, sha256: str) -> bool:
         return sha256 in self.blobs and edge_blob(self.store, sha256).is_file()
+
+    def known(self, sha256: str) -> bool:
+        """In the cache as far as this process knows (no system call: the DHCP path asks)."""
+        return sha256 in self.blobs
 
     def touch(self, sha256: str) -> None:
         """Record a use (LRU order), in memory and in the file's atime."""
@@ -115,6 +120,15 @@ class BlobCache:
             self._held[sha256] = n
         else:
             self._held.pop(sha256, None)
+
+    async def close(self) -> None:
+        """Stop the downloads under way (the server stops); their staging files go."""
+        flights = list(self._flights.values())
+        for t in flights:
+            t.cancel()
+        for t in flights:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
 
     # -- getting one ----------------------------------------------------------------------------
     def flight(self, sha256: str, size: int) -> asyncio.Task[Path]:
@@ -161,7 +175,14 @@ class BlobCache:
                                   f"({e or type(e).__name__})") from e
 
     async def _download(self, sha256: str, size: int) -> Path:
-        self._make_room(size, sha256)
+        self._make_room(size + sum(self._incoming.values()), sha256)
+        self._incoming[sha256] = size
+        try:
+            return await self._stream(sha256, size)
+        finally:
+            self._incoming.pop(sha256, None)
+
+    async def _stream(self, sha256: str, size: int) -> Path:
         staging = edge_staging(self.store)
         staging.mkdir(parents=True, exist_ok=True)
         tmp = staging / f"{sha256}.{uuid.uuid4().hex[:8]}"

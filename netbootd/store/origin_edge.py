@@ -108,6 +108,7 @@ class Edge:
         return self._session
 
     async def start(self) -> None:
+        self.cache.scan()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.sync.run(self.config.origin.poll)),
                        loop.create_task(self._watch())]
@@ -122,6 +123,7 @@ class Edge:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        await self.cache.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -215,8 +217,9 @@ class Edge:
     def prefetch(self, build: Build) -> None:
         if build.ref in self._prefetching:
             return
+        # In memory only: this runs for every DHCP answer.
         missing = [(i.sha256, i.size) for f, i in sorted(build.manifest.files.items())
-                   if self.blob_of(build.paths[f]) is not None and not self.cache.present(i.sha256)]
+                   if self.blob_of(build.paths[f]) is not None and not self.cache.known(i.sha256)]
         if not missing:
             return
         task = asyncio.get_running_loop().create_task(self._prefetch(build.ref, missing))

@@ -45,6 +45,12 @@ def edge_blob_dir(store: Path) -> Path:
     return edge_root(store) / BLOB_DIR
 
 
+def is_edge_blob(path: Path) -> bool:
+    """Whether ``path`` names a blob of an edge's cache (``.origin/blobs/sha256/ab/<hash>``)."""
+    p = path.parents
+    return len(p) >= 4 and p[3].name == EDGE_DIR and p[2].name == "blobs"
+
+
 def edge_staging(store: Path) -> Path:
     return edge_root(store) / ".staging"
 

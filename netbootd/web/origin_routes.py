@@ -25,7 +25,7 @@ from netbootd.errors import NotFound
 from netbootd.store.builds import HashCache
 from netbootd.store.manifest import NAME_RE, SHA256_RE
 from netbootd.store.origin_index import IndexEntry, index_json
-from netbootd.store.origin_layout import manifest_path
+from netbootd.store.origin_layout import is_edge_blob, manifest_path
 from netbootd.web.boot_routes import RESPONDER
 from netbootd.web.image_routes import IMMUTABLE
 
@@ -33,12 +33,16 @@ JSON = "application/json"
 
 
 class _Catalogs:
-    """Per served catalog (Worlds share one until the store changes): blob -> path."""
+    """Per served catalog (Worlds share one until the store changes): blob -> path, and the
+    index entries, computed once (manifests are immutable); only an edge's pulled builds are
+    looked at again, since their files arrive over time."""
 
     def __init__(self) -> None:
         self._blobs: weakref.WeakKeyDictionary[BuildCatalog, dict[str, Path]] = \
             weakref.WeakKeyDictionary()
-        self.hashes = HashCache()  # manifest sha256, re-read only when the file changes
+        self._index: weakref.WeakKeyDictionary[
+            BuildCatalog, list[tuple[IndexEntry, Build | None]]] = weakref.WeakKeyDictionary()
+        self.hashes = HashCache()
 
     def blobs(self, catalog: BuildCatalog) -> dict[str, Path]:
         found = self._blobs.get(catalog)
@@ -47,6 +51,24 @@ class _Catalogs:
                      for f, info in b.manifest.files.items()}
             self._blobs[catalog] = found
         return found
+
+    def index(self, catalog: BuildCatalog, store: Path) -> list[IndexEntry]:
+        entries = self._index.get(catalog)
+        if entries is None:
+            entries = []
+            for b in catalog.all():
+                try:
+                    sha = self.hashes.sha256(manifest_path(store, b))
+                except OSError:
+                    continue  # removed since the catalog was read: gone at the next look
+                pulled = any(is_edge_blob(p) for p in b.paths.values())
+                entries.append((IndexEntry(b.name, b.version, sha,
+                                           sum(i.size for i in b.manifest.files.values())),
+                                b if pulled else None))
+            self._index[catalog] = entries
+        # A pulled build is offered onwards only once every file of it is here.
+        return [e for e, pulled in entries
+                if pulled is None or all(p.is_file() for p in pulled.paths.values())]
 
 
 CATALOGS = web.AppKey("origin_catalogs", _Catalogs)
@@ -59,24 +81,11 @@ def _store(request: web.Request) -> Path:
     return store
 
 
-def _complete(build: Build) -> bool:
-    return all(p.is_file() for p in build.paths.values())
-
-
 async def index(request: web.Request) -> web.Response:
     store = _store(request)
-    catalogs = request.app[CATALOGS]
-    entries = []
-    for b in request.app[RESPONDER].refresh().catalog.all():
-        if b.name == "quick" or not _complete(b):
-            continue
-        try:
-            sha = catalogs.hashes.sha256(manifest_path(store, b))
-        except OSError:
-            continue  # removed since the catalog was read: gone at the next look
-        entries.append(IndexEntry(b.name, b.version, sha,
-                                  sum(i.size for i in b.manifest.files.values())))
-    return web.Response(text=index_json(entries), content_type=JSON)
+    catalog = request.app[RESPONDER].refresh().catalog
+    return web.Response(text=index_json(request.app[CATALOGS].index(catalog, store)),
+                        content_type=JSON)
 
 
 async def manifest(request: web.Request) -> web.StreamResponse:

@@ -113,11 +113,16 @@ def url(cfg: Path, path: str) -> str:
     return f"http://127.0.0.1:{port_of(cfg, 'http')}{path}"
 
 
+def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([sys.executable, "-m", "netbootd", *args, "--config", str(cfg)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
 def knows(cfg: Path, ref: str) -> bool:
     """The edge's catalog (as its CLI reads the store) holds ``ref``."""
-    r = subprocess.run([sys.executable, "-m", "netbootd", "image", "list", "--json",
-                        "--config", str(cfg)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+    r = cli(cfg, "image", "list", "--json")
     assert r.returncode == 0, r.stderr
     return any(b["ref"] == ref for b in json.loads(r.stdout))
 
@@ -217,6 +222,15 @@ def test_an_edge_serves_pulled_files_byte_identical_and_keeps_serving_without_or
         assert not any(sha(d) in cached(tmp_path / "edge") for d in FILES["big/3"].values())
         assert metric(edge, "origin_fetch_errors") >= 1
     assert proc.poll() is not None  # that was a second edge process: a restart
+    # `image verify` re-hashes what the edge holds and skips what it never pulled...
+    assert cli(edge, "image", "verify").returncode == 0
+    # ...and finds a cached blob that rotted on the edge's disk.
+    rotten = tmp_path / "edge" / "store" / ".origin" / "blobs" / "sha256" / \
+        sha(FILES["demo/2.0"]["vmlinuz"])[:2] / sha(FILES["demo/2.0"]["vmlinuz"])
+    os.chmod(rotten, 0o644)
+    rotten.write_bytes(b"x" * rotten.stat().st_size)
+    r = cli(edge, "image", "verify")
+    assert r.returncode == 1 and "demo/2.0: vmlinuz" in r.stdout + r.stderr
 
 
 def test_a_tampered_origin_blob_is_refused_counted_and_never_served(
@@ -275,9 +289,7 @@ def test_the_cache_stays_bounded_least_recently_used_out_never_a_pinned_build(
         assert metric(edge, "origin_evicted_blobs") == 2
         # A channel moves to big/3: prefetched without any request, and pinned: big/2 and
         # big/1 (least recently used first) make room, demo/1.0 (config) stays.
-        r = subprocess.run([sys.executable, "-m", "netbootd", "channel", "set", "fleet",
-                            "big/3", "--config", str(edge)], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
+        r = cli(edge, "channel", "set", "fleet", "big/3")
         assert r.returncode == 0, r.stderr
         until("big/3 prefetched", lambda: has("big/3"))
         assert has("demo/1.0") and not has("big/1")
