@@ -1,7 +1,9 @@
 """Runtime state: nodes seen and each node's boot timeline. In ``state.sqlite3`` (sqlite3,
 WAL mode) by default, or in the shared PostgreSQL database ``[state] database`` names
 (netbootd/state/sql.py): there every server's batches go to the same tables, and reads
-(timeline, nodes, shared GUIDs) see the whole fleet.
+(timeline, nodes, shared GUIDs) see the whole fleet. The per-packet path makes no round trip
+to the database for a MAC already seen by this process: writes are queued (below), and only a
+MAC's first sighting with a GUID, or a new GUID for it, reads the table.
 
 Why sqlite3 rather than diskcache: a boot timeline is an append-and-query-by-node workload,
 which is one indexed table; diskcache is a key-value cache that pickles values (see
@@ -103,6 +105,10 @@ class NodeRecord:
 _GUID_CACHE_MAX = 100_000
 
 
+def _read_only(conn: Any) -> None:
+    conn.execute("SET default_transaction_read_only = on")
+
+
 class StateDB:
     """``path``: the sqlite file (``:memory:`` too), or a ``postgresql://`` URL."""
 
@@ -132,7 +138,8 @@ class StateDB:
         self._node_cols = _NODE_COLS
         self._db: Db
         if is_url(path):
-            self._db = connect(path)
+            # Read-only here too: a write through this object is refused by the server.
+            self._db = connect(path, on_connect=_read_only if readonly else None)
             try:
                 if readonly:
                     migrate.check(self._db, "events", MIGRATIONS)

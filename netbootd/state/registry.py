@@ -37,7 +37,15 @@ from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
 from netbootd.errors import NotFound
 from netbootd.state import migrate
 from netbootd.state.migrate import Migration
-from netbootd.state.sql import POSTGRESQL, SQLITE, Db, Rows, StateUnavailable, connect
+from netbootd.state.sql import (
+    POSTGRESQL,
+    SQLITE,
+    Db,
+    PgDb,
+    Rows,
+    StateUnavailable,
+    connect,
+)
 from netbootd.store.channels import HistoryEntry, rollback_target
 
 if TYPE_CHECKING:
@@ -245,7 +253,7 @@ class Registry:
                 gen = int(self._db.execute("SELECT n FROM intent_generation WHERE id=1")
                           .fetchone()[0])
             except StateUnavailable:
-                return False
+                return changed  # what arrived before it went away still counts
             if gen != self._generation:
                 self._generation = gen
                 changed = True
@@ -256,8 +264,8 @@ class Registry:
 
     def _poll_notifies(self) -> bool:
         """Whether a notification is waiting on the socket: one select(), no round trip."""
-        conn = getattr(self._db, "_conn", None)
-        if conn is None or conn.closed or conn.broken:
+        conn = self._db.current if isinstance(self._db, PgDb) else None
+        if conn is None:
             return False
         pg = conn.pgconn
         try:

@@ -30,9 +30,9 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from netbootd.errors import NetbootdError
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # imported when a PostgreSQL URL is opened: it adds ~0.15 s t
     import psycopg
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -252,6 +254,11 @@ class PgDb(Db):
         c = self._conn
         return c is not None and not c.closed and not c.broken
 
+    @property
+    def current(self) -> psycopg.Connection[Any] | None:
+        """The connection if it is up, without connecting."""
+        return self._conn if self.connected else None
+
     def _unavailable(self, why: str) -> StateUnavailable:
         why = " ".join(why.split())  # libpq's messages span lines
         return StateUnavailable(f"the state database {self.where} cannot be reached ({why}): "
@@ -271,9 +278,26 @@ class PgDb(Db):
             raise
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows:
-        conn = self.raw
         q = pg_statement(sql) if args else sql
-        return self._guard(lambda: conn.execute(q, args or None))  # type: ignore[no-any-return]
+
+        def run() -> Rows:
+            conn = self.raw
+            return self._guard(lambda: conn.execute(q, args or None))  # type: ignore[no-any-return]
+
+        if self._txn_depth or sql.lstrip()[:6].upper() != "SELECT":
+            return run()
+        # A read on a connection that died meanwhile (the database restarted) is retried
+        # once on a new one: only a read, whose repetition cannot change anything.
+        return self._once_more(run)
+
+    def _once_more(self, fn: Callable[[], _T]) -> _T:
+        had = self.connected
+        try:
+            return fn()
+        except StateUnavailable:
+            if not had:
+                raise
+            return fn()
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         conn = self.raw
@@ -292,9 +316,17 @@ class PgDb(Db):
     def transaction(self, *, lock: bool = True) -> Iterator[None]:
         import psycopg
 
-        conn = self.raw
+        def begin() -> tuple[psycopg.Connection[Any], AbstractContextManager[Any]]:
+            conn = self.raw
+            tx = conn.transaction()
+            self._guard(tx.__enter__)
+            return conn, tx
+
+        # BEGIN on a connection that died meanwhile is retried once on a new one: nothing
+        # was sent in this transaction yet.
+        conn, tx = self._once_more(begin)
         try:
-            with conn.transaction():
+            with _Entered(tx):
                 self._txn_depth += 1
                 try:
                     if lock and self._txn_depth == 1:
@@ -316,6 +348,19 @@ class PgDb(Db):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _Entered:
+    """A psycopg transaction already entered (BEGIN sent), to be left by ``with``."""
+
+    def __init__(self, tx: Any) -> None:
+        self._tx = tx
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> bool:
+        return bool(self._tx.__exit__(*exc))
 
 
 def connect_sqlite(path: Path, *, readonly: bool = False) -> SqliteDb:

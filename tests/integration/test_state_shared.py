@@ -5,6 +5,7 @@ message and exit code), and an unreachable PostgreSQL is one error, recovered fr
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from typing import Any
 
 import pytest
 
-from helpers import loopback_config, make_store
+from helpers import fetch, loopback_config, make_store
 from netbootd.cli_errors import EXIT_REFUSED
+from netbootd.config import parse_config
 from netbootd.core.identity import ClientIdentity
 from netbootd.lab.demo import toml_dump
+from netbootd.service import Service
 from netbootd.state import events, registry
 from netbootd.state.events import StateDB
 from netbootd.state.migrate import Migration, SchemaTooNew
@@ -112,7 +115,7 @@ def test_a_lost_notification_is_caught_by_the_periodic_check(pg_server: PgServer
                       ("stable", "demo/9", 1.0))
         other.execute("UPDATE intent_generation SET n = n + 1 WHERE id=1")
         took = wait_changed(server, timeout=5.0)
-        assert took <= registry.RECHECK + 0.5, took
+        assert took <= registry.RECHECK + 1.0, took  # slack for a loaded machine
         assert server.channels() == {"stable": "demo/9"}
         other.close()
 
@@ -281,3 +284,77 @@ def test_another_modules_intent_table_is_migrated_and_its_writes_notify(
     assert db.execute("SELECT version FROM schema_version WHERE component='extra'"
                       ).fetchone()[0] == 1
     db.close()
+
+
+def test_two_servers_events_make_one_fleet_view(pg_server: PgServer) -> None:
+    url = pg_server.create_database()
+    guid = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
+    with StateDB(url) as a, StateDB(url) as b:
+        for db in (a, b):
+            db.defer_writes(lambda flush: None)  # write-behind, as a server runs
+        a.saw(ClientIdentity(mac=MAC, guid=guid), 1.0)
+        a.record(MAC, "dhcp-offer", 1.0)
+        a.flush()
+        # The same SMBIOS UUID behind the other server's relay: a clone, seen as shared.
+        b.saw(ClientIdentity(mac="52:54:00:00:00:02", guid=guid), 2.0)
+        assert b.take_guid_changes() == ({guid}, set())
+        b.record(MAC, "tftp-sent", 2.5)  # the same node, its next step served by b
+        b.flush()
+        assert a.shared_guids() == {guid: {MAC, "52:54:00:00:00:02"}}
+        assert [e.kind for e in a.timeline(MAC)] == ["dhcp-offer", "tftp-sent"]
+        assert {n.mac for n in b.nodes()} == {MAC, "52:54:00:00:00:02"}
+    with StateDB(url, readonly=True) as ro:  # as `netbootd render` opens it
+        assert ro.node(MAC) is not None
+        with pytest.raises(Exception, match="read-only transaction"):
+            ro.record(MAC, "dhcp-offer", 9.0)
+
+
+async def test_a_cli_change_reaches_a_running_servers_answers_within_a_second(
+        tmp_path: Path, pg_server: PgServer) -> None:
+    make_store(tmp_path / "store")
+    url = pg_server.create_database()
+    data = loopback_config(tmp_path, state={"database": url})
+    data["groups"]["default"] = {"default": True, "channel": "kvm-stable"}
+    cfg = tmp_path / "netbootd.toml"
+    cfg.write_text(toml_dump(data))
+    service = Service(parse_config(data, str(cfg)))
+    await service.start()
+    mac = "52:54:00:00:00:99"
+    try:
+        for build in ("demo/1.0", "demo/2.0"):
+            # Another process, as an operator on another machine would run it.
+            r = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "netbootd", "channel", "set", "kvm-stable", build,
+                "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            done = time.monotonic()
+            while True:
+                _, script = await fetch(service, f"/ipxe/node.ipxe?mac={mac}")
+                if f"/builds/{build}/vmlinuz" in script:
+                    break
+                assert time.monotonic() - done < 1.0, script
+                await asyncio.sleep(0.01)
+    finally:
+        await service.stop()
+
+
+@pytest.mark.parametrize("mode", ["fast", "kill"])
+def test_after_a_database_restart_the_next_read_and_write_just_work(mode: str) -> None:
+    server = PgServer()  # its own: restarting the session's would disturb other tests
+    try:
+        url = server.start()
+        with Registry(url) as r, StateDB(url) as state:
+            state.defer_writes(lambda flush: None)
+            r.set_channel("stable", "demo/1", who="t", why="", now=1.0)
+            assert r.changed()
+            server.stop(mode=mode)  # the connections die while nobody uses them
+            server.start()
+            assert r.channels() == {"stable": "demo/1"}  # a read: retried on a new connection
+            r.set_channel("stable", "demo/2", who="t", why="", now=2.0)  # BEGIN retried
+            state.record(MAC, "dhcp-offer", 3.0)
+            state.flush()
+            state.record(MAC, "tftp-sent", 4.0)
+            assert [ev.kind for ev in state.timeline(MAC)] == ["dhcp-offer", "tftp-sent"]
+            assert r.changed()  # reconnected: reload, whatever happened meanwhile
+    finally:
+        server.close()
