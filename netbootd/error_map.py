@@ -17,7 +17,7 @@ specific types come first.
 - ``RenderError`` (a template that fails, a kernel command line with a newline, a bad
   seed value): the server's configuration is at fault, not the request: 500 / TFTP 0
   "internal error", logged with its cause.
-- ``StateUnavailable`` (the state database is unreachable, e.g. while an installer reports a
+- ``Unavailable`` (the state database is unreachable, e.g. while an installer reports a
   reimage order, which must be recorded): 503 / TFTP 0, so the client tries again later
   (docs/operations.md, "When the database is down").
 - anything else: 500 / TFTP 0, logged with a traceback (a bug).
@@ -27,10 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netbootd.errors import FileUnavailable, NotFound, PathRefused
+from netbootd.errors import FileUnavailable, NotFound, PathRefused, Unavailable
 from netbootd.render.node_files import NoRootPassword, RenderError
 from netbootd.render.tokens import TokenRefused
-from netbootd.state.sql import StateUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,7 @@ TABLE: tuple[tuple[type[BaseException], Refusal], ...] = (
     (PathRefused, Refusal(403, "access", True)),
     (FileUnavailable, Refusal(503, "unavailable", True)),
     (RenderError, Refusal(500, "error", False)),
-    (StateUnavailable, Refusal(503, "error", True)),
+    (Unavailable, Refusal(503, "error", True)),
 )
 UNEXPECTED = Refusal(500, "error", False)
 

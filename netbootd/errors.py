@@ -8,8 +8,10 @@
     ├── BuildError           a build or manifest that is missing, inconsistent or corrupt
     ├── Conflict             a change refused because something still depends on what it
                              would change (a build a channel points at...)
-    └── StartError           the service cannot start: a port in use, no permission to bind
-        └── OtherDhcpServer  server mode found another DHCP server on the link (exit code 3)
+    ├── StartError           the service cannot start: a port in use, no permission to bind
+    │   └── OtherDhcpServer  server mode found another DHCP server on the link (exit code 3)
+    └── Unavailable          something the answer needs cannot be reached now; try again later
+        └── StateUnavailable the state database (state/sql.py): HTTP 503, CLI exit code 4
 """
 
 from __future__ import annotations
@@ -70,3 +72,7 @@ class OtherDhcpServer(StartError):
 class FileUnavailable(NetbootdError):
     """A build file that exists but cannot be served yet: an edge has not got it from its
     origin (origin unreachable, the fetch refused or still running). HTTP 503 / TFTP 0."""
+
+
+class Unavailable(NetbootdError):
+    """Something an answer or a change needs cannot be reached right now (HTTP 503)."""

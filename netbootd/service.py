@@ -39,7 +39,7 @@ from netbootd.render.urls import SiteUrls
 from netbootd.responder import Rendered, Responder
 from netbootd.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from netbootd.state.events import StateDB
-from netbootd.state.health import DatabaseHealth, database_where
+from netbootd.state.health import DatabaseHealth, database_where, tcp_probe
 from netbootd.state.keyfile import KeyFileError, create_key, read_key
 from netbootd.state.leases import LeaseDB
 from netbootd.state.registry import Registry
@@ -111,7 +111,8 @@ class Service:
         self.registry = Registry(self.config.intent_database)
         # Database down: the last World answers, events are spooled (docs/operations.md).
         self.health = DatabaseHealth(database_where(self.config.state.database,
-                                                    self.config.server.state_dir))
+                                                    self.config.server.state_dir),
+                                     probe=tcp_probe(self.config.state.database))
         self.spooler = SpoolingWriter(
             self.state, Spool(self.config.server.state_dir / "spool",
                               max_bytes=self.config.state.spool_max, counters=self.counters),
@@ -121,6 +122,7 @@ class Service:
                                                   self.registry, key=key, clock=self.clock,
                                                   counters=self.counters)
         self.responder.watcher.health = self.health
+        self.health.on_recovery.append(lambda: self.registry.db.execute("SELECT 1"))
         self._replayer: asyncio.Task[None] | None = None
         for p in problems:
             log.warning("store: %s", p)
@@ -269,7 +271,9 @@ class Service:
         token = load_or_create_token(c.admin_token_file)
         self.admin = Admin(c)
         app = make_admin_app(self.admin, token)
-        add_status_routes(app, self.spooler.status, self.health.where)
+        add_status_routes(app, self.spooler.status, self.health)
+        admin = self.admin
+        self.health.on_recovery.append(lambda: admin.registry.db.execute("SELECT 1"))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site: web.BaseSite

@@ -4,9 +4,11 @@ A server keeps booting nodes while its state database is away (docs/operations.m
 database is down"): the World watcher answers from the last World, event batches go to the
 spool (state/spool.py), admin changes are refused with 503 / exit code 4. Those parts share
 one ``DatabaseHealth``: it says whether the database was last seen up, logs the change once
-per outage (never per packet), and spaces out the attempts made while it is down, so that a
-database that does not answer (a dropped SYN waits for the connect timeout) is not waited on
-by every request.
+per outage (never per packet), and keeps the event loop from waiting on a database that does
+not answer: while it is down nothing on the loop touches the database until a probe, run in
+a thread by the service's background task at a pace of 1 s doubling to 5 s, connected to its
+TCP address (a dropped SYN would otherwise hold the loop, and every boot, for libpq's connect
+timeout). Without an address to probe (sqlite), the loop tries again at that pace itself.
 
 "Unreachable" is an error of the connection, not of a statement: ``StateUnavailable`` (the
 connection layer, state/sql.py, raises it when PostgreSQL cannot be reached, and for a
@@ -17,8 +19,10 @@ not an outage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -45,7 +49,7 @@ class DatabaseDown(StateUnavailable):
 
 
 # What state/sql.py says when PostgreSQL cannot be reached: its URL (password redacted) and why.
-_PG_UNREACHABLE = re.compile(r"the state database (\S+) cannot be reached \((.*)\); ", re.S)
+_PG_UNREACHABLE = re.compile(r"the state database (\S+) cannot be reached \((.*?)\)[:;] ", re.S)
 
 
 def database_where(url: str | None, state_dir: Path) -> str:
@@ -83,11 +87,34 @@ def refused(where: str | None, exc: BaseException, *, changed: bool = True) -> D
                         f"{what}retry when it is back")
 
 
+Probe = Callable[[], None]  # returns when the database's address answers; raises OSError if not
+PROBE_TIMEOUT_S = 5.0
+
+
+def tcp_probe(url: str | None) -> Probe | None:
+    """A TCP connect to a PostgreSQL URL's host and port (None: nothing to probe)."""
+    if url is None:
+        return None
+    try:
+        u = urlsplit(url)
+        host, port = u.hostname, u.port or 5432
+    except ValueError:
+        return None
+    if host is None:  # a unix socket (host in the query string): nothing to wait on
+        return None
+
+    def probe() -> None:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    return probe
+
+
 class DatabaseHealth:
-    """Up or down, as last seen by anyone using the database; a retry pace while down."""
+    """Up or down, as last seen by anyone using the database; when to try again while down."""
 
     def __init__(self, where: str, *, clock: Callable[[], float] = time.monotonic,
-                 retry_s: float = 1.0, retry_max_s: float = 30.0) -> None:
+                 retry_s: float = 1.0, retry_max_s: float = 5.0,
+                 probe: Probe | None = None) -> None:
         self.where = where  # host:port (PostgreSQL) or the file (sqlite), for messages
         self.clock = clock
         self.retry_s = retry_s
@@ -98,6 +125,11 @@ class DatabaseHealth:
         self.down_since: float | None = None
         self._delay = retry_s
         self._retry_at = 0.0
+        self.probe = probe
+        self._probed = False  # the probe answered since the last failure: try for real
+        # Run once when an outage ends: connections the database's restart closed are found
+        # out here (state/sql.py reconnects at the next call), not by an admin's request.
+        self.on_recovery: list[Callable[[], object]] = []
 
     def failed(self, exc: BaseException) -> None:
         """Someone could not use the database: down until ``ok`` (logged once per outage)."""
@@ -114,6 +146,7 @@ class DatabaseHealth:
         else:
             self._delay = min(self._delay * 2, self.retry_max_s)
         self._retry_at = now + self._delay
+        self._probed = False
 
     def ok(self) -> bool:
         """The database answered; True when that ends an outage (logged once)."""
@@ -123,11 +156,42 @@ class DatabaseHealth:
         took = self.clock() - (self.down_since or self.clock())
         self.down_since = None
         log.warning("state database at %s is back after %.1f s", self.where, took)
+        for hook in self.on_recovery:
+            # A connection that finds itself closed here reconnects at its next call.
+            with contextlib.suppress(*UNAVAILABLE):
+                hook()
         return True
 
     def may_try(self) -> bool:
-        """Whether to use the database now: always when up, at the retry pace when down."""
-        return self.up or self.clock() >= self._retry_at
+        """Whether to use the database now: always when up; when down, once the probe
+        answered (or, with no probe, at the retry pace)."""
+        if self.up:
+            return True
+        if self.probe is not None:
+            return self._probed
+        return self.clock() >= self._retry_at
+
+    def probe_due(self) -> bool:
+        """Whether the background task should run the probe now."""
+        return (not self.up and self.probe is not None and not self._probed
+                and self.clock() >= self._retry_at)
+
+    def check(self) -> bool:
+        """Run the probe (blocking: call it from a thread); True when it answered."""
+        assert self.probe is not None
+        try:
+            self.probe()
+        except OSError:
+            return False
+        return True
+
+    def probed(self, answered: bool) -> None:
+        """The probe's outcome, back on the event loop."""
+        if answered:
+            self._probed = True
+            return
+        self._delay = min(self._delay * 2, self.retry_max_s)
+        self._retry_at = self.clock() + self._delay
 
     def status(self) -> dict[str, object]:
         return {"database": self.where, "up": self.up, "outages": self.outages,

@@ -6,8 +6,9 @@ server. A flush's batch is committed as before when the database is up and nothi
 when the commit fails for want of the database (state/health.py says which errors mean that),
 the batch goes to the spool, and so does every later batch until the spool is empty again, so
 events reach the database in the order they happened. ``run`` is the service's background
-task: while anything is spooled it tries the database at the health's pace (1 s, doubling to
-30 s) and replays up to ``CHUNK`` batches per turn of the event loop until the spool is empty.
+task: while the database is down it runs the health's probe in a thread (state/health.py), and
+while anything is spooled and the database may be tried, it replays up to ``CHUNK`` batches
+per turn of the event loop until the spool is empty.
 
 A batch the database rejects for another reason (a statement error: a bug, not an outage)
 would block the spool forever; it is dropped, logged and counted as
@@ -85,6 +86,8 @@ class SpoolingWriter:
     async def run(self) -> None:
         """Replay whatever is spooled, now (a restart) and after each outage; until cancelled."""
         while True:
+            if self.health.probe_due():
+                self.health.probed(await asyncio.to_thread(self.health.check))
             if self.replay_some() == 0:
                 await asyncio.sleep(IDLE_S)
             else:

@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from netbootd.errors import NetbootdError
+from netbootd.errors import Unavailable
 
 if TYPE_CHECKING:  # imported when a PostgreSQL URL is opened: it adds ~0.15 s to a CLI start
     import psycopg
@@ -57,7 +57,7 @@ RETRY_AFTER = 2.0
 WRITE_LOCK = 0x6E6574626F6F7464
 
 
-class StateUnavailable(NetbootdError):
+class StateUnavailable(Unavailable):
     """The state cannot be read or written: a read-only or locked state directory, or a
     PostgreSQL server that cannot be reached."""
 

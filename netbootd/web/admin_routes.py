@@ -22,7 +22,7 @@ from aiohttp import web
 from netbootd.admin import Admin
 from netbootd.errors import BuildError, ConfigError, Conflict, NetbootdError, NotFound
 from netbootd.state.health import UNAVAILABLE
-from netbootd.web.status_routes import database_down
+from netbootd.web.status_routes import database_down, down_now
 
 log = logging.getLogger("netbootd.api")
 ADMIN = web.AppKey("admin", Admin)
@@ -52,8 +52,17 @@ async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamR
                       "admin token file ([admin] token_file, default <state_dir>/admin.token)")
         resp.headers["WWW-Authenticate"] = 'Bearer realm="netbootd"'
         return resp
+    if (refusal := down_now(request)) is not None:
+        return refusal
     try:
-        return await handler(request)
+        try:
+            return await handler(request)
+        except UNAVAILABLE:
+            if request.method != "GET":
+                raise
+            # A read may meet a connection the database dropped while it was away (a
+            # restart); the connection layer reconnects on the next call: try that once.
+            return await handler(request)
     except web.HTTPException:
         raise
     except UNAVAILABLE as e:

@@ -122,3 +122,25 @@ def test_appends_during_replay_come_after(tmp_path: Path) -> None:
     s.replay(write, 100)
     got += _drain(s)
     assert got == [*(_batch(i) for i in range(4)), _batch(100)]
+
+
+def test_a_crash_after_the_commit_replays_that_batch_again(tmp_path: Path) -> None:
+    """At least once (docs/operations.md): the batch committed but not yet marked replayed."""
+    s = Spool(tmp_path, max_bytes=1 << 20)
+    for i in range(3):
+        s.append(_batch(i))
+    committed: list[Batch] = []
+
+    class Crash(BaseException):
+        pass
+
+    def commit_then_die(b: Batch) -> None:
+        committed.append(b)
+        if len(committed) == 2:
+            raise Crash  # the process dies between the commit and the cursor
+
+    with pytest.raises(Crash):
+        s.replay(commit_then_die, 10)
+    again = _drain(Spool(tmp_path, max_bytes=1 << 20))
+    assert committed == [_batch(0), _batch(1)]
+    assert again == [_batch(1), _batch(2)]  # batch 1 twice, none lost

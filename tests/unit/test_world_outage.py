@@ -7,18 +7,28 @@ are checked exactly; tests/integration/test_database_outage.py stops a real Post
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from helpers import TEST_KEY, make_config, make_store, write_build
 from netbootd.metrics import Counters
 from netbootd.service import make_renderer
 from netbootd.state.events import StateDB
-from netbootd.state.health import DatabaseHealth, refused
+from netbootd.state.health import (
+    DatabaseHealth,
+    database_where,
+    reason_of,
+    refused,
+    tcp_probe,
+)
 from netbootd.state.registry import Registry
 from netbootd.state.replay import SpoolingWriter
 from netbootd.state.spool import Batch, Spool
+from netbootd.state.sql import StateUnavailable, connect
 from netbootd.store.builds import load_store
 from netbootd.store.layout import bump_generation
 from netbootd.world import WorldWatcher
@@ -175,3 +185,44 @@ def test_events_during_an_outage_are_spooled_and_replayed_in_order(tmp_path: Pat
     state.writer = None
     assert [e.detail["n"] for e in state.timeline("52:54:00:00:00:01")] == list(range(1, 13))
     assert writer.status()["events_dropped"] == 0
+
+
+def test_while_down_only_the_probe_decides_when_to_try_again() -> None:
+    # A real TCP probe on loopback: a closed port, then a listener on it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clock = Clock()
+    probe = tcp_probe(f"postgresql://u@127.0.0.1:{port}/db")
+    assert probe is not None and tcp_probe("postgresql:///db?host=/run/postgresql") is None
+    h = DatabaseHealth(database_where(f"postgresql://u:pw@127.0.0.1:{port}/db", Path(".")),
+                       clock=clock, probe=probe)
+    assert h.where == f"127.0.0.1:{port}"
+    h.failed(DOWN)
+    clock.t += 3600
+    assert not h.may_try()  # time alone does not let the loop touch the database
+    assert h.probe_due()
+    h.probed(h.check())  # refused: the next probe later
+    assert not h.may_try() and not h.probe_due()
+    clock.t += 60
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert h.probe_due()
+        h.probed(h.check())
+    assert h.may_try() and not h.up  # try for real; only a working call says it is up
+    h.failed(DOWN)
+    assert not h.may_try() and h.outages == 1
+
+
+def test_the_refusal_of_a_real_unreachable_postgresql_names_host_port_and_why() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(StateUnavailable) as raised:
+        connect(f"postgresql://netbootd:secret@127.0.0.1:{port}/netbootd")
+    text = str(refused(None, raised.value))
+    assert text.startswith(f"the state database at 127.0.0.1:{port} is unreachable: ")
+    assert text.endswith("; nothing was changed; retry when it is back")
+    assert "refused" in reason_of(raised.value).lower()
+    assert "secret" not in text and "\n" not in text and "check that" not in text
