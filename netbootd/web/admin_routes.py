@@ -55,14 +55,7 @@ async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamR
     if (refusal := down_now(request)) is not None:
         return refusal
     try:
-        try:
-            return await handler(request)
-        except UNAVAILABLE:
-            if request.method != "GET":
-                raise
-            # A read may meet a connection the database dropped while it was away (a
-            # restart); the connection layer reconnects on the next call: try that once.
-            return await handler(request)
+        return await handler(request)
     except web.HTTPException:
         raise
     except UNAVAILABLE as e:
