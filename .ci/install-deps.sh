@@ -29,6 +29,7 @@ APT_PACKAGES=(
   ipmitool openipmi                           # power control: the IPMI client; ipmi_sim as a BMC
   postgresql                                  # [state] database tests (tests/pgserver.py)
   chromium chromium-driver                    # a real headless browser for the dashboard test
+  isc-dhcp-relay                              # the fleet lab's router (netbootd/lab/fleet.py)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -120,15 +120,15 @@ class QemuGuest:
 class GuestsMixin(LabNetwork):
     """Taps on br0 and QEMU guests on them."""
 
-    def add_tap(self, name: str) -> str:
-        """Create tap ``name`` in the lab namespace, attached to br0 and up; its name."""
+    def add_tap(self, name: str, bridge: str = BRIDGE) -> str:
+        """Create tap ``name`` in the lab namespace, attached to ``bridge`` and up; its name."""
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name):
             raise LabError(f"bad tap name {name!r}: 1-15 of [A-Za-z0-9_.-]")
         if name in self._taps:
             raise LabError(f"tap {name} exists already in this lab")
         _ip("-n", self.netns, "tuntap", "add", "dev", name, "mode", "tap")
         self._taps.append(name)
-        _ip("-n", self.netns, "link", "set", name, "master", BRIDGE, "up")
+        _ip("-n", self.netns, "link", "set", name, "master", bridge, "up")
         return name
 
     def start_qemu(
@@ -150,6 +150,8 @@ class GuestsMixin(LabNetwork):
         fw_cfg: Sequence[tuple[str, str]] = (),
         secure_boot: bool = False,
         net_then_disk: bool = False,
+        bridge: str = BRIDGE,
+        reboot_after_s: int | None = None,
     ) -> QemuGuest:
         """Boot a QEMU guest (TCG) on br0 through a new tap; serial console to a log file.
 
@@ -163,7 +165,10 @@ class GuestsMixin(LabNetwork):
         ``fw_cfg`` adds ``-fw_cfg name=NAME,string=VALUE`` items (e.g. ``OVMF_HTTP_BOOT_ONLY``).
         ``secure_boot`` (UEFI): OVMF's Secure Boot build with Microsoft's keys enrolled and
         Secure Boot on (q35 with SMM, secure pflash). ``net_then_disk``: boot order by
-        ``bootindex``, which OVMF follows: the NIC first, then ``disk``.
+        ``bootindex``, which OVMF follows: the NIC first, then ``disk``. ``bridge``: the lab
+        bridge the tap joins (a lab with more than one segment). ``reboot_after_s``: when no
+        boot device worked, SeaBIOS reboots after that many seconds and QEMU lets it (the
+        default, None, makes a reboot end QEMU), so a failed network boot is retried.
         """
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
             raise LabError(f"bad guest name {name!r}: 1-32 of [A-Za-z0-9_-]")
@@ -174,7 +179,7 @@ class GuestsMixin(LabNetwork):
         mac = _valid_mac(mac)
         if uuid is not None:
             uuid = str(uuid_mod.UUID(uuid))
-        tap = self.add_tap(f"t{len(self.guests)}-{name}"[:15])
+        tap = self.add_tap(f"t{len(self.guests)}-{name}"[:15], bridge)
         serial_log = self.tmpdir / f"{name}.serial.log"
         qemu_log = self.tmpdir / f"{name}.qemu.log"
         args: list[str] = [
@@ -184,7 +189,8 @@ class GuestsMixin(LabNetwork):
             "-m",
             str(memory_mb),
             "-nographic",
-            "-no-reboot",
+            *(["-no-reboot"] if reboot_after_s is None else
+              ["-boot", f"reboot-timeout={reboot_after_s * 1000}"]),
             "-name",
             name,
             "-serial",
