@@ -54,6 +54,9 @@ def load_or_create_token(path: Path) -> str:
     """The admin API's bearer token: read from ``path``, or made (0600) at first start.
 
     A token file that other users can read is refused: the token opens every change."""
+    # With the state database on a server (PostgreSQL) nothing else may have made the state
+    # directory yet; the token is the first file a fresh server writes there.
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -339,6 +339,23 @@ async def test_a_cli_change_reaches_a_running_servers_answers_within_a_second(
         await service.stop()
 
 
+async def test_a_server_on_postgresql_starts_with_no_state_directory_yet(
+        tmp_path: Path, pg_server: PgServer) -> None:
+    # Nothing but the admin token, the first-boot key and the spool lives in the state
+    # directory of a server whose state is on PostgreSQL: serve makes the directory itself.
+    make_store(tmp_path / "store")
+    data = loopback_config(tmp_path, state={"database": pg_server.create_database()})
+    data["server"]["state_dir"] = str(tmp_path / "fresh" / "state")
+    service = Service(parse_config(data, str(tmp_path / "netbootd.toml")))
+    await service.start()
+    try:
+        assert (tmp_path / "fresh" / "state").is_dir()
+        status, _ = await fetch(service, "/ipxe/node.ipxe?mac=52:54:00:00:00:98")
+        assert status == 200
+    finally:
+        await service.stop()
+
+
 @pytest.mark.parametrize("mode", ["fast", "kill"])
 def test_after_a_database_restart_the_next_read_and_write_just_work(mode: str) -> None:
     server = PgServer()  # its own: restarting the session's would disturb other tests
