@@ -58,8 +58,8 @@ def run_check(path: Path) -> Report:
     report.groups, report.nodes = len(config.groups), len(config.nodes)
     catalog, store_problems = load_store(config.server.store_dir)
     channels: dict[str, str] = {}
-    intent_db = config.server.state_dir / "intent.sqlite3"
-    if intent_db.is_file():
+    intent_db = config.intent_database
+    if not isinstance(intent_db, Path) or intent_db.is_file():
         with Registry(intent_db) as registry:
             channels = registry.channels()
     report.errors += [finding_from_line(p)
@@ -96,8 +96,10 @@ def check_config(config: Config, catalog: BuildCatalog, store_problems: list[str
             problems.append(f"firstboot.key_file: {e}")
     for where, settings in _entries(config):
         if settings.build is not None and settings.build not in catalog:
+            hint = (f"; this edge learns builds from {config.origin.url} once it runs and "
+                    "reaches it" if config.origin.url else "")
             problems.append(f"{where}.build: no build named {settings.build} "
-                            f"(known: {', '.join(catalog.refs()) or 'none'})")
+                            f"(known: {', '.join(catalog.refs()) or 'none'}){hint}")
         problems += [f"{where}.{p}" for p in var_problems(settings.vars)]
         if settings.channel is not None and settings.channel not in channels:
             problems.append(f"{where}.channel: channel {settings.channel} points at no build; "

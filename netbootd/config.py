@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from netbootd.config_origin import OriginConfig, parse_origin
 from netbootd.core.identity import normalize_guid, normalize_mac, parse_arch
 
 # The inventory records live in the core (core/model.py); imported here under their old names.
@@ -164,6 +165,9 @@ class StateConfig:
     # Seconds an IP -> MAC pair learnt from a request stays trusted (like a lease): after
     # that, requests from the address that name no MAC are no longer tied to that node.
     ip_mac_ttl: float = 3600.0
+    # Where intent and boot events live: None for the sqlite files in state_dir, or a
+    # postgresql:// URL shared by several servers (docs/configuration.md, [state]).
+    database: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,11 +207,22 @@ class Config:
     reimage: ReimageConfig = ReimageConfig()
     firstboot: FirstbootConfig = FirstbootConfig()
     state: StateConfig = StateConfig()
+    origin: OriginConfig = OriginConfig()  # noqa: RUF009 (frozen, so safe to share)
     power: PowerConfig = field(default_factory=PowerConfig)  # power/spec.py
 
     @property
     def admin_token_file(self) -> Path:
         return self.admin.token_file or self.server.state_dir / "admin.token"
+
+    @property
+    def intent_database(self) -> Path | str:
+        """The intent registry's database: a sqlite file, or the shared PostgreSQL URL."""
+        return self.state.database or self.server.state_dir / "intent.sqlite3"
+
+    @property
+    def events_database(self) -> Path | str:
+        """The boot-event database: a sqlite file, or the shared PostgreSQL URL."""
+        return self.state.database or self.server.state_dir / "state.sqlite3"
 
     @property
     def firstboot_key_file(self) -> Path:
@@ -353,7 +368,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     r = _Reader()
     r.unknown(data, {"server", "dhcp", "tftp", "http", "state", "loaders", "groups", "nodes",
-                     "admin", "reimage", "firstboot", "power"}, "")
+                     "admin", "reimage", "firstboot", "origin", "power"}, "")
 
     s = r.table(data, "server", "")
     r.unknown(s, {"address", "interface", "state_dir", "store_dir", "templates_dir",
@@ -429,8 +444,15 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                                               _range(1, 1_000_000)))
 
     sd = r.table(data, "state", "")
-    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl"}, "state.")
+    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl", "database"},
+              "state.")
+    database = r.optional_str(sd, "database", "state.")
+    if database is not None and not database.startswith(("postgresql://", "postgres://")):
+        r.problems.append("state.database: must be a postgresql:// URL (leave it out for the "
+                          "sqlite files in server.state_dir)")
+        database = None
     state = StateConfig(
+        database=database,
         max_clients=r.value(sd, "max_clients", "state.", int, 100_000, _range(1, 10_000_000)),
         max_nodes=r.value(sd, "max_nodes", "state.", int, 50_000, _range(1, 10_000_000)),
         max_events=r.value(sd, "max_events", "state.", int, 1_000_000,
@@ -553,11 +575,14 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                           "with default = true and a build")
     power = parse_power(data.get("power"), power_specs, r.problems)
 
+    origin = parse_origin(r, data)
+
     if r.problems:
         raise ConfigError(r.problems, source)
     return Config(server=server, dhcp=dhcp, tftp=tftp, http=http, loaders=loaders,
                   groups=tuple(groups), nodes=tuple(nodes), source=source, admin=admin,
-                  reimage=reimage, firstboot=firstboot, state=state, power=power)
+                  reimage=reimage, firstboot=firstboot, state=state, origin=origin,
+                  power=power)
 
 
 def _pools(r: _Reader, table: Mapping[str, Any], mode: str, address: str

@@ -12,6 +12,8 @@ specific types come first.
 - ``NoRootPassword``: an ESXi kickstart without a root password hash is refused, not served:
   404, its message names the var to set.
 - ``PathRefused``: a name that climbs out of its root: 403 / TFTP 2 "access violation".
+- ``FileUnavailable``: a build file an edge has not got from its origin yet (origin down, the
+  fetch refused or too slow): 503 / TFTP 0 "file not available yet"; the client may retry.
 - ``RenderError`` (a template that fails, a kernel command line with a newline, a bad
   seed value): the server's configuration is at fault, not the request: 500 / TFTP 0
   "internal error", logged with its cause.
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netbootd.errors import NotFound, PathRefused
+from netbootd.errors import FileUnavailable, NotFound, PathRefused
 from netbootd.render.node_files import NoRootPassword, RenderError
 from netbootd.render.tokens import TokenRefused
 
@@ -41,6 +43,7 @@ TABLE: tuple[tuple[type[BaseException], Refusal], ...] = (
     (NotFound, Refusal(404, "not-found", True)),
     (NoRootPassword, Refusal(404, "not-found", True)),
     (PathRefused, Refusal(403, "access", True)),
+    (FileUnavailable, Refusal(503, "unavailable", True)),
     (RenderError, Refusal(500, "error", False)),
 )
 UNEXPECTED = Refusal(500, "error", False)

@@ -65,3 +65,8 @@ class OtherDhcpServer(StartError):
     """Server mode refused to start: another DHCP server answers on the link."""
 
     exit_code = 3
+
+
+class FileUnavailable(NetbootdError):
+    """A build file that exists but cannot be served yet: an edge has not got it from its
+    origin (origin unreachable, the fetch refused or still running). HTTP 503 / TFTP 0."""

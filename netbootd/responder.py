@@ -74,6 +74,8 @@ class Responder(TftpNames, NodeReports):
         self.answer_cache = AnswerCache(config.state.max_clients)
         self.clock = clock
         self._mac_by_ip = IpMacs(config.state.ip_mac_ttl, config.state.max_clients)
+        # Told each plan a DHCP answer names (an edge prefetches its build's files).
+        self.plan_observers: list[Callable[[BootPlan], None]] = []
 
     # The World being served (read-only views, for the service's gauges and the CLI).
     @property
@@ -148,6 +150,8 @@ class Responder(TftpNames, NodeReports):
                      arch_name(ident.arch), answer.reason)
             return None
         assert isinstance(plan, BootPlan)  # a target is only chosen for a plan
+        for observe in self.plan_observers:
+            observe(plan)
         log.info("%s mac=%s guid=%s arch=%s node=%s group=%s build=%s mode=%s bootfile=%s",
                  message, ident.mac, ident.guid, arch_name(ident.arch), plan.node, plan.group,
                  plan.build.ref if plan.build else None, plan.mode, target.bootfile)

@@ -16,7 +16,7 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +44,13 @@ from netbootd.state.leases import LeaseDB
 from netbootd.state.registry import Registry
 from netbootd.store.builds import HashCache, load_store
 from netbootd.store.catalog import BuildCatalog
+from netbootd.store.origin_edge import Edge
 from netbootd.tftp.endpoint import TftpServer, TransferRecord
 from netbootd.tftp.session import SessionLimits, TftpSource
 from netbootd.tftp.sources import BytesSource, FileSource
 from netbootd.web.admin_routes import make_admin_app
 from netbootd.web.app import make_app
+from netbootd.web.image_routes import EDGE
 from netbootd.web.limits import limit_connections
 
 log = logging.getLogger("netbootd")
@@ -99,10 +101,10 @@ class Service:
 
     def __post_init__(self) -> None:
         key = firstboot_key(self.config)  # before anything opens: a bad key stops the start
-        self.state = StateDB(self.config.server.state_dir / "state.sqlite3",
+        self.state = StateDB(self.config.events_database,
                              max_nodes=self.config.state.max_nodes,
                              max_events=self.config.state.max_events, counters=self.counters)
-        self.registry = Registry(self.config.server.state_dir / "intent.sqlite3")
+        self.registry = Registry(self.config.intent_database)
         self.responder, problems = make_responder(self.config, self.state, self.catalog,
                                                   self.registry, key=key, clock=self.clock,
                                                   counters=self.counters)
@@ -119,6 +121,11 @@ class Service:
         self.tftp_port: int | None = None
         self.leases_db: LeaseDB | None = None  # server mode only
         self.dhcp_server: DhcpServerEndpoint | None = None
+        self.edge: Edge | None = None  # [origin] url: builds pulled from an origin
+        if self.config.origin.url is not None and self.catalog is None:
+            self.edge = Edge(self.config, self.config.server.store_dir, self.responder.refresh,
+                             self.counters)
+            self.responder.plan_observers.append(self.edge.on_plan)
 
     def _gauges(self) -> dict[str, tuple[str, float]]:
         """Levels read at scrape time (help text, value)."""
@@ -127,6 +134,7 @@ class Service:
             "tftp_active_sessions": ("TFTP transfers in flight",
                                      tftp.active_sessions if tftp is not None else 0),
             "builds": ("builds in the catalog being served", len(self.responder.catalog.refs())),
+            **(self.edge.gauges() if self.edge is not None else {}),
         }
 
     # -- adapters between endpoints and the responder -----------------------------------------
@@ -135,10 +143,13 @@ class Service:
                                                http_boot=req.http_boot,
                                                message=req.answer_kind)
 
-    def _tftp_resolve(self, filename: str, client: tuple[str, int]) -> TftpSource:
+    def _tftp_resolve(self, filename: str, client: tuple[str, int]
+                      ) -> TftpSource | Awaitable[TftpSource]:
         found = self.responder.tftp_lookup(filename, client[0])
         if isinstance(found, Rendered):
             return BytesSource(found.text.encode())
+        if self.edge is not None and (src := self.edge.tftp_source(found.path)) is not None:
+            return src
         return FileSource(found.path)  # NotFound / PathRefused when it cannot be opened
 
     def _tftp_done(self, rec: TransferRecord) -> None:
@@ -180,7 +191,11 @@ class Service:
             self.tftp_port = self._tftp.port
         # access_log=None: aiohttp's access log would print first-boot tokens; the app's own
         # middleware logs requests with the token redacted.
-        runner = web.AppRunner(make_app(self.responder, self.metrics_registry), access_log=None)
+        app = make_app(self.responder, self.metrics_registry)
+        if self.edge is not None:
+            app[EDGE] = self.edge
+            await self.edge.start()
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._http = runner
         assert runner.server is not None
@@ -264,6 +279,8 @@ class Service:
             if runner is not None:
                 await runner.cleanup()
         self._http = self._api = None
+        if self.edge is not None:
+            await self.edge.stop()
         if self.admin is not None:
             self.admin.close()
             self.admin = None
@@ -294,6 +311,8 @@ class Service:
         for p in problems:
             log.warning("store: %s", p)
         self.responder.reconfigure(new, catalog, make_renderer(new, catalog, key))
+        if self.edge is not None:
+            self.edge.reconfigure(new)
         if self.admin is not None:
             self.admin.config = new  # listener address and token need a restart
         self.config = new

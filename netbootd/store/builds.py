@@ -23,6 +23,7 @@ from netbootd.store.authenticode import (
 )
 from netbootd.store.catalog import Build, BuildCatalog
 from netbootd.store.manifest import FileInfo, Manifest, parse_manifest
+from netbootd.store.origin_layout import edge_blob, edge_manifests
 
 
 class HashCache:
@@ -53,7 +54,7 @@ def load_store(store_dir: Path,
     problems: list[str] = []
     root = store_dir / "builds"
     if not root.is_dir():
-        return BuildCatalog([]), problems
+        return BuildCatalog(pulled_builds(store_dir, set(), problems)), problems
     for name_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for ver_dir in sorted(p for p in name_dir.iterdir()
                               if p.is_dir() and not p.name.startswith(".")):
@@ -90,7 +91,32 @@ def load_store(store_dir: Path,
                 sig = signature_from_json(m.extra.get("kernel_signature")) or \
                     kernel_signature(paths[m.kernel])
             builds.append(Build(m, paths, sig))
+    builds += pulled_builds(store_dir, {b.ref for b in builds}, problems)
     return BuildCatalog(builds), problems
+
+
+def pulled_builds(store_dir: Path, local: set[str], problems: list[str]) -> list[Build]:
+    """Builds an edge learnt from its origin (store/origin_layout.py), whose files are blobs
+    of the edge's cache: present once fetched and verified, fetched on first use. A build
+    also in the store's own ``builds/`` is served from there (``local``)."""
+    root = edge_manifests(store_dir)
+    if not root.is_dir():
+        return []
+    out: list[Build] = []
+    for mf in sorted(root.glob("*/*/manifest.json")):
+        try:
+            m = parse_manifest(mf.read_text(encoding="utf-8"), str(mf))
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{mf}: cannot read ({e})")
+            continue
+        except BuildError as e:
+            problems.append(str(e))
+            continue
+        if (m.name, m.version) != (mf.parent.parent.name, mf.parent.name) or m.ref in local:
+            continue
+        paths = {f: edge_blob(store_dir, info.sha256) for f, info in m.files.items()}
+        out.append(Build(m, paths, signature_from_json(m.extra.get("kernel_signature"))))
+    return out
 
 
 def kernel_signature(path: Path) -> Signature | None:

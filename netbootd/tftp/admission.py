@@ -48,6 +48,8 @@ _REFUSALS: Mapping[str, Error] = {
     "busy-client": Error(ErrorCode.NOT_DEFINED, "server busy"),
     # Out of descriptors or ports: full in a way the limits did not foresee; say busy too.
     "no-socket": Error(ErrorCode.NOT_DEFINED, "server busy"),
+    # An edge could not get the file from its origin (error_map.py, FileUnavailable).
+    "unavailable": Error(ErrorCode.NOT_DEFINED, "file not available yet"),
 }
 
 

@@ -23,9 +23,10 @@ transfers is :attr:`TftpServer.active_sessions`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from netbootd.error_map import refusal_for
 from netbootd.errors import MalformedPacket
@@ -41,7 +42,10 @@ __all__ = ["Resolver", "TftpServer", "TransferRecord"]
 
 log = logging.getLogger(__name__)
 
-Resolver = Callable[[str, tuple[str, int]], TftpSource]
+# A resolver may hand back an awaitable instead of a source: a file an edge is still fetching
+# from its origin (store/origin_edge.py). The transfer starts when it resolves; meanwhile a
+# retransmitted RRQ from the same client port is ignored.
+Resolver = Callable[[str, tuple[str, int]], TftpSource | Awaitable[TftpSource]]
 
 # An RRQ is a name, a mode and a few options; anything longer is not a request we serve.
 LISTENER_RECV_SIZE = 2048
@@ -74,6 +78,7 @@ class TftpServer:
         self._host = ""
         self._interface: str | None = None
         self._transfers: Transfers | None = None
+        self._pending: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     @property
     def max_sessions(self) -> int:
@@ -127,6 +132,8 @@ class TftpServer:
         loop.remove_reader(sock.fileno())
         sock.close()
         self._listener = None
+        for task in list(self._pending.values()):
+            task.cancel()
         now = loop.time()
         for tr in transfers.all():
             transfers.send(tr, tr.session.abort(now, "server shutting down"))
@@ -219,17 +226,46 @@ class TftpServer:
 
     def _serve(self, request: ReadRequest, client: tuple[str, int], local_ip: str) -> None:
         filename = request.filename
+        if client in self._pending:
+            return  # the client's first RRQ is waiting for its file (retransmitted)
         try:
-            source = self._resolver(filename, client)
+            found = self._resolver(filename, client)
         except Exception as exc:  # error_map.py says which refusal each error is
-            why = refusal_for(exc)
-            if not why.expected:
-                log.exception("tftp: resolving %r for %s:%d failed", filename, *client)
-            else:
-                log.log(logging.DEBUG if why.tftp == "not-found" else logging.INFO,
-                        "tftp: %s:%d %r refused (%s): %s", *client, filename, why.tftp, exc)
-            self._refuse(client, local_ip, filename, why.tftp)
+            self._resolve_failed(client, local_ip, filename, exc)
             return
+        if inspect.isawaitable(found):
+            assert self._loop is not None
+            task = self._loop.create_task(self._serve_later(request, client, local_ip, found))
+            self._pending[client] = task
+            task.add_done_callback(lambda t: self._pending.pop(client, None))
+            return
+        self._begin(request, client, local_ip, found)
+
+    async def _serve_later(self, request: ReadRequest, client: tuple[str, int], local_ip: str,
+                           pending: Awaitable[TftpSource]) -> None:
+        try:
+            source = await pending
+        except Exception as exc:
+            self._resolve_failed(client, local_ip, request.filename, exc)
+            return
+        if self._listener is None:  # stopped while waiting
+            source.close()
+            return
+        self._begin(request, client, local_ip, source)
+
+    def _resolve_failed(self, client: tuple[str, int], local_ip: str, filename: str,
+                        exc: Exception) -> None:
+        why = refusal_for(exc)
+        if not why.expected:
+            log.error("tftp: resolving %r for %s:%d failed", filename, *client, exc_info=exc)
+        else:
+            log.log(logging.DEBUG if why.tftp == "not-found" else logging.INFO,
+                    "tftp: %s:%d %r refused (%s): %s", *client, filename, why.tftp, exc)
+        self._refuse(client, local_ip, filename, why.tftp)
+
+    def _begin(self, request: ReadRequest, client: tuple[str, int], local_ip: str,
+               source: TftpSource) -> None:
+        filename = request.filename
         try:
             session = ReadSession(request, source, self.limits)
             sock = udp.new_socket(self._interface)

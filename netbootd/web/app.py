@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from netbootd.metrics_export import exposition
 from netbootd.responder import Responder
 from netbootd.state.events import StateDB
-from netbootd.web import boot_routes, image_routes
+from netbootd.web import boot_routes, image_routes, origin_routes
 from netbootd.web.boot_routes import RESPONDER
 from netbootd.web.middleware import COUNTERS, observe
 
@@ -73,6 +73,7 @@ def make_app(responder: Responder, registry: CollectorRegistry | None = None) ->
     app[COMMIT_BARRIER] = _CommitBarrier()
     boot_routes.add_routes(app)
     image_routes.add_routes(app)
+    origin_routes.add_routes(app)
     app.router.add_get("/healthz", healthz)
     if registry is not None:
         app[REGISTRY] = registry

@@ -9,11 +9,15 @@ onto a directory by hand.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from aiohttp import web
 
-from netbootd.errors import NotFound, PathRefused
+from netbootd.errors import FileUnavailable, NotFound, PathRefused
+from netbootd.store.origin_edge import Edge
 from netbootd.web.boot_routes import RESPONDER
+
+EDGE = web.AppKey("edge", Edge)  # set on an edge (``[origin] url``) only
 
 # Build files never change once published (immutable builds), so clients and caches may keep
 # them; loaders can change with a Debian package upgrade, so they are revalidated.
@@ -33,8 +37,30 @@ async def build_file(request: web.Request) -> web.StreamResponse:
         path = build.path_of(m["file"])
     except NotFound as e:
         raise web.HTTPNotFound(text=f"{e}\n") from e
+    edge = request.app.get(EDGE)
+    if edge is not None:  # a build pulled from an origin: served once fetched and verified
+        return await edge_file(request, edge, path)
     responder.http_sent(request.path, request.remote, 200)
     return web.FileResponse(path, headers={"Cache-Control": IMMUTABLE})
+
+
+async def edge_file(request: web.Request, edge: Edge, path: Path) -> web.StreamResponse:
+    try:
+        sha = await edge.ready(path)
+    except FileUnavailable as e:
+        raise web.HTTPServiceUnavailable(text=f"{e}\n", headers={"Retry-After": "5"}) from e
+    except NotFound as e:
+        raise web.HTTPNotFound(text=f"{e}\n") from e
+    request.app[RESPONDER].http_sent(request.path, request.remote, 200)
+    response = web.FileResponse(path, headers={"Cache-Control": IMMUTABLE})
+    if sha is None:
+        return response
+    try:  # sent here, not after returning, so the blob is held until the last byte
+        await response.prepare(request)
+        await response.write_eof()
+    finally:
+        edge.cache.release(sha)
+    return response
 
 
 async def loader_file(request: web.Request) -> web.StreamResponse:

@@ -17,6 +17,7 @@ from helpers import loopback_config, make_store
 from netbootd.config import parse_config
 from netbootd.errors import ConfigError
 from netbootd.service import Service
+from pgserver import Backend
 
 UNKNOWN_MAC = "52:54:00:77:66:55"
 
@@ -46,9 +47,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+async def api(tmp_path: Path, backend: Backend) -> AsyncIterator[Api]:
     make_store(tmp_path / "store")
-    data = loopback_config(tmp_path)
+    data = backend.configure(loopback_config(tmp_path))
     data["groups"]["default"] = {"default": True, "channel": "kvm-stable"}
     data["reimage"] = {"installer": "demo/2.0"}
     service = Service(parse_config(data, "api-test"))

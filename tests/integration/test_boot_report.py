@@ -19,15 +19,17 @@ from test_firstboot_tokens import DB1, WEB1, Clock, Server, with_token
 from helpers import loopback_config, make_store
 from netbootd.config import parse_config
 from netbootd.service import Service
+from pgserver import Backend
 
 MAC = DB1.replace("-", ":")
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
+async def server(tmp_path: Path, backend: Backend) -> AsyncIterator[Server]:
     make_store(tmp_path / "store")
     clock = Clock()
-    service = Service(parse_config(loopback_config(tmp_path), "test"), clock=clock)
+    service = Service(parse_config(backend.configure(loopback_config(tmp_path)), "test"),
+                      clock=clock)
     await service.start()
     try:
         async with aiohttp.ClientSession() as http:

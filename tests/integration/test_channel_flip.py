@@ -14,6 +14,7 @@ from helpers import loopback_config
 from netbootd.admin import Admin
 from netbootd.config import parse_config
 from netbootd.service import Service
+from pgserver import Backend
 
 CLIENTS = 20
 SIZE = 8 << 20
@@ -36,8 +37,9 @@ async def slow_download(session: aiohttp.ClientSession, url: str,
     return h.hexdigest()
 
 
-async def test_a_flip_during_twenty_downloads_breaks_none(tmp_path: Path) -> None:
-    data = loopback_config(tmp_path, nodes={})
+async def test_a_flip_during_twenty_downloads_breaks_none(tmp_path: Path,
+                                                        backend: Backend) -> None:
+    data = backend.configure(loopback_config(tmp_path, nodes={}))
     data["groups"] = {"default": {"default": True, "channel": "kvm-stable"}}
     config = parse_config(data, "flip-test")
     payload = {v: os.urandom(SIZE) for v in ("1", "2")}

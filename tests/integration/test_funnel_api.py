@@ -24,15 +24,16 @@ from helpers import loopback_config, make_store
 from netbootd.config import parse_config
 from netbootd.lab.demo import toml_dump
 from netbootd.service import Service
+from pgserver import Backend
 
 REPO = Path(__file__).resolve().parents[2]
 MAC = "52:54:00:00:00:02"  # db1, demo/2.0
 
 
 @pytest.fixture
-async def booted(tmp_path: Path) -> AsyncIterator[tuple[Service, Path]]:
+async def booted(tmp_path: Path, backend: Backend) -> AsyncIterator[tuple[Service, Path]]:
     make_store(tmp_path / "store")
-    data = loopback_config(tmp_path)
+    data = backend.configure(loopback_config(tmp_path))
     config = tmp_path / "netbootd.toml"
     config.write_text(toml_dump(data))
     service = Service(parse_config(data, str(config)))

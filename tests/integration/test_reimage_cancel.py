@@ -16,6 +16,7 @@ from helpers import fetch, loopback_config, make_store, write_build
 from netbootd.admin import Admin
 from netbootd.config import Config, parse_config
 from netbootd.service import Service
+from pgserver import Backend
 
 LAB1 = "52:54:00:00:00:05"  # BASE_CONFIG's lab1: mode local in the config
 DB1 = "52:54:00:00:00:02"  # db1: pinned to demo/2.0, appliance
@@ -23,13 +24,13 @@ RAW = bytes(range(256)) * 64
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[Service, Config]]:
+async def server(tmp_path: Path, backend: Backend) -> AsyncIterator[tuple[Service, Config]]:
     store = make_store(tmp_path / "store")
     write_build(store, "lab-disk", "1", {"disk.img": RAW}, kind="disk",
                 disk={"file": "disk.img", "compression": "none", "raw_size": len(RAW),
                       "raw_sha256": hashlib.sha256(RAW).hexdigest()})
-    config = parse_config(loopback_config(tmp_path, reimage={"installer": "demo/2.0"}),
-                          "cancel-test")
+    config = parse_config(backend.configure(
+        loopback_config(tmp_path, reimage={"installer": "demo/2.0"})), "cancel-test")
     service = Service(config)
     await service.start()
     try:

@@ -15,19 +15,21 @@ from helpers import fetch, loopback_config, make_store, write_build
 from netbootd.admin import Admin
 from netbootd.config import Config, parse_config
 from netbootd.service import Service
+from pgserver import Backend
 
 LAB7 = "52:54:00:00:00:05"  # BASE_CONFIG's lab1 node, mode local in the config
 KEY = LAB7.replace(":", "-")
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[Service, Config]]:
+async def server(tmp_path: Path, backend: Backend) -> AsyncIterator[tuple[Service, Config]]:
     store = make_store(tmp_path / "store")
     raw = bytes(range(256)) * 64
     write_build(store, "lab-disk", "1", {"disk.img": raw}, kind="disk",
                 disk={"file": "disk.img", "compression": "none", "raw_size": len(raw),
                       "raw_sha256": hashlib.sha256(raw).hexdigest()})
-    data = loopback_config(tmp_path, reimage={"installer": "demo/2.0", "target": "/dev/vdb"})
+    data = backend.configure(
+        loopback_config(tmp_path, reimage={"installer": "demo/2.0", "target": "/dev/vdb"}))
     config = parse_config(data, "reimage-test")
     service = Service(config)
     await service.start()

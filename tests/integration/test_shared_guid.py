@@ -14,15 +14,16 @@ from netbootd.responder import Responder
 from netbootd.service import make_responder
 from netbootd.state.events import StateDB
 from netbootd.state.registry import Registry
+from pgserver import Backend
 
 WEB1_GUID = "8e1c5a4f-2b7d-4c39-9a60-0f1e2d3c4b5a"
 
 
-def responder(tmp_path: Path, **nodes: dict[str, object]) -> Responder:
+def responder(tmp_path: Path, backend: Backend, **nodes: dict[str, object]) -> Responder:
     make_store(tmp_path / "store")
     config = make_config(tmp_path, {"nodes": nodes} if nodes else None)
-    state = StateDB(tmp_path / "state" / "state.sqlite3")
-    r, problems = make_responder(config, state, registry=Registry(tmp_path / "i.sqlite3"),
+    state = StateDB(backend.db("state.sqlite3"))
+    r, problems = make_responder(config, state, registry=Registry(backend.db("i.sqlite3")),
                                  key=TEST_KEY)
     assert problems == []
     return r
@@ -32,8 +33,9 @@ def script(r: Responder, mac: str, guid: str) -> str:
     return r.ipxe_script(ClientIdentity(mac=mac, guid=guid, user_class="iPXE"))
 
 
-def test_a_guid_seen_on_a_second_machine_stops_matching_at_once(tmp_path: Path) -> None:
-    r = responder(tmp_path)
+def test_a_guid_seen_on_a_second_machine_stops_matching_at_once(tmp_path: Path,
+                                                                backend: Backend) -> None:
+    r = responder(tmp_path, backend)
     assert "(web1, group default" in script(r, "52:54:00:00:10:01", WEB1_GUID)
     cfg = f"bios/pxelinux.cfg/{pxelinux_guid_name(WEB1_GUID)}"
     assert "web1" in r.tftp_lookup(cfg, "10.0.0.5").text  # type: ignore[union-attr]
@@ -44,9 +46,10 @@ def test_a_guid_seen_on_a_second_machine_stops_matching_at_once(tmp_path: Path) 
         r.tftp_lookup(cfg, "10.0.0.5")  # pxelinux goes on to 01-<mac>
 
 
-def test_one_machines_nics_listed_on_one_node_keep_matching(tmp_path: Path) -> None:
+def test_one_machines_nics_listed_on_one_node_keep_matching(tmp_path: Path,
+                                                            backend: Backend) -> None:
     macs = ["52:54:00:00:20:01", "52:54:00:00:20:02"]
-    r = responder(tmp_path, web1={"uuid": WEB1_GUID, "mac": macs})
+    r = responder(tmp_path, backend, web1={"uuid": WEB1_GUID, "mac": macs})
     for mac in macs:
         assert "(web1, group default" in script(r, mac, WEB1_GUID)
     assert "(web1, group default" in script(r, macs[0], WEB1_GUID)

@@ -1,17 +1,17 @@
-"""StateDB bounds: spoofed MACs cannot grow the nodes and events tables without limit."""
+"""StateDB bounds: spoofed MACs cannot grow the nodes and events tables without limit (on
+sqlite and on PostgreSQL)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from netbootd.core.identity import ClientIdentity
 from netbootd.metrics import Counters
 from netbootd.state.events import StateDB
+from pgserver import Backend
 
 
-def test_unknown_macs_beyond_max_nodes_are_dropped_and_counted(tmp_path: Path) -> None:
+def test_unknown_macs_beyond_max_nodes_are_dropped_and_counted(backend: Backend) -> None:
     counters = Counters()
-    with StateDB(tmp_path / "s.db", max_nodes=10, max_events=1000, counters=counters) as db:
+    with StateDB(backend.db("s.db"), max_nodes=10, max_events=1000, counters=counters) as db:
         for i in range(50):
             mac = f"52:54:00:00:01:{i:02x}"
             db.saw(ClientIdentity(mac=mac), float(i))
@@ -23,15 +23,15 @@ def test_unknown_macs_beyond_max_nodes_are_dropped_and_counted(tmp_path: Path) -
         assert db.counts() == (11, 12)
         assert counters.get("state_dropped", reason="node-cap") == 80
     # The cap holds across a restart: the MACs already on record are read back.
-    with StateDB(tmp_path / "s.db", max_nodes=10, max_events=1000, counters=counters) as db:
+    with StateDB(backend.db("s.db"), max_nodes=10, max_events=1000, counters=counters) as db:
         db.record("52:54:00:00:09:09", "dhcp-offer", 200.0)
         db.record("52:54:00:00:01:01", "dhcp-offer", 200.0)
         assert db.counts() == (11, 13)
 
 
-def test_events_beyond_max_events_are_pruned_oldest_first(tmp_path: Path) -> None:
+def test_events_beyond_max_events_are_pruned_oldest_first(backend: Backend) -> None:
     counters = Counters()
-    with StateDB(tmp_path / "s.db", max_nodes=10, max_events=1000, counters=counters) as db:
+    with StateDB(backend.db("s.db"), max_nodes=10, max_events=1000, counters=counters) as db:
         for i in range(5000):
             db.record("52:54:00:00:00:01", "http-sent", float(i), n=i)
         _, events = db.counts()

@@ -6,12 +6,13 @@ import sqlite3
 from pathlib import Path
 
 from netbootd.state.events import StateDB
+from pgserver import Backend
 
 MAC = "52:54:00:00:00:07"
 
 
-def test_phone_home_then_report_set_the_state(tmp_path: Path) -> None:
-    with StateDB(tmp_path / "s.db") as db:
+def test_phone_home_then_report_set_the_state(backend: Backend) -> None:
+    with StateDB(backend.db("s.db")) as db:
         db.phoned_home(MAC, 1.0, build="kvm/1", hostname="hv1", ip=None, node="hv1")
         node = db.node(MAC)
         assert node is not None and node.state == "booted" and node.boot_count == 1
