@@ -1,5 +1,10 @@
-"""Power control of nodes: a small driver interface (``driver``), IPMI-over-LAN through
-ipmitool (``ipmi``), Wake-on-LAN (``wol``), the ``[power]`` configuration and each node's power
-spec (``spec``), the 0600 credentials file (``credentials``), and the calls the CLI, the admin
-API and rollouts make (``control``: one node, or a batch with one result per node).
+"""Power control of nodes.
+
+``driver`` the interface (on/off/cycle/status -> state, ``PowerResult``) and its errors;
+``ipmi`` IPMI-over-LAN through ipmitool; ``wol`` Wake-on-LAN; ``spec`` the ``[power]`` table
+and each node's ``power`` spec (pure, called by ``config``); ``credentials`` the 0600 file of
+BMC passwords; ``control`` one action or a batch over a config; ``admin_power`` the same as
+admin operations (inventory check, timeline event, ``reimage_now``, ``power_cycle`` for
+rollouts); ``cli_power`` and ``web/power_routes.py`` the command line and the API;
+``check_power`` what ``netbootd check`` reports.
 """

@@ -13,6 +13,7 @@ fails the order stays open (cancel it as any other) and the error says so.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from netbootd.admin import Admin
 from netbootd.errors import NetbootdError
 from netbootd.power.control import PowerControl, unknown_nodes
 from netbootd.power.driver import PowerError, PowerResult
+
+log = logging.getLogger("netbootd.power")
 
 
 class NotPowered(PowerError):
@@ -35,6 +38,9 @@ def power_control(admin: Admin, *, who: str) -> PowerControl:
     """A PowerControl on ``admin``'s config that records each result in the timeline."""
 
     def record(r: PowerResult) -> None:
+        # one line per action, as for every decision; results never hold a secret
+        log.info("power: node %s %s by %s: %s (%s, %.2f s)", r.node, r.action, who,
+                 r.message if r.ok else f"failed: {r.message}", r.driver, r.seconds)
         spec = admin.config.power.nodes.get(r.node)
         node = next((n for n in admin.config.nodes if n.name == r.node), None)
         mac = node.macs[0] if node is not None and node.macs else (spec.mac if spec else "")

@@ -35,6 +35,12 @@ class Secret:
     __str__ = __repr__
 
 
+class CredentialsUnreadable(ConfigError):
+    """The file exists but this user may not read it: exit code 4, like other permissions."""
+
+    exit_code = 4
+
+
 def permission_problem(path: Path, st: os.stat_result) -> str | None:
     """Why a credentials file's mode is refused, with the fix; None when it is private."""
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -50,6 +56,9 @@ def load_credentials(path: Path) -> Mapping[str, Secret]:
     where = f"power credentials {path}"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except PermissionError:
+        raise CredentialsUnreadable(["permission denied: run it as the user netbootd runs as "
+                                     "(the file's owner, or root)"], where) from None
     except OSError as e:
         raise ConfigError([f"cannot open it: {e.strerror} (create it with mode 0600: "
                            f"`install -m 600 /dev/null {path}`)"], where) from None

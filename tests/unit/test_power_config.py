@@ -5,6 +5,9 @@ holds no secret; Wake-on-LAN's packet; batch results for nodes without power con
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ from netbootd.power.driver import PowerError, PowerUnsupported
 from netbootd.power.ipmi import IpmiDriver
 from netbootd.power.spec import PowerConfig, PowerSpec
 from netbootd.power.wol import WolDriver, magic_packet
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def config_with(tmp_path: Path, power: Any = None, **node_power: Any) -> dict[str, Any]:
@@ -198,3 +203,21 @@ def test_control_runs_records_and_batches(tmp_path: Path) -> None:
     os.chmod(creds, 0o644)  # a batch whose credentials are refused: every node says why
     assert all(not r.ok and "chmod 600" in r.message
                for r in control.batch(["db1", "db2"], "cycle"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root to become another user (setpriv)")
+def test_a_credentials_file_this_user_cannot_read_is_exit_code_4(tmp_path: Path) -> None:
+    f = tmp_path / "power.toml"
+    f.write_text('[a]\npassword = "x"\n')
+    f.chmod(0o600)
+    os.chmod(tmp_path, 0o755)  # the directory is open; the file is root's alone
+    probe = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+             "from netbootd.power.credentials import load_credentials\n"
+             "from netbootd.errors import ConfigError\n"
+             "try:\n    load_credentials(__import__('pathlib').Path(sys.argv[2]))\n"
+             "except ConfigError as e:\n    print(getattr(e, 'exit_code', 2), e)\n")
+    out = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                          sys.executable, "-c", probe, str(ROOT), str(f)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.startswith("4 ") and "permission denied" in out, out
