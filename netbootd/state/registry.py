@@ -61,6 +61,10 @@ NOTIFY_CHANNEL = "netbootd_intent"
 # planner hold separate handles, and a change through one is seen by the other's next
 # changed() without waiting for the notification's trip through the database server.
 _process_writes = [0]
+# The highest intent generation this process committed, per database: its own NOTIFY
+# (payload: that generation) then arrives at its other handles as old news, not as a second
+# change.
+_process_generation: dict[str, int] = {}
 
 # Seconds between two reads of intent_generation (PostgreSQL): the fallback when a
 # notification was lost, e.g. while reconnecting.
@@ -205,8 +209,21 @@ class Registry:
         conn.add_notify_handler(self._on_notify)
         self._notified = True  # (re)connected: whatever happened meanwhile is unknown
 
-    def _on_notify(self, _n: psycopg.Notify) -> None:
-        self._notified = True
+    def _on_notify(self, n: psycopg.Notify) -> None:
+        if self._is_news(n.payload):
+            self._notified = True
+
+    def _is_news(self, payload: str) -> bool:
+        """Whether a notification (payload: the generation it committed) says more than what
+        this handle has seen; one without a number (another writer) always does."""
+        try:
+            gen = int(payload)
+        except ValueError:
+            return True
+        if self._generation is not None and gen <= self._generation:
+            return False
+        self._generation = gen
+        return True
 
     def close(self) -> None:
         self._db.close()
@@ -247,6 +264,9 @@ class Registry:
             changed = True
         if _process_writes[0] != self._seen_local:  # this process committed a change
             self._seen_local = _process_writes[0]
+            mine = _process_generation.get(str(self.path))
+            if mine is not None:
+                self._generation = max(self._generation or 0, mine)
             changed = True
         t = time.monotonic()
         if t - self._checked >= RECHECK:
@@ -280,8 +300,8 @@ class Registry:
         except self._db.errors:
             return False
         got = False
-        while pg.notifies() is not None:
-            got = True
+        while (n := pg.notifies()) is not None:
+            got = self._is_news(n.extra.decode("ascii", "replace")) or got
         return got
 
     # -- channels ------------------------------------------------------------------------------
@@ -446,9 +466,13 @@ class Registry:
             with self._db.transaction():
                 yield
                 if self._dirty:
-                    self._db.execute("UPDATE intent_generation SET n = n + 1 WHERE id=1")
+                    gen = int(self._db.execute(
+                        "UPDATE intent_generation SET n = n + 1 WHERE id=1 RETURNING n")
+                        .fetchone()[0])
                     if self._db.kind == POSTGRESQL:
-                        self._db.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+                        self._db.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(gen)))
+                    key = str(self.path)
+                    _process_generation[key] = max(_process_generation.get(key, 0), gen)
         finally:
             if self._dirty:
                 self._local += 1

@@ -6,6 +6,7 @@ message and exit code), and an unreachable PostgreSQL is one error, recovered fr
 from __future__ import annotations
 
 import asyncio
+import select
 import sqlite3
 import subprocess
 import sys
@@ -102,6 +103,27 @@ def test_a_change_in_the_same_process_is_seen_at_the_next_request(backend: Backe
         api.set_channel("stable", "demo/1", who="api", why="", now=1.0)
         assert planner.changed()  # no wait: not even the notification's trip
         assert not planner.changed()
+
+
+def test_a_changes_own_notification_is_not_a_second_change(pg_server: PgServer) -> None:
+    # The service's World handle sees its API handle's write at once (same process); the
+    # NOTIFY of that same write, arriving a moment later, must not rebuild the World again.
+    url = pg_server.create_database()
+    with Registry(url) as planner, Registry(url) as api:
+        planner.changed()
+        api.set_channel("stable", "demo/1", who="api", why="", now=1.0)
+        assert planner.changed()
+        conn = planner.db.current
+        assert conn is not None
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 30)
+        assert readable  # the notification is here
+        assert not planner.changed()
+        with Registry(url) as other_server:  # a write by nobody in this process's counters
+            other_server.set_channel("stable", "demo/2", who="cli", why="", now=2.0)
+        deadline = time.monotonic() + 30
+        while not planner.changed():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
 
 
 def test_a_lost_notification_is_caught_by_the_periodic_check(pg_server: PgServer) -> None:
