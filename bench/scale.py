@@ -1,0 +1,722 @@
+"""How far one netbootd server goes, and what a fleet of 100 000 nodes needs (docs/scaling.md).
+
+    python bench/scale.py                     # full run, SQLite (root: namespaces, cgroups)
+    python bench/scale.py --quick             # smoke test: small sizes, < 2 minutes
+    python bench/scale.py --database postgresql://...   # intent and events on PostgreSQL
+    python bench/scale.py --json out.json
+    python bench/run.py --only scale          # the same figures as rows of bench/run.py
+
+Measured, on this machine, with loopback and namespace traffic only:
+
+- **World and memory per fleet size** (``world``): for 1 000, 10 000 and 100 000 nodes,
+  configured (``[nodes.x]`` in the TOML file) or adopted (``Registry.adopt``, what
+  ``netbootd node adopt`` does), each size in a fresh Python process: the time to read the
+  config, to build the World (inventory, intent, renderer: what every intent change or reload
+  costs, netbootd/world.py), the process's peak RSS once the World is built, and ``decide()``
+  p50/p99 over 20 000 identities (a third configured nodes, a third unknown MACs, a third
+  unknown MACs with an unknown GUID) on that World.
+- **Boots through the real server** (``boot``): netbootd in the server namespace (one process,
+  pinned to one core, in a cgroup), the simulated nodes of :mod:`bench.scale_client` in the
+  client namespace on the other core. Each step of a boot is first run for every node on its
+  own, so the server's CPU per step is read from the cgroup between steps; then whole boots
+  run K at a time: boots per second at that concurrency, server CPU per boot, and what the
+  database was asked per boot: statements, transactions, rows written (SQLite: counted by
+  :mod:`bench.scale_server`; PostgreSQL: ``pg_stat_database`` deltas, and
+  ``pg_stat_statements`` when the cluster loads it), the size on disk per node and per event.
+- **Sizing** (``sizing``): 100 000 nodes computed from those figures; every input is a
+  measured figure or a stated assumption (link speed, build size, storm target), and the
+  arithmetic is in the output.
+
+Each figure records the host's load while it was taken (bench/sandbox.py LoadProbe). Figures
+only: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import peers  # noqa: E402
+from bench.sandbox import (  # noqa: E402
+    SERVER_IP,
+    BenchError,
+    CpuMeter,
+    LoadProbe,
+    NetnsPair,
+    loadavg,
+    rss_kib,
+    stop_process,
+)
+
+MB = 1 << 20
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+STEPS = ("dhcp-pxe", "tftp", "dhcp-ipxe", "scripts", "kernel", "initrd", "firstboot",
+         "phone-home")
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    quick: bool
+    world_sizes: tuple[int, ...]
+    world_kinds: tuple[str, ...]
+    decide_samples: int
+    boot_configured: int  # nodes in the boot server's config
+    phase_nodes: int  # nodes going through each step on its own
+    boot_nodes: int  # whole boots
+    concurrency: int
+    kernel: int  # bytes of the bench build's kernel and initrd
+    initrd: int
+
+
+FULL = ScalePlan(False, (1000, 10_000, 100_000), ("configured", "adopted"), 20_000, 10_000,
+                 300, 600, 64, 4 * MB, 16 * MB)
+QUICK = ScalePlan(True, (1000, 10_000), ("configured", "adopted"), 2000, 1000, 20, 20, 8,
+                  MB, 2 * MB)
+
+
+# ------------------------------------------------------------------------------ World sizes
+
+def _node_spec_toml(n: int) -> str:
+    return f'[nodes.n{n:06d}]\nmac = "{peers._node_mac(n)}"\n'
+
+
+def write_config(workdir: Path, files: peers.Files, *, nodes: int, database: str | None,
+                 loader: str = "ipxe") -> Path:
+    """A netbootd config on the bench's server address with ``nodes`` configured nodes
+    (written as text: 100 000 tables are too slow for the lab's TOML writer)."""
+    from netbootd.lab.demo import toml_dump
+
+    cfg: dict[str, Any] = {
+        "server": {"address": SERVER_IP, "state_dir": str(workdir / "state"),
+                   "store_dir": str(files.store)},
+        "dhcp": {"listen": "0.0.0.0", "port": 67, "proxy_port": 4011, "relay_port": 67},
+        "tftp": {"listen": "0.0.0.0", "port": 69, "max_sessions": 4000,
+                 "max_sessions_per_client": 4000},
+        "http": {"listen": "0.0.0.0", "port": 80},
+        "state": {"max_nodes": 1_000_000},
+    }
+    if database:
+        cfg["state"]["database"] = database
+    text = toml_dump(cfg)
+    text += f'[groups.default]\ndefault = true\nbuild = "bench/1.0"\nloader = "{loader}"\n'
+    text += "".join(_node_spec_toml(n) for n in range(nodes))
+    path = workdir / "netbootd.toml"
+    path.write_text(text)
+    return path
+
+
+def bench_build(root: Path, kernel: int, initrd: int) -> peers.Files:
+    """A build with a kernel and an initrd of random bytes, in netbootd's store layout."""
+    files = peers.make_files(root, {"vmlinuz": kernel, "initrd.img": initrd})
+    manifest = files.build_dir / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["initrds"] = ["initrd.img"]
+    manifest.write_text(json.dumps(m))
+    return files
+
+
+@dataclass
+class WorldFigures:
+    nodes: int
+    kind: str  # configured | adopted
+    backend: str
+    setup_s: float  # adopted: the adopt calls; configured: writing the TOML file
+    load_config_ms: float
+    world_build_ms: float  # make_world, median of 3
+    rss_base_mb: float  # after imports, before the config
+    rss_peak_mb: float  # VmHWM with the World built
+    decide_p50_us: float
+    decide_p99_us: float
+    adopt_ms: float = 0.0  # one Registry.adopt, median (adopted only)
+
+
+def world_child(args: argparse.Namespace) -> None:
+    """In a fresh process (the parent reads its peak RSS from what it prints)."""
+    import random
+    import statistics
+
+    from netbootd.config import BootSettings, NodeSpec, load_config
+    from netbootd.core.identity import Arch, ClientIdentity
+    from netbootd.core.planner import decide
+    from netbootd.service import Service
+    from netbootd.world import make_world
+
+    workdir = Path(args.workdir)
+    files = peers.Files(Path(args.store), Path(args.store) / "builds" / "bench" / "1.0", {})
+    base = rss_kib(os.getpid())[0] / 1024
+    n, kind = args.nodes, args.kind
+    t0 = time.perf_counter()
+    path = write_config(workdir, files, nodes=n if kind == "configured" else 0,
+                        database=args.database or None)
+    adopt_times: list[float] = []
+    if kind == "adopted":
+        # The adopt calls an operator (or a script over the admin API) makes, through the
+        # service's own registry object, before the World is built from them.
+        config = load_config(path)
+        service = Service(config)
+        try:
+            reg = service.registry
+            for i in range(n):
+                spec = NodeSpec(name=f"a{i:06d}", settings=BootSettings(),
+                                macs=(peers._node_mac(i),), guids=(), serials=(),
+                                group=None, hostname=None)
+                a0 = time.perf_counter()
+                reg.adopt(spec, who="bench", now=time.time())
+                if i % max(1, n // 200) == 0:
+                    adopt_times.append((time.perf_counter() - a0) * 1000)
+        finally:
+            import asyncio
+            asyncio.run(service.stop())
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    config = load_config(path)
+    load_ms = (time.perf_counter() - t0) * 1000
+    service = Service(config)
+    try:
+        w = service.responder.world
+        builds = []
+        for gen in range(3):
+            t0 = time.perf_counter()
+            w = make_world(w.generation + 1 + gen, config, w.catalog, w.renderer, service.state,
+                           service.registry)
+            builds.append((time.perf_counter() - t0) * 1000)
+        if len(w.inventory.nodes) < n:
+            raise BenchError(f"World has {len(w.inventory.nodes)} nodes, expected {n}")
+        rng = random.Random(13)
+        idents = []
+        for i in range(args.samples):
+            if i % 3 == 0:
+                mac = peers._node_mac(rng.randrange(n))
+            else:
+                mac = f"0a:00:00:{rng.randrange(256):02x}:{rng.randrange(256):02x}:" \
+                      f"{rng.randrange(256):02x}"
+            guid = f"{rng.getrandbits(32):08x}-0000-4000-8000-000000000001" if i % 3 == 2 \
+                else None
+            idents.append(ClientIdentity(mac=mac, guid=guid, arch=Arch(0),
+                                         vendor_class="PXEClient"))
+        for ident in idents[:200]:
+            decide(ident, w.inventory, w.catalog, intent=w.intent)
+        times = []
+        clock = time.perf_counter_ns
+        for ident in idents:
+            t0n = clock()
+            plan = decide(ident, w.inventory, w.catalog, intent=w.intent)
+            times.append((clock() - t0n) / 1000)
+            if plan is None:
+                raise BenchError("no decision")
+        times.sort()
+        peak = rss_kib(os.getpid())[1] / 1024
+        fig = WorldFigures(n, kind, "postgresql" if args.database else "sqlite", setup,
+                           load_ms, statistics.median(builds), base, peak,
+                           times[len(times) // 2], times[min(len(times) - 1,
+                                                             int(len(times) * 0.99))],
+                           statistics.median(adopt_times) if adopt_times else 0.0)
+    finally:
+        import asyncio
+        asyncio.run(service.stop())
+    print(json.dumps(asdict(fig)))
+
+
+def world_figures(workdir: Path, files: peers.Files, nodes: int, kind: str, samples: int,
+                  database: str | None) -> tuple[WorldFigures, LoadProbe]:
+    wd = workdir / f"world-{kind}-{nodes}-{time.monotonic_ns()}"
+    wd.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "bench.scale", "_world", "--workdir", str(wd), "--store",
+           str(files.store), "--nodes", str(nodes), "--kind", kind, "--samples", str(samples)]
+    if database:
+        cmd += ["--database", database]
+    with LoadProbe() as probe:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600,
+                              check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"world {kind} {nodes}: {proc.stderr[-1500:]}")
+    return WorldFigures(**json.loads(proc.stdout.strip().splitlines()[-1])), probe
+
+
+# ------------------------------------------------------------------------------ boots
+
+@dataclass
+class DbCounts:
+    statements: float = 0.0
+    transactions: float = 0.0
+    rows_written: float = 0.0
+    detail: dict[str, float] = field(default_factory=dict)
+
+
+class SqliteCounter:
+    """Counters of the server started by bench/scale_server.py (SIGUSR1 -> JSON file)."""
+
+    def __init__(self, proc: subprocess.Popen[Any], path: Path) -> None:
+        self.proc, self.path = proc, path
+
+    def _server_pid(self) -> int:
+        # ns.spawn runs sh -> ip netns exec -> taskset -> python (each execs): one pid.
+        return self.proc.pid
+
+    def read(self) -> dict[str, Any]:
+        before = self.path.stat().st_mtime_ns if self.path.exists() else 0
+        os.kill(self._server_pid(), signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.path.exists() and self.path.stat().st_mtime_ns != before:
+                return dict(json.loads(self.path.read_text()))
+            time.sleep(0.02)
+        raise BenchError("the server did not write its SQLite counters")
+
+    def settled(self) -> dict[str, Any]:
+        """Counters once the write-behind queue is flushed (two reads 0.3 s apart agree)."""
+        last = self.read()
+        while True:
+            time.sleep(0.3)
+            now = self.read()
+            if now == last:
+                return now
+            last = now
+
+
+def _delta(a: dict[str, Any], b: dict[str, Any]) -> DbCounts:
+    verbs = {k: b["by_verb"].get(k, 0) - a["by_verb"].get(k, 0)
+             for k in set(a["by_verb"]) | set(b["by_verb"])}
+    return DbCounts(b["statements"] - a["statements"], b["transactions"] - a["transactions"],
+                    b["rows_written"] - a["rows_written"],
+                    {k: float(v) for k, v in sorted(verbs.items()) if v})
+
+
+@dataclass
+class StepFigures:
+    step: str
+    nodes: int
+    ok: int
+    errors: int
+    first_error: str
+    seconds: float
+    server_cpu_us: float  # per node
+    bytes_per_node: float
+    db: DbCounts
+
+
+@dataclass
+class BootFigures:
+    backend: str
+    configured_nodes: int
+    concurrency: int
+    kernel_bytes: int
+    initrd_bytes: int
+    steps: list[StepFigures]
+    boots: int
+    boots_ok: int
+    boot_errors: int
+    first_error: str
+    boot_seconds: float
+    boots_per_s: float
+    server_cpu_per_boot_ms: float
+    server_busy: float  # share of one core the server used during the boots
+    bytes_per_boot: float
+    db_per_boot: DbCounts
+    rss_peak_mb: float
+    db_bytes_per_node: float
+    db_bytes_per_event: float
+    events_per_boot: float
+    db_tables: dict[str, dict[str, float]]
+    load: dict[str, float | bool]
+
+
+def _wait_listening(ns: NetnsPair, proc: subprocess.Popen[Any], ports: tuple[str, ...],
+                    log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"server exited ({proc.returncode}): {log.read_text()[-1500:]}")
+        out = ns.exec("server", "0-1", ["ss", "-Hlnu"], check=False).stdout + \
+            ns.exec("server", "0-1", ["ss", "-Hlnt"], check=False).stdout
+        listening = {line.split()[3].rsplit(":", 1)[-1] for line in out.splitlines()
+                     if len(line.split()) > 3}
+        if all(p in listening for p in ports):
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"server did not listen on {ports}: {log.read_text()[-1500:]}")
+        time.sleep(0.2)
+
+
+def boot_figures(workdir: Path, plan: ScalePlan, database: str | None,
+                 log: Callable[[str], None]) -> BootFigures:
+    wd = workdir / f"boot-{time.monotonic_ns()}"
+    wd.mkdir(parents=True)
+    wd.chmod(0o755)
+    files = bench_build(wd / "data", plan.kernel, plan.initrd)
+    config = write_config(wd, files, nodes=plan.boot_configured, database=database)
+    counters_path = wd / "sqlite-counters.json"
+    backend = "postgresql" if database else "sqlite"
+    with NetnsPair("scale") as ns:
+        meter = CpuMeter("netbootd-scale")
+        logf = (wd / "server.log").open("w")
+        client: subprocess.Popen[str] | None = None
+        try:
+            cmd = [sys.executable, "-m", "bench.scale_server", str(counters_path), "serve",
+                   "--config", str(config)]
+            proc = ns.spawn("server", SERVER_CPU, cmd, meter=meter, log=logf,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                 "PYTHONPATH": str(ROOT)})
+            _wait_listening(ns, proc, ("67", "69", "80", "4011"), wd / "server.log")
+            db = _db_reader(database, proc, counters_path)
+            client = subprocess.Popen(
+                ["ip", "netns", "exec", ns.client, "taskset", "-c", CLIENT_CPU,
+                 sys.executable, "-m", "bench.scale_client", "--count", str(plan.phase_nodes),
+                 "--concurrency", str(plan.concurrency)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, text=True,
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+
+            def ask(cmd: str) -> dict[str, Any]:
+                assert client is not None and client.stdin and client.stdout
+                client.stdin.write(cmd + "\n")
+                client.stdin.flush()
+                line = client.stdout.readline()
+                if not line:
+                    raise BenchError(f"the client ended: {(wd / 'server.log').read_text()[-800:]}")
+                return dict(json.loads(line))
+
+            # What the idle server uses (timers, the counter reads below) is taken out of
+            # every window: a step's figure is the work its requests caused.
+            t0, c0, _ = time.monotonic(), meter.usage_us(), db.settled()
+            time.sleep(2.0)
+            db.settled()
+            idle = (meter.usage_us() - c0) / (time.monotonic() - t0)  # µs per second
+            log(f"  idle server: {idle / 1e4:.2f} % of a core")
+
+            def window(cmd: str) -> tuple[dict[str, Any], float, DbCounts]:
+                t0, c0, d0 = time.monotonic(), meter.usage_us(), db.settled()
+                r = ask(cmd)
+                d1 = db.settled()
+                cpu = meter.usage_us() - c0 - idle * (time.monotonic() - t0)
+                return r, max(0.0, cpu), _delta(d0, d1)
+
+            steps: list[StepFigures] = []
+            for step in STEPS:
+                r, cpu, dd = window(f"phase {step}")
+                ok = max(1, r["ok"])
+                steps.append(StepFigures(step, r["nodes"], r["ok"], r["errors"],
+                                         r["first_error"], r["seconds"], cpu / ok,
+                                         r["bytes_in"] / ok,
+                                         DbCounts(dd.statements / ok, dd.transactions / ok,
+                                                  dd.rows_written / ok,
+                                                  {k: v / ok for k, v in dd.detail.items()})))
+                log(f"  step {step}: {r['ok']}/{r['nodes']} ok, "
+                    f"{cpu / ok:.0f} µs server CPU per node, "
+                    f"{dd.statements / ok:.1f} statements, {dd.rows_written / ok:.1f} rows")
+            events0 = _event_count(database, wd)
+            with LoadProbe() as probe:
+                r, cpu, dd = window(f"boot {plan.boot_nodes}")
+            events1 = _event_count(database, wd)
+            rss = rss_kib(proc.pid)[1] / 1024
+            assert client.stdin is not None
+            client.stdin.write("quit\n")
+            client.stdin.flush()
+            ok = max(1, r["ok"])
+            per_boot = DbCounts(dd.statements / ok, dd.transactions / ok, dd.rows_written / ok,
+                                {k: v / ok for k, v in dd.detail.items()})
+            sizes = _db_sizes(database, wd)
+            ns.stop(proc)
+        finally:
+            if client is not None:
+                stop_process(client)
+            logf.close()
+            meter.close()
+    cpu_s = cpu / 1e6
+    node_b, event_b = sizes.get("nodes", {}), sizes.get("events", {})
+    return BootFigures(
+        backend, plan.boot_configured, plan.concurrency, plan.kernel, plan.initrd, steps,
+        r["nodes"], r["ok"], r["errors"], r["first_error"], r["seconds"],
+        r["ok"] / r["seconds"], cpu_s * 1000 / ok, cpu_s / r["seconds"], r["bytes_in"] / ok,
+        per_boot, rss,
+        node_b.get("bytes", 0.0) / max(1.0, node_b.get("rows", 0.0)),
+        event_b.get("bytes", 0.0) / max(1.0, event_b.get("rows", 0.0)),
+        (events1 - events0) / ok, sizes, probe.as_dict())
+
+
+def _db_reader(database: str | None, proc: subprocess.Popen[Any], path: Path) -> SqliteCounter:
+    if database:
+        raise BenchError("PostgreSQL counters: not available in this build of the bench")
+    return SqliteCounter(proc, path)
+
+
+def _event_count(database: str | None, wd: Path) -> int:
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{wd / 'state' / 'state.sqlite3'}?mode=ro", uri=True)
+    try:
+        return int(con.execute("SELECT count(*) FROM events").fetchone()[0])
+    finally:
+        con.close()
+
+
+def _db_sizes(database: str | None, wd: Path) -> dict[str, dict[str, float]]:
+    """Bytes on disk per table, its indexes included, and its rows (SQLite's dbstat)."""
+    import sqlite3
+
+    out: dict[str, dict[str, float]] = {}
+    for db in ("state.sqlite3", "intent.sqlite3"):
+        con = sqlite3.connect(str(wd / "state" / db))
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            idx = {name: tbl for name, tbl in con.execute(
+                "SELECT name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')")}
+            for name, size in con.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+                tbl = idx.get(name, name)
+                if tbl.startswith("sqlite_"):
+                    continue
+                t = out.setdefault(tbl, {"bytes": 0.0, "rows": 0.0})
+                t["bytes"] += float(size)
+            for tbl in out:
+                if tbl in idx and not out[tbl]["rows"]:
+                    out[tbl]["rows"] = float(
+                        con.execute(f'SELECT count(*) FROM "{tbl}"').fetchone()[0])
+        finally:
+            con.close()
+    return out
+
+
+# ------------------------------------------------------------------------------ sizing
+
+@dataclass(frozen=True)
+class Assumptions:
+    fleet: int = 100_000
+    storm_minutes: float = 15.0  # target: the whole fleet rebooted within this
+    link_gbit: float = 10.0  # each server's NIC
+    link_use: float = 0.7  # share of the link a boot storm may take
+    build_bytes: int = 64 * MB  # kernel + initrd of a RAM-booted appliance
+    builds_per_site: int = 3  # builds an edge keeps: current, previous, next
+    events_kept_per_node: int = 100  # boot timeline depth kept per node
+
+
+def sizing(boot: BootFigures, world: list[WorldFigures], a: Assumptions) -> dict[str, Any]:
+    """100 000 nodes from the measured figures; each line says how it was computed."""
+    lines: list[str] = []
+    step = {s.step: s for s in boot.steps}
+    kernel, initrd = step["kernel"], step["initrd"]
+    # Two GETs of different sizes: the slope is the cost per byte, the rest per request.
+    cpu_per_mb_ms = max(0.0, (initrd.server_cpu_us - kernel.server_cpu_us) / 1000
+                        / max(1e-9, (initrd.bytes_per_node - kernel.bytes_per_node) / MB))
+    per_get_ms = max(0.0, kernel.server_cpu_us / 1000
+                     - cpu_per_mb_ms * kernel.bytes_per_node / MB)
+    fixed_cpu_ms = sum(s.server_cpu_us for s in boot.steps
+                       if s.step not in ("kernel", "initrd")) / 1000
+    cpu_per_boot_ms = fixed_cpu_ms + 2 * per_get_ms + cpu_per_mb_ms * a.build_bytes / MB
+    lines.append(f"server CPU per MiB sent = (initrd {initrd.server_cpu_us / 1000:.2f} ms - "
+                 f"kernel {kernel.server_cpu_us / 1000:.2f} ms) / "
+                 f"{(initrd.bytes_per_node - kernel.bytes_per_node) / MB:.0f} MiB = "
+                 f"{cpu_per_mb_ms:.3f} ms; per GET besides its bytes: {per_get_ms:.2f} ms")
+    lines.append(f"server CPU per boot of a {a.build_bytes // MB} MiB build = {fixed_cpu_ms:.2f}"
+                 f" ms (every step but the two files) + 2 x {per_get_ms:.2f} ms + "
+                 f"{cpu_per_mb_ms:.3f} ms/MiB x {a.build_bytes // MB} MiB = "
+                 f"{cpu_per_boot_ms:.2f} ms")
+    cpu_rate = 1000 / cpu_per_boot_ms
+    lines.append(f"CPU bound, one core: 1000 / {cpu_per_boot_ms:.2f} = {cpu_rate:.0f} boots/s")
+    link_bps = a.link_gbit * 1e9 / 8 * a.link_use
+    net_rate = link_bps / (a.build_bytes + boot.bytes_per_boot - boot.kernel_bytes
+                           - boot.initrd_bytes)
+    lines.append(f"network bound: {a.link_gbit:g} Gbit/s x {a.link_use:.0%} / "
+                 f"{a.build_bytes / MB:.0f} MiB = {net_rate:.1f} boots/s")
+    per_server = min(cpu_rate, net_rate)
+    bound = "network" if net_rate < cpu_rate else "CPU"
+    need_rate = a.fleet / (a.storm_minutes * 60)
+    servers = math.ceil(need_rate / per_server)
+    lines.append(f"storm target: {a.fleet} nodes in {a.storm_minutes:g} min = "
+                 f"{need_rate:.0f} boots/s; one server: {per_server:.1f} boots/s ({bound} "
+                 f"bound) -> {servers} server(s), {servers + 1} with one spare")
+    minutes_one = a.fleet / per_server / 60
+    lines.append(f"one server alone: {a.fleet} / {per_server:.1f} / 60 = {minutes_one:.0f} min")
+    events_rate = need_rate * boot.events_per_boot
+    stmt_rate = need_rate * boot.db_per_boot.statements
+    txn_rate = need_rate * boot.db_per_boot.transactions
+    lines.append(f"database during the storm: {need_rate:.0f} boots/s x "
+                 f"{boot.events_per_boot:.1f} events = {events_rate:.0f} events/s, "
+                 f"{stmt_rate:.0f} statements/s, {txn_rate:.0f} transactions/s, "
+                 f"{need_rate * boot.db_per_boot.rows_written:.0f} rows/s (all servers)")
+    db_bytes = a.fleet * (boot.db_bytes_per_node + a.events_kept_per_node
+                          * boot.db_bytes_per_event)
+    lines.append(f"database size: {a.fleet} x ({boot.db_bytes_per_node:.0f} B per node + "
+                 f"{a.events_kept_per_node} events x {boot.db_bytes_per_event:.0f} B) = "
+                 f"{db_bytes / 1e9:.2f} GB; max_events for that: "
+                 f"{a.fleet * a.events_kept_per_node}")
+    edge_cache = a.builds_per_site * a.build_bytes
+    lines.append(f"edge cache: {a.builds_per_site} builds x {a.build_bytes // MB} MiB = "
+                 f"{edge_cache / MB:.0f} MiB (cache_max with headroom: "
+                 f"{2 * edge_cache / MB:.0f} MiB)")
+    big = [w for w in world if w.nodes == max(x.nodes for x in world)]
+    for w in big:
+        lines.append(f"World of {w.nodes} {w.kind} nodes ({w.backend}): built in "
+                     f"{w.world_build_ms:.0f} ms, peak RSS {w.rss_peak_mb:.0f} MB, decide p99 "
+                     f"{w.decide_p99_us:.1f} µs")
+    return {"assumptions": asdict(a), "cpu_per_boot_ms": cpu_per_boot_ms,
+            "cpu_per_mib_ms": cpu_per_mb_ms, "cpu_per_get_ms": per_get_ms,
+            "cpu_fixed_ms": fixed_cpu_ms,
+            "boots_per_s_cpu": cpu_rate, "boots_per_s_network": net_rate,
+            "boots_per_s_server": per_server, "bound": bound, "storm_boots_per_s": need_rate,
+            "servers": servers, "minutes_one_server": minutes_one,
+            "events_per_s": events_rate, "statements_per_s": stmt_rate,
+            "transactions_per_s": txn_rate, "db_bytes": db_bytes, "edge_cache_bytes": edge_cache,
+            "lines": lines}
+
+
+# ------------------------------------------------------------------------------ the run
+
+@dataclass
+class ScaleResults:
+    notes: list[str]
+    world: list[WorldFigures]
+    world_load: list[dict[str, float | bool]]
+    boot: list[BootFigures]
+    sizing: dict[str, Any]
+    errors: list[str]
+
+
+def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
+        databases: tuple[str | None, ...] = (None,),
+        only: tuple[str, ...] = ("world", "boot")) -> ScaleResults:
+    notes = [f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+             f"{os.cpu_count()} CPUs, load average at start: {loadavg()}",
+             f"mode: {'quick' if plan.quick else 'full'}"]
+    res = ScaleResults(notes, [], [], [], {}, [])
+    files = bench_build(workdir / "world-data", 4096, 4096)
+    for database in databases:
+        backend = "postgresql" if database else "sqlite"
+        if "world" in only:
+            for kind in plan.world_kinds:
+                for n in plan.world_sizes:
+                    log(f"world: {n} {kind} nodes ({backend})")
+                    try:
+                        w, probe = world_figures(workdir, files, n, kind, plan.decide_samples,
+                                                 database)
+                    except Exception as e:
+                        res.errors.append(f"world {kind} {n} {backend}: {e}")
+                        log(f"FAILED world {kind} {n}: {e}")
+                        continue
+                    res.world.append(w)
+                    res.world_load.append(probe.as_dict())
+                    log(f"  load {w.load_config_ms:.0f} ms, World {w.world_build_ms:.0f} ms, "
+                        f"RSS {w.rss_peak_mb:.0f} MB, decide p99 {w.decide_p99_us:.1f} µs")
+        if "boot" in only:
+            log(f"boot: {plan.phase_nodes} nodes per step, then {plan.boot_nodes} boots, "
+                f"{plan.concurrency} at a time ({backend})")
+            try:
+                b = boot_figures(workdir, plan, database, log)
+                res.boot.append(b)
+                log(f"  {b.boots_ok}/{b.boots} boots in {b.boot_seconds:.1f} s = "
+                    f"{b.boots_per_s:.1f}/s, {b.server_cpu_per_boot_ms:.2f} ms server CPU "
+                    f"per boot, {b.db_per_boot.statements:.1f} statements, "
+                    f"{b.db_per_boot.transactions:.2f} transactions per boot")
+            except Exception as e:
+                res.errors.append(f"boot {backend}: {e}")
+                log(f"FAILED boot {backend}: {e}")
+    if res.boot:
+        res.sizing = sizing(res.boot[0], res.world, Assumptions())
+    res.notes.append(f"load average at end: {loadavg()}")
+    return res
+
+
+def report(res: ScaleResults) -> str:
+    out = ["- " + n for n in res.notes]
+    if res.world:
+        out += ["", "| nodes | kind | backend | read config | World build | peak RSS | "
+                "decide p50 | decide p99 | adopt (one) |", "|---|---|---|---|---|---|---|---|---|"]
+        for w in res.world:
+            out.append(f"| {w.nodes:,} | {w.kind} | {w.backend} | {w.load_config_ms:,.0f} ms | "
+                       f"{w.world_build_ms:,.0f} ms | {w.rss_peak_mb:,.0f} MB | "
+                       f"{w.decide_p50_us:.1f} µs | {w.decide_p99_us:.1f} µs | "
+                       + (f"{w.adopt_ms:.2f} ms |" if w.kind == "adopted" else "- |"))
+    for b in res.boot:
+        out += ["", f"Boots through the server ({b.backend}, {b.configured_nodes:,} configured "
+                f"nodes, kernel {b.kernel_bytes // MB} MiB + initrd {b.initrd_bytes // MB} MiB,"
+                f" {b.concurrency} at a time):", "",
+                "| step | nodes ok | server CPU per node | bytes per node | DB statements | "
+                "DB transactions | DB rows written |", "|---|---|---|---|---|---|---|"]
+        for s in b.steps:
+            out.append(f"| {s.step} | {s.ok}/{s.nodes} | {s.server_cpu_us:,.0f} µs | "
+                       f"{s.bytes_per_node:,.0f} | {s.db.statements:.2f} | "
+                       f"{s.db.transactions:.2f} | {s.db.rows_written:.2f} |")
+        out.append(f"| **whole boot** | {b.boots_ok}/{b.boots} | "
+                   f"{b.server_cpu_per_boot_ms * 1000:,.0f} µs | {b.bytes_per_boot:,.0f} | "
+                   f"{b.db_per_boot.statements:.2f} | {b.db_per_boot.transactions:.2f} | "
+                   f"{b.db_per_boot.rows_written:.2f} |")
+        out += ["", f"- {b.boots_ok} whole boots in {b.boot_seconds:.1f} s: "
+                f"**{b.boots_per_s:.1f} boots/s** ({b.boots_per_s * 60:,.0f} per minute), "
+                f"server busy {b.server_busy:.0%} of one core; errors {b.boot_errors}"
+                + (f" ({b.first_error})" if b.first_error else ""),
+                f"- statements per boot by kind: {json.dumps(b.db_per_boot.detail)}",
+                f"- events per boot: {b.events_per_boot:.1f}; on disk: "
+                f"{b.db_bytes_per_node:.0f} B per node, {b.db_bytes_per_event:.0f} B per event"
+                " (indexes included)",
+                f"- server peak RSS {b.rss_peak_mb:.0f} MB; load during the boots: "
+                f"load1 {b.load.get('load1', 0):.2f}, other processes "
+                f"{b.load.get('other_cores', 0):.2f} cores"]
+    if res.sizing:
+        out += ["", "100 000 nodes, computed:", ""] + ["- " + line for line in
+                                                        res.sizing["lines"]]
+    if res.errors:
+        out += ["", "Errors:"] + ["- " + e for e in res.errors]
+    return "\n".join(out)
+
+
+def dump(res: ScaleResults, path: Path) -> None:
+    path.write_text(json.dumps(asdict(res), indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_world"]:
+        ap = argparse.ArgumentParser()
+        for a in ("--workdir", "--store", "--kind", "--database"):
+            ap.add_argument(a)
+        ap.add_argument("--nodes", type=int)
+        ap.add_argument("--samples", type=int)
+        world_child(ap.parse_args(argv[1:]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    ap.add_argument("--database", action="append", default=[],
+                    help="also run on this PostgreSQL database (postgresql://...); repeatable")
+    ap.add_argument("--no-sqlite", action="store_true", help="only the --database runs")
+    ap.add_argument("--only", action="append", choices=("world", "boot"))
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/scale.py needs root (network namespaces, cgroups)", file=sys.stderr)
+        return 2
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    dbs: tuple[str | None, ...] = (*(() if args.no_sqlite else (None,)), *args.database)
+    workdir = Path(tempfile.mkdtemp(prefix="netbootd-scale-", dir="/var/tmp"))
+    workdir.chmod(0o755)
+    try:
+        res = run(QUICK if args.quick else FULL, workdir, log, dbs,
+                  tuple(args.only or ("world", "boot")))
+    finally:
+        import shutil
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(report(res))
+    if args.json:
+        dump(res, args.json)
+    return 1 if res.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
