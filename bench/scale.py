@@ -356,7 +356,7 @@ def _wait_listening(ns: NetnsPair, proc: subprocess.Popen[Any], ports: tuple[str
 
 
 def boot_figures(workdir: Path, plan: ScalePlan, database: str | None,
-                 log: Callable[[str], None]) -> BootFigures:
+                 log: Callable[[str], None]) -> tuple[BootFigures, LoadProbe]:
     wd = workdir / f"boot-{time.monotonic_ns()}"
     wd.mkdir(parents=True)
     wd.chmod(0o755)
@@ -447,7 +447,7 @@ def boot_figures(workdir: Path, plan: ScalePlan, database: str | None,
         per_boot, rss,
         node_b.get("bytes", 0.0) / max(1.0, node_b.get("rows", 0.0)),
         event_b.get("bytes", 0.0) / max(1.0, event_b.get("rows", 0.0)),
-        (events1 - events0) / ok, sizes, probe.as_dict())
+        (events1 - events0) / ok, sizes, probe.as_dict()), probe
 
 
 def _db_reader(database: str | None, proc: subprocess.Popen[Any], path: Path) -> SqliteCounter:
@@ -585,6 +585,9 @@ class ScaleResults:
     boot: list[BootFigures]
     sizing: dict[str, Any]
     errors: list[str]
+    # each figure's LoadProbe, for bench/run.py's rows ("world-<kind>-<n>-<backend>",
+    # "boot-<backend>"); not in the JSON (the figures carry their load as dicts)
+    probes: dict[str, LoadProbe] = field(default_factory=dict)
 
 
 def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
@@ -610,14 +613,16 @@ def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
                         continue
                     res.world.append(w)
                     res.world_load.append(probe.as_dict())
+                    res.probes[f"world-{kind}-{n}-{backend}"] = probe
                     log(f"  load {w.load_config_ms:.0f} ms, World {w.world_build_ms:.0f} ms, "
                         f"RSS {w.rss_peak_mb:.0f} MB, decide p99 {w.decide_p99_us:.1f} µs")
         if "boot" in only:
             log(f"boot: {plan.phase_nodes} nodes per step, then {plan.boot_nodes} boots, "
                 f"{plan.concurrency} at a time ({backend})")
             try:
-                b = boot_figures(workdir, plan, database, log)
+                b, probe = boot_figures(workdir, plan, database, log)
                 res.boot.append(b)
+                res.probes[f"boot-{backend}"] = probe
                 log(f"  {b.boots_ok}/{b.boots} boots in {b.boot_seconds:.1f} s = "
                     f"{b.boots_per_s:.1f}/s, {b.server_cpu_per_boot_ms:.2f} ms server CPU "
                     f"per boot, {b.db_per_boot.statements:.1f} statements, "
@@ -675,7 +680,10 @@ def report(res: ScaleResults) -> str:
 
 
 def dump(res: ScaleResults, path: Path) -> None:
-    path.write_text(json.dumps(asdict(res), indent=1) + "\n")
+    data = {"notes": res.notes, "world": [asdict(w) for w in res.world],
+            "world_load": res.world_load, "boot": [asdict(b) for b in res.boot],
+            "sizing": res.sizing, "errors": res.errors}
+    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
