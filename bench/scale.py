@@ -495,17 +495,32 @@ def _db_sizes(database: str | None, wd: Path) -> dict[str, dict[str, float]]:
 # ------------------------------------------------------------------------------ sizing
 
 @dataclass(frozen=True)
+class Build:
+    """A build a fleet boots: what one boot moves over HTTP, in how many GETs."""
+
+    name: str
+    bytes: int
+    files: int
+
+
+# images/README.md: the KVM hypervisor appliance (kernel 8.2 MB, zstd initrd 24 MB, squashfs
+# 175 MB, all over HTTP) and the busybox demo appliance (kernel and initrd).
+BUILDS = (Build("kvm-hypervisor", 8_200_000 + 24_000_000 + 175_000_000, 3),
+          Build("demo", 8_247_232 + 1_237_726, 2))
+
+
+@dataclass(frozen=True)
 class Assumptions:
     fleet: int = 100_000
-    storm_minutes: float = 15.0  # target: the whole fleet rebooted within this
+    storm_minutes: tuple[float, ...] = (15.0, 60.0)  # targets: the whole fleet rebooted within
     link_gbit: float = 10.0  # each server's NIC
     link_use: float = 0.7  # share of the link a boot storm may take
-    build_bytes: int = 64 * MB  # kernel + initrd of a RAM-booted appliance
     builds_per_site: int = 3  # builds an edge keeps: current, previous, next
     events_kept_per_node: int = 100  # boot timeline depth kept per node
 
 
-def sizing(boot: BootFigures, world: list[WorldFigures], a: Assumptions) -> dict[str, Any]:
+def sizing(boot: BootFigures, world: list[WorldFigures], a: Assumptions,
+           builds: tuple[Build, ...] = BUILDS) -> dict[str, Any]:
     """100 000 nodes from the measured figures; each line says how it was computed."""
     lines: list[str] = []
     step = {s.step: s for s in boot.steps}
@@ -515,64 +530,80 @@ def sizing(boot: BootFigures, world: list[WorldFigures], a: Assumptions) -> dict
                         / max(1e-9, (initrd.bytes_per_node - kernel.bytes_per_node) / MB))
     per_get_ms = max(0.0, kernel.server_cpu_us / 1000
                      - cpu_per_mb_ms * kernel.bytes_per_node / MB)
-    fixed_cpu_ms = sum(s.server_cpu_us for s in boot.steps
-                       if s.step not in ("kernel", "initrd")) / 1000
-    cpu_per_boot_ms = fixed_cpu_ms + 2 * per_get_ms + cpu_per_mb_ms * a.build_bytes / MB
+    bench_payload = boot.kernel_bytes + boot.initrd_bytes
     lines.append(f"server CPU per MiB sent = (initrd {initrd.server_cpu_us / 1000:.2f} ms - "
                  f"kernel {kernel.server_cpu_us / 1000:.2f} ms) / "
                  f"{(initrd.bytes_per_node - kernel.bytes_per_node) / MB:.0f} MiB = "
                  f"{cpu_per_mb_ms:.3f} ms; per GET besides its bytes: {per_get_ms:.2f} ms")
-    lines.append(f"server CPU per boot of a {a.build_bytes // MB} MiB build = {fixed_cpu_ms:.2f}"
-                 f" ms (every step but the two files) + 2 x {per_get_ms:.2f} ms + "
-                 f"{cpu_per_mb_ms:.3f} ms/MiB x {a.build_bytes // MB} MiB = "
-                 f"{cpu_per_boot_ms:.2f} ms")
-    cpu_rate = 1000 / cpu_per_boot_ms
-    lines.append(f"CPU bound, one core: 1000 / {cpu_per_boot_ms:.2f} = {cpu_rate:.0f} boots/s")
+    out_builds: list[dict[str, Any]] = []
     link_bps = a.link_gbit * 1e9 / 8 * a.link_use
-    net_rate = link_bps / (a.build_bytes + boot.bytes_per_boot - boot.kernel_bytes
-                           - boot.initrd_bytes)
-    lines.append(f"network bound: {a.link_gbit:g} Gbit/s x {a.link_use:.0%} / "
-                 f"{a.build_bytes / MB:.0f} MiB = {net_rate:.1f} boots/s")
-    per_server = min(cpu_rate, net_rate)
-    bound = "network" if net_rate < cpu_rate else "CPU"
-    need_rate = a.fleet / (a.storm_minutes * 60)
-    servers = math.ceil(need_rate / per_server)
-    lines.append(f"storm target: {a.fleet} nodes in {a.storm_minutes:g} min = "
-                 f"{need_rate:.0f} boots/s; one server: {per_server:.1f} boots/s ({bound} "
-                 f"bound) -> {servers} server(s), {servers + 1} with one spare")
-    minutes_one = a.fleet / per_server / 60
-    lines.append(f"one server alone: {a.fleet} / {per_server:.1f} / 60 = {minutes_one:.0f} min")
-    events_rate = need_rate * boot.events_per_boot
-    stmt_rate = need_rate * boot.db_per_boot.statements
-    txn_rate = need_rate * boot.db_per_boot.transactions
-    lines.append(f"database during the storm: {need_rate:.0f} boots/s x "
-                 f"{boot.events_per_boot:.1f} events = {events_rate:.0f} events/s, "
-                 f"{stmt_rate:.0f} statements/s, {txn_rate:.0f} transactions/s, "
-                 f"{need_rate * boot.db_per_boot.rows_written:.0f} rows/s (all servers)")
+    for b in builds:
+        # The whole boot as measured, with the bench's kernel+initrd swapped for this build's.
+        cpu_ms = (boot.server_cpu_per_boot_ms + (b.files - 2) * per_get_ms
+                  + cpu_per_mb_ms * (b.bytes - bench_payload) / MB)
+        cpu_rate = 1000 / cpu_ms
+        per_boot_bytes = boot.bytes_per_boot - bench_payload + b.bytes
+        net_rate = link_bps / per_boot_bytes
+        per_server = min(cpu_rate, net_rate)
+        bound = "network" if net_rate < cpu_rate else "CPU"
+        lines.append(f"{b.name} ({b.bytes / 1e6:.1f} MB in {b.files} GETs): server CPU per boot "
+                     f"= {boot.server_cpu_per_boot_ms:.2f} ms (measured whole boot) + "
+                     f"{b.files - 2} x {per_get_ms:.2f} ms + {cpu_per_mb_ms:.3f} ms/MiB x "
+                     f"{(b.bytes - bench_payload) / MB:+.0f} MiB = {cpu_ms:.2f} ms -> one core: "
+                     f"{cpu_rate:.0f} boots/s; network: {a.link_gbit:g} Gbit/s x "
+                     f"{a.link_use:.0%} / {per_boot_bytes / 1e6:.1f} MB = {net_rate:.1f} boots/s"
+                     f" -> {per_server:.1f} boots/s per server ({bound} bound), "
+                     f"{per_server * 60:.0f} per minute")
+        storms = []
+        for minutes in a.storm_minutes:
+            need = a.fleet / (minutes * 60)
+            servers = math.ceil(need / per_server)
+            storms.append({"minutes": minutes, "boots_per_s": need, "servers": servers})
+            lines.append(f"  {a.fleet:,} nodes in {minutes:g} min = {need:.0f} boots/s / "
+                         f"{per_server:.1f} = {servers} server(s) (+1 to lose one)")
+        lines.append(f"  one server alone: {a.fleet:,} / {per_server:.1f} / 60 = "
+                     f"{a.fleet / per_server / 60:.0f} min")
+        cache = a.builds_per_site * b.bytes
+        lines.append(f"  edge cache: {a.builds_per_site} builds x {b.bytes / 1e6:.0f} MB = "
+                     f"{cache / 1e9:.2f} GB")
+        out_builds.append({"build": asdict(b), "cpu_per_boot_ms": cpu_ms,
+                           "boots_per_s_cpu": cpu_rate, "boots_per_s_network": net_rate,
+                           "boots_per_s_server": per_server, "bound": bound, "storms": storms,
+                           "edge_cache_bytes": cache})
+    fastest = a.fleet / (min(a.storm_minutes) * 60)
+    events_rate = fastest * boot.events_per_boot
+    lines.append(f"database, {a.fleet:,} nodes in {min(a.storm_minutes):g} min: {fastest:.0f} "
+                 f"boots/s x {boot.events_per_boot:.1f} events = {events_rate:.0f} events/s; "
+                 f"x {boot.db_per_boot.rows_written:.0f} rows = "
+                 f"{fastest * boot.db_per_boot.rows_written:.0f} rows written/s; "
+                 f"x {boot.db_per_boot.statements:.1f} statements = "
+                 f"{fastest * boot.db_per_boot.statements:.0f} statements/s (all servers)")
     db_bytes = a.fleet * (boot.db_bytes_per_node + a.events_kept_per_node
                           * boot.db_bytes_per_event)
-    lines.append(f"database size: {a.fleet} x ({boot.db_bytes_per_node:.0f} B per node + "
+    lines.append(f"database size: {a.fleet:,} x ({boot.db_bytes_per_node:.0f} B per node + "
                  f"{a.events_kept_per_node} events x {boot.db_bytes_per_event:.0f} B) = "
-                 f"{db_bytes / 1e9:.2f} GB; max_events for that: "
-                 f"{a.fleet * a.events_kept_per_node}")
-    edge_cache = a.builds_per_site * a.build_bytes
-    lines.append(f"edge cache: {a.builds_per_site} builds x {a.build_bytes // MB} MiB = "
-                 f"{edge_cache / MB:.0f} MiB (cache_max with headroom: "
-                 f"{2 * edge_cache / MB:.0f} MiB)")
+                 f"{db_bytes / 1e9:.2f} GB; [state] max_events = "
+                 f"{a.fleet * a.events_kept_per_node:,}, max_nodes >= {a.fleet:,}")
     big = [w for w in world if w.nodes == max(x.nodes for x in world)]
     for w in big:
-        lines.append(f"World of {w.nodes} {w.kind} nodes ({w.backend}): built in "
-                     f"{w.world_build_ms:.0f} ms, peak RSS {w.rss_peak_mb:.0f} MB, decide p99 "
-                     f"{w.decide_p99_us:.1f} µs")
-    return {"assumptions": asdict(a), "cpu_per_boot_ms": cpu_per_boot_ms,
-            "cpu_per_mib_ms": cpu_per_mb_ms, "cpu_per_get_ms": per_get_ms,
-            "cpu_fixed_ms": fixed_cpu_ms,
-            "boots_per_s_cpu": cpu_rate, "boots_per_s_network": net_rate,
-            "boots_per_s_server": per_server, "bound": bound, "storm_boots_per_s": need_rate,
-            "servers": servers, "minutes_one_server": minutes_one,
-            "events_per_s": events_rate, "statements_per_s": stmt_rate,
-            "transactions_per_s": txn_rate, "db_bytes": db_bytes, "edge_cache_bytes": edge_cache,
-            "lines": lines}
+        lines.append(f"World of {w.nodes:,} {w.kind} nodes ({w.backend}): built in "
+                     f"{w.world_build_ms:.0f} ms (each intent change, on every server), peak "
+                     f"RSS {w.rss_peak_mb:.0f} MB, decide p99 {w.decide_p99_us:.1f} µs")
+    return {"assumptions": asdict(a), "cpu_per_mib_ms": cpu_per_mb_ms,
+            "cpu_per_get_ms": per_get_ms, "builds": out_builds,
+            "events_per_s": events_rate, "db_bytes": db_bytes, "lines": lines}
+
+
+def sizing_from(path: Path, a: Assumptions) -> dict[str, Any]:
+    """The sizing again from a results file (``--json``) with other assumptions."""
+    data = json.loads(path.read_text())
+    boots = data["boot"]
+    if not boots:
+        raise BenchError(f"{path}: no boot figures")
+    b = dict(boots[0])
+    b["steps"] = [StepFigures(**{**s, "db": DbCounts(**s["db"])}) for s in b["steps"]]
+    b["db_per_boot"] = DbCounts(**b["db_per_boot"])
+    return sizing(BootFigures(**b), [WorldFigures(**w) for w in data["world"]], a)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -592,7 +623,8 @@ class ScaleResults:
 
 def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
         databases: tuple[str | None, ...] = (None,),
-        only: tuple[str, ...] = ("world", "boot")) -> ScaleResults:
+        only: tuple[str, ...] = ("world", "boot"),
+        assumptions: Assumptions | None = None) -> ScaleResults:
     notes = [f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
              f"{os.cpu_count()} CPUs, load average at start: {loadavg()}",
              f"mode: {'quick' if plan.quick else 'full'}"]
@@ -631,7 +663,7 @@ def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
                 res.errors.append(f"boot {backend}: {e}")
                 log(f"FAILED boot {backend}: {e}")
     if res.boot:
-        res.sizing = sizing(res.boot[0], res.world, Assumptions())
+        res.sizing = sizing(res.boot[0], res.world, assumptions or Assumptions())
     res.notes.append(f"load average at end: {loadavg()}")
     return res
 
@@ -703,7 +735,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-sqlite", action="store_true", help="only the --database runs")
     ap.add_argument("--only", action="append", choices=("world", "boot"))
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--sizing-from", type=Path, metavar="RESULTS",
+                    help="print the 100k-node sizing from an earlier --json file and exit")
+    ap.add_argument("--link-gbit", type=float, default=Assumptions.link_gbit,
+                    help="each server's link, for the sizing (default: %(default)s)")
     args = ap.parse_args(argv)
+    assumptions = Assumptions(link_gbit=args.link_gbit)
+    if args.sizing_from:
+        print("\n".join("- " + line for line in
+                        sizing_from(args.sizing_from, assumptions)["lines"]))
+        return 0
     if os.geteuid() != 0:
         print("bench/scale.py needs root (network namespaces, cgroups)", file=sys.stderr)
         return 2
@@ -716,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.chmod(0o755)
     try:
         res = run(QUICK if args.quick else FULL, workdir, log, dbs,
-                  tuple(args.only or ("world", "boot")))
+                  tuple(args.only or ("world", "boot")), assumptions)
     finally:
         import shutil
         shutil.rmtree(workdir, ignore_errors=True)
