@@ -26,6 +26,7 @@ APT_PACKAGES=(
   python3-yaml python3-jsonschema python3-jinja2 python3-configobj python3-jsonpatch
   python3-netifaces python3-requests
   isc-dhcp-client                             # an independent DHCP client for server mode
+  postgresql                                  # [state] database tests (tests/pgserver.py)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -54,6 +55,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     chmod 755 /usr/sbin/policy-rc.d
     created_policy=1
   fi
+  # postgresql's postinst would create (and policy-rc.d aside, start) a 'main' cluster on
+  # the host; the tests run their own server in a temp directory (tests/pgserver.py).
+  mkdir -p /etc/postgresql-common/createcluster.d
+  [ -e /etc/postgresql-common/createcluster.d/netbootd-no-main.conf ] \
+    || echo "create_main_cluster = false" \
+      > /etc/postgresql-common/createcluster.d/netbootd-no-main.conf
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi

@@ -16,6 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pgserver import PgServer, PgUnavailable
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[
@@ -38,3 +40,28 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped in CI, where every tool must be installed: {reason}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Generator[PgServer, None, None]:
+    """One PostgreSQL server for the session (tests/pgserver.py), stopped and deleted after.
+
+    Skipped only where Debian's postgresql package is not installed; in CI a skip fails.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the PostgreSQL test server runs as the postgres user: needs root")
+    try:
+        server = PgServer()
+    except PgUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_server: PgServer) -> str:
+    """The DSN of the session server's ``netbootd`` database (role ``netbootd``)."""
+    return pg_server.dsn

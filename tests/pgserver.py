@@ -1,0 +1,259 @@
+"""A throw-away PostgreSQL server for tests: Debian's binaries, a temp data directory, run as
+the unprivileged ``postgres`` user (the postmaster refuses to run as root).
+
+``PgServer`` runs ``initdb`` once, then ``start()`` execs the postmaster directly (no
+``pg_ctl`` fork), so the process this helper started is the postmaster itself and
+``stop()`` signals exactly that PID. ``stop()`` then ``start()`` again reuses the same data
+directory (a database outage and its recovery); ``close()`` stops it and deletes the
+directory.
+
+It listens on ``listen`` (127.0.0.1 and a free port by default). For a server inside a
+network namespace pass ``netns=["ip", "netns", "exec", "<ns>"]`` (a prefix command that execs
+the rest, so the PID is still the postmaster's) and the namespace address as ``listen``.
+The Unix socket lives in the data directory, which is reachable from every namespace: the
+helper creates roles and databases over it with ``psql`` as the superuser.
+
+Authentication over TCP: ``auth="password"`` (scram-sha-256, the default) or ``"trust"``.
+The DSN names role ``netbootd`` and database ``netbootd``; ``create_database()`` makes a
+further empty database (one per test, for isolation) and returns its DSN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+PG_ROOT = Path("/usr/lib/postgresql")
+
+
+class PgUnavailable(RuntimeError):
+    """PostgreSQL's server binaries or the ``postgres`` user are absent."""
+
+
+def pg_bindir() -> Path:
+    """The newest installed PostgreSQL server's bin directory (``/usr/lib/postgresql/N/bin``)."""
+    found: list[tuple[int, Path]] = []
+    if PG_ROOT.is_dir():
+        for d in PG_ROOT.iterdir():
+            if re.fullmatch(r"\d+", d.name) and (d / "bin" / "initdb").is_file() \
+                    and (d / "bin" / "postgres").is_file():
+                found.append((int(d.name), d / "bin"))
+    if not found:
+        raise PgUnavailable(f"no PostgreSQL server under {PG_ROOT} (apt-get install postgresql)")
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as e:
+        raise PgUnavailable("no 'postgres' user (apt-get install postgresql)") from e
+    return max(found)[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class PgServer:
+    def __init__(self, *, listen: str = "127.0.0.1", port: int | None = None,
+                 netns: Sequence[str] = (), auth: str = "password",
+                 user: str = "netbootd", dbname: str = "netbootd",
+                 base: Path | None = None, start_timeout: float = 120.0) -> None:
+        if auth not in ("password", "trust"):
+            raise ValueError(f"auth must be 'password' or 'trust', not {auth!r}")
+        self.bindir = pg_bindir()
+        self.listen = listen
+        self.netns = list(netns)
+        # Inside a namespace the host cannot probe for a free port; the namespace is the
+        # test's own, so the standard port is free there.
+        self.port = port if port is not None else (5432 if self.netns else free_port(listen))
+        self.auth = auth
+        self.user = user
+        self.dbname = dbname
+        self.password = secrets.token_hex(12) if auth == "password" else None
+        self.start_timeout = start_timeout
+        pw = pwd.getpwnam("postgres")
+        self._uid, self._gid = pw.pw_uid, pw.pw_gid
+        self.root = Path(tempfile.mkdtemp(prefix="netbootd-pg-", dir=base))
+        os.chown(self.root, self._uid, self._gid)
+        os.chmod(self.root, 0o700)
+        self.datadir = self.root / "data"
+        self.sockdir = self.root / "sock"
+        self.logfile = self.root / "postmaster.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: object | None = None
+        self._initialised = False
+
+    # -- running things as postgres -------------------------------------------------------------
+    def _as_postgres(self, argv: Sequence[str]) -> list[str]:
+        return ["setpriv", f"--reuid={self._uid}", f"--regid={self._gid}", "--init-groups",
+                "--", *argv]
+
+    def _run(self, argv: Sequence[str], *, input: bytes | None = None) -> str:
+        r = subprocess.run(self._as_postgres(argv), input=input, capture_output=True,
+                           cwd=self.root, timeout=self.start_timeout, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {r.returncode}: "
+                               f"{r.stderr.decode(errors='replace')}")
+        return r.stdout.decode(errors="replace")
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        """Run ``sql`` as the superuser over the Unix socket; returns unaligned output."""
+        return self._run([str(self.bindir / "psql"), "-X", "-q", "-A", "-t",
+                          "-v", "ON_ERROR_STOP=1", "-h", str(self.sockdir), "-p",
+                          str(self.port), "-U", "postgres", "-d", dbname, "-c", sql])
+
+    def _initdb(self) -> None:
+        self.sockdir.mkdir()
+        os.chown(self.sockdir, self._uid, self._gid)
+        host_auth = "scram-sha-256" if self.auth == "password" else "trust"
+        self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+                   "--auth-local=trust", f"--auth-host={host_auth}", "-E", "UTF8",
+                   "--locale=C.UTF-8", "--no-sync"])
+        # Any address may connect over TCP (authenticated by host_auth): the multi-server lab
+        # reaches it from other namespaces.
+        with (self.datadir / "pg_hba.conf").open("a") as f:
+            f.write(f"host all all 0.0.0.0/0 {host_auth}\nhost all all ::/0 {host_auth}\n")
+
+    # -- life cycle -----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    def start(self) -> str:
+        """Start the postmaster (initdb and the role/database the first time); the DSN."""
+        if self.running:
+            return self.dsn
+        first = not self._initialised
+        if first:
+            self._initdb()
+        log = self.logfile.open("ab")
+        argv = [*self.netns, *self._as_postgres([
+            str(self.bindir / "postgres"), "-D", str(self.datadir),
+            "-c", f"listen_addresses={self.listen}", "-p", str(self.port),
+            "-c", f"unix_socket_directories={self.sockdir}",
+            # Test data: a crash may lose it, and fsync on a loaded machine is slow.
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "max_connections=200"])]
+        self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                      cwd=self.root, start_new_session=True)
+        log.close()
+        self._wait_ready()
+        if first:
+            pw = "" if self.password is None else f" PASSWORD '{self.password}'"
+            self.psql(f"CREATE ROLE {self.user} LOGIN CREATEDB{pw}")
+            self.psql(f"CREATE DATABASE {self.dbname} OWNER {self.user}")
+            self._initialised = True
+        return self.dsn
+
+    def _wait_ready(self) -> None:
+        # postmaster.pid's 8th line is the postmaster's status; "ready" once it accepts
+        # connections (PostgreSQL >= 10). Polled: the machine may be loaded.
+        pidfile = self.datadir / "postmaster.pid"
+        deadline = time.monotonic() + self.start_timeout
+        assert self._proc is not None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"postgres exited {self._proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                lines = pidfile.read_text().splitlines()
+                if len(lines) >= 8 and lines[0].strip() == str(self._proc.pid) \
+                        and lines[7].strip() == "ready":
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"postgres not ready in {self.start_timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, *, mode: str = "fast", timeout: float = 60.0) -> None:
+        """Stop the postmaster this helper started (by its PID). ``mode``: ``fast``
+        (SIGINT: disconnect clients, clean shutdown), ``smart`` (SIGTERM), ``immediate``
+        (SIGQUIT: no shutdown checkpoint, like a crash) or ``kill`` (SIGKILL)."""
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        if proc.poll() is None:
+            sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT,
+                   "immediate": signal.SIGQUIT, "kill": signal.SIGKILL}[mode]
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if mode == "kill":
+            # Its children (backends) leave on their own once the postmaster is gone; wait
+            # for the shared memory to be released before a restart reuses the directory.
+            self._wait_children_gone(proc.pid, timeout)
+
+    def _wait_children_gone(self, pid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kids = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and _ppid(p) == pid]
+            if not kids:
+                return
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> PgServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- addresses ------------------------------------------------------------------------------
+    def dsn_for(self, dbname: str, host: str | None = None) -> str:
+        cred = quote(self.user) + ("" if self.password is None else ":" + quote(self.password))
+        h = host or self.listen
+        if ":" in h:
+            h = f"[{h}]"
+        return f"postgresql://{cred}@{h}:{self.port}/{quote(dbname)}"
+
+    @property
+    def dsn(self) -> str:
+        return self.dsn_for(self.dbname)
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new empty database owned by the role; its DSN."""
+        name = name or f"t_{secrets.token_hex(6)}"
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"database name {name!r}: lower-case letters, digits, _")
+        self.psql(f"CREATE DATABASE {name} OWNER {self.user}")
+        return self.dsn_for(name)
+
+    def drop_database(self, name: str) -> None:
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+def _ppid(proc_dir: Path) -> int | None:
+    try:
+        stat = (proc_dir / "stat").read_text()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: the fields after the last ")" are fixed.
+    return int(stat.rsplit(")", 1)[1].split()[1])
