@@ -2,7 +2,8 @@
 
     python bench/scale.py                     # full run, SQLite (root: namespaces, cgroups)
     python bench/scale.py --quick             # smoke test: small sizes, < 2 minutes
-    python bench/scale.py --database postgresql://...   # intent and events on PostgreSQL
+    python bench/scale.py --pg                # also with intent and events on PostgreSQL
+                                              # (a throw-away cluster, bench/scale_pg.py)
     python bench/scale.py --json out.json
     python bench/run.py --only scale          # the same figures as rows of bench/run.py
 
@@ -21,8 +22,8 @@ Measured, on this machine, with loopback and namespace traffic only:
   own, so the server's CPU per step is read from the cgroup between steps; then whole boots
   run K at a time: boots per second at that concurrency, server CPU per boot, and what the
   database was asked per boot: statements, transactions, rows written (SQLite: counted by
-  :mod:`bench.scale_server`; PostgreSQL: ``pg_stat_database`` deltas, and
-  ``pg_stat_statements`` when the cluster loads it), the size on disk per node and per event.
+  :mod:`bench.scale_server`; PostgreSQL: ``pg_stat_statements`` and ``pg_stat_database``
+  deltas, :mod:`bench.scale_pg`), the size on disk per node and per event.
 - **Sizing** (``sizing``): 100 000 nodes computed from those figures; every input is a
   measured figure or a stated assumption (link speed, build size, storm target), and the
   arithmetic is in the output.
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import peers  # noqa: E402
+from bench import peers, scale_pg  # noqa: E402
 from bench.sandbox import (  # noqa: E402
     SERVER_IP,
     BenchError,
@@ -235,16 +237,18 @@ def world_child(args: argparse.Namespace) -> None:
 
 
 def world_figures(workdir: Path, files: peers.Files, nodes: int, kind: str, samples: int,
-                  database: str | None) -> tuple[WorldFigures, LoadProbe]:
+                  backend: str) -> tuple[WorldFigures, LoadProbe]:
     wd = workdir / f"world-{kind}-{nodes}-{time.monotonic_ns()}"
     wd.mkdir(parents=True)
     cmd = [sys.executable, "-m", "bench.scale", "_world", "--workdir", str(wd), "--store",
            str(files.store), "--nodes", str(nodes), "--kind", kind, "--samples", str(samples)]
-    if database:
-        cmd += ["--database", database]
-    with LoadProbe() as probe:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600,
-                              check=False)
+    with ExitStack() as stack:
+        if backend == "postgresql":
+            pg = stack.enter_context(scale_pg.start_cluster())
+            cmd += ["--database", pg.dsn]
+        with LoadProbe() as probe:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600,
+                                  check=False)
     if proc.returncode != 0:
         raise BenchError(f"world {kind} {nodes}: {proc.stderr[-1500:]}")
     return WorldFigures(**json.loads(proc.stdout.strip().splitlines()[-1])), probe
@@ -355,27 +359,34 @@ def _wait_listening(ns: NetnsPair, proc: subprocess.Popen[Any], ports: tuple[str
         time.sleep(0.2)
 
 
-def boot_figures(workdir: Path, plan: ScalePlan, database: str | None,
+def boot_figures(workdir: Path, plan: ScalePlan, backend: str,
                  log: Callable[[str], None]) -> tuple[BootFigures, LoadProbe]:
     wd = workdir / f"boot-{time.monotonic_ns()}"
     wd.mkdir(parents=True)
     wd.chmod(0o755)
     files = bench_build(wd / "data", plan.kernel, plan.initrd)
-    config = write_config(wd, files, nodes=plan.boot_configured, database=database)
     counters_path = wd / "sqlite-counters.json"
-    backend = "postgresql" if database else "sqlite"
-    with NetnsPair("scale") as ns:
+    with NetnsPair("scale") as ns, ExitStack() as stack:
         meter = CpuMeter("netbootd-scale")
         logf = (wd / "server.log").open("w")
         client: subprocess.Popen[str] | None = None
+        pg: Any = None
         try:
+            if backend == "postgresql":
+                # in the server's namespace: netbootd reaches it on 127.0.0.1 there
+                pg = stack.enter_context(scale_pg.start_cluster(
+                    ["ip", "netns", "exec", ns.server]))
+            config = write_config(wd, files, nodes=plan.boot_configured,
+                                  database=pg.dsn if pg is not None else None)
             cmd = [sys.executable, "-m", "bench.scale_server", str(counters_path), "serve",
                    "--config", str(config)]
             proc = ns.spawn("server", SERVER_CPU, cmd, meter=meter, log=logf,
                             env={**os.environ, "PYTHONUNBUFFERED": "1",
                                  "PYTHONPATH": str(ROOT)})
             _wait_listening(ns, proc, ("67", "69", "80", "4011"), wd / "server.log")
-            db = _db_reader(database, proc, counters_path)
+            db: SqliteCounter | scale_pg.PgCounter = \
+                scale_pg.PgCounter(pg, pg.dbname) if pg is not None \
+                else SqliteCounter(proc, counters_path)
             client = subprocess.Popen(
                 ["ip", "netns", "exec", ns.client, "taskset", "-c", CLIENT_CPU,
                  sys.executable, "-m", "bench.scale_client", "--count", str(plan.phase_nodes),
@@ -420,10 +431,10 @@ def boot_figures(workdir: Path, plan: ScalePlan, database: str | None,
                 log(f"  step {step}: {r['ok']}/{r['nodes']} ok, "
                     f"{cpu / ok:.0f} µs server CPU per node, "
                     f"{dd.statements / ok:.1f} statements, {dd.rows_written / ok:.1f} rows")
-            events0 = _event_count(database, wd)
+            events0 = _event_count(db, wd)
             with LoadProbe() as probe:
                 r, cpu, dd = window(f"boot {plan.boot_nodes}")
-            events1 = _event_count(database, wd)
+            events1 = _event_count(db, wd)
             rss = rss_kib(proc.pid)[1] / 1024
             assert client.stdin is not None
             client.stdin.write("quit\n")
@@ -431,7 +442,7 @@ def boot_figures(workdir: Path, plan: ScalePlan, database: str | None,
             ok = max(1, r["ok"])
             per_boot = DbCounts(dd.statements / ok, dd.transactions / ok, dd.rows_written / ok,
                                 {k: v / ok for k, v in dd.detail.items()})
-            sizes = _db_sizes(database, wd)
+            sizes = db.sizes() if isinstance(db, scale_pg.PgCounter) else _db_sizes(wd)
             ns.stop(proc)
         finally:
             if client is not None:
@@ -450,14 +461,11 @@ def boot_figures(workdir: Path, plan: ScalePlan, database: str | None,
         (events1 - events0) / ok, sizes, probe.as_dict()), probe
 
 
-def _db_reader(database: str | None, proc: subprocess.Popen[Any], path: Path) -> SqliteCounter:
-    if database:
-        raise BenchError("PostgreSQL counters: not available in this build of the bench")
-    return SqliteCounter(proc, path)
-
-
-def _event_count(database: str | None, wd: Path) -> int:
+def _event_count(db: SqliteCounter | scale_pg.PgCounter, wd: Path) -> int:
     import sqlite3
+
+    if isinstance(db, scale_pg.PgCounter):
+        return int(db.query("SELECT count(*) FROM events").strip())
 
     con = sqlite3.connect(f"file:{wd / 'state' / 'state.sqlite3'}?mode=ro", uri=True)
     try:
@@ -466,7 +474,7 @@ def _event_count(database: str | None, wd: Path) -> int:
         con.close()
 
 
-def _db_sizes(database: str | None, wd: Path) -> dict[str, dict[str, float]]:
+def _db_sizes(wd: Path) -> dict[str, dict[str, float]]:
     """Bytes on disk per table, its indexes included, and its rows (SQLite's dbstat)."""
     import sqlite3
 
@@ -622,7 +630,7 @@ class ScaleResults:
 
 
 def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
-        databases: tuple[str | None, ...] = (None,),
+        backends: tuple[str, ...] = ("sqlite",),
         only: tuple[str, ...] = ("world", "boot"),
         assumptions: Assumptions | None = None) -> ScaleResults:
     notes = [f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
@@ -630,15 +638,14 @@ def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
              f"mode: {'quick' if plan.quick else 'full'}"]
     res = ScaleResults(notes, [], [], [], {}, [])
     files = bench_build(workdir / "world-data", 4096, 4096)
-    for database in databases:
-        backend = "postgresql" if database else "sqlite"
+    for backend in backends:
         if "world" in only:
             for kind in plan.world_kinds:
                 for n in plan.world_sizes:
                     log(f"world: {n} {kind} nodes ({backend})")
                     try:
                         w, probe = world_figures(workdir, files, n, kind, plan.decide_samples,
-                                                 database)
+                                                 backend)
                     except Exception as e:
                         res.errors.append(f"world {kind} {n} {backend}: {e}")
                         log(f"FAILED world {kind} {n}: {e}")
@@ -652,7 +659,7 @@ def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
             log(f"boot: {plan.phase_nodes} nodes per step, then {plan.boot_nodes} boots, "
                 f"{plan.concurrency} at a time ({backend})")
             try:
-                b, probe = boot_figures(workdir, plan, database, log)
+                b, probe = boot_figures(workdir, plan, backend, log)
                 res.boot.append(b)
                 res.probes[f"boot-{backend}"] = probe
                 log(f"  {b.boots_ok}/{b.boots} boots in {b.boot_seconds:.1f} s = "
@@ -730,9 +737,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    ap.add_argument("--database", action="append", default=[],
-                    help="also run on this PostgreSQL database (postgresql://...); repeatable")
-    ap.add_argument("--no-sqlite", action="store_true", help="only the --database runs")
+    ap.add_argument("--pg", action="store_true",
+                    help="also run with intent and events on PostgreSQL (a throw-away cluster)")
+    ap.add_argument("--no-sqlite", action="store_true", help="only the --pg runs")
     ap.add_argument("--only", action="append", choices=("world", "boot"))
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--sizing-from", type=Path, metavar="RESULTS",
@@ -752,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    dbs: tuple[str | None, ...] = (*(() if args.no_sqlite else (None,)), *args.database)
+    dbs = (*(() if args.no_sqlite else ("sqlite",)), *(("postgresql",) if args.pg else ()))
     workdir = Path(tempfile.mkdtemp(prefix="netbootd-scale-", dir="/var/tmp"))
     workdir.chmod(0o755)
     try:
