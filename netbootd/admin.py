@@ -59,11 +59,11 @@ class Admin:
     def __post_init__(self) -> None:
         state_dir = self.config.server.state_dir
         try:
-            self.registry = Registry(state_dir / "intent.sqlite3")
+            self.registry = Registry(self.config.intent_database)
         except (sqlite3.OperationalError, PermissionError) as e:
             raise state_unavailable(state_dir, e) from e
         try:
-            self.state = StateDB(state_dir / "state.sqlite3")
+            self.state = StateDB(self.config.events_database)
         except (sqlite3.OperationalError, PermissionError) as e:
             self.registry.close()
             raise state_unavailable(state_dir, e) from e

@@ -57,8 +57,8 @@ def run_check(path: Path) -> Report:
     report.groups, report.nodes = len(config.groups), len(config.nodes)
     catalog, store_problems = load_store(config.server.store_dir)
     channels: dict[str, str] = {}
-    intent_db = config.server.state_dir / "intent.sqlite3"
-    if intent_db.is_file():
+    intent_db = config.intent_database
+    if not isinstance(intent_db, Path) or intent_db.is_file():
         with Registry(intent_db) as registry:
             channels = registry.channels()
     report.errors += [finding_from_line(p)

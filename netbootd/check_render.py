@@ -40,10 +40,13 @@ def make_render_responder(config: Config, key: bytes,
     (channels, overrides, reimage orders) is read, so render shows what serve does."""
     from netbootd.service import make_responder  # the service imports the whole server
 
-    intent_db = config.server.state_dir / "intent.sqlite3"
-    registry = Registry(intent_db) if intent_db.is_file() else None
-    state_db = config.server.state_dir / "state.sqlite3"
-    state = StateDB(state_db, readonly=True) if state_db.is_file() else StateDB(Path(":memory:"))
+    intent_db = config.intent_database
+    registry = (Registry(intent_db) if not isinstance(intent_db, Path) or intent_db.is_file()
+                else None)
+    state_db = config.events_database
+    state = (StateDB(state_db, readonly=True)
+             if not isinstance(state_db, Path) or state_db.is_file()
+             else StateDB(Path(":memory:")))
     responder, problems = make_responder(config, state, registry=registry,
                                          key=key, clock=clock)
     return responder, problems

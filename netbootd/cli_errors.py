@@ -127,3 +127,10 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
     except ValueError as e:
         _say(str(e))
         return EXIT_REFUSED
+    except Exception as e:
+        # PostgreSQL refused a statement (a missing privilege...); unreachable is
+        # StateUnavailable above. psycopg is imported only when [state] database names it.
+        if type(e).__module__.split(".")[0] != "psycopg":
+            raise
+        _say(f"the state database refused the command: {str(e).strip()}")
+        return EXIT_ACCESS

@@ -163,6 +163,9 @@ class StateConfig:
     # Seconds an IP -> MAC pair learnt from a request stays trusted (like a lease): after
     # that, requests from the address that name no MAC are no longer tied to that node.
     ip_mac_ttl: float = 3600.0
+    # Where intent and boot events live: None for the sqlite files in state_dir, or a
+    # postgresql:// URL shared by several servers (docs/configuration.md, [state]).
+    database: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,16 @@ class Config:
     @property
     def admin_token_file(self) -> Path:
         return self.admin.token_file or self.server.state_dir / "admin.token"
+
+    @property
+    def intent_database(self) -> Path | str:
+        """The intent registry's database: a sqlite file, or the shared PostgreSQL URL."""
+        return self.state.database or self.server.state_dir / "intent.sqlite3"
+
+    @property
+    def events_database(self) -> Path | str:
+        """The boot-event database: a sqlite file, or the shared PostgreSQL URL."""
+        return self.state.database or self.server.state_dir / "state.sqlite3"
 
     @property
     def firstboot_key_file(self) -> Path:
@@ -427,8 +440,15 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
                                               _range(1, 1_000_000)))
 
     sd = r.table(data, "state", "")
-    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl"}, "state.")
+    r.unknown(sd, {"max_clients", "max_nodes", "max_events", "ip_mac_ttl", "database"},
+              "state.")
+    database = r.optional_str(sd, "database", "state.")
+    if database is not None and not database.startswith(("postgresql://", "postgres://")):
+        r.problems.append("state.database: must be a postgresql:// URL (leave it out for the "
+                          "sqlite files in server.state_dir)")
+        database = None
     state = StateConfig(
+        database=database,
         max_clients=r.value(sd, "max_clients", "state.", int, 100_000, _range(1, 10_000_000)),
         max_nodes=r.value(sd, "max_nodes", "state.", int, 50_000, _range(1, 10_000_000)),
         max_events=r.value(sd, "max_events", "state.", int, 1_000_000,

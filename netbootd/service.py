@@ -99,10 +99,10 @@ class Service:
 
     def __post_init__(self) -> None:
         key = firstboot_key(self.config)  # before anything opens: a bad key stops the start
-        self.state = StateDB(self.config.server.state_dir / "state.sqlite3",
+        self.state = StateDB(self.config.events_database,
                              max_nodes=self.config.state.max_nodes,
                              max_events=self.config.state.max_events, counters=self.counters)
-        self.registry = Registry(self.config.server.state_dir / "intent.sqlite3")
+        self.registry = Registry(self.config.intent_database)
         self.responder, problems = make_responder(self.config, self.state, self.catalog,
                                                   self.registry, key=key, clock=self.clock,
                                                   counters=self.counters)

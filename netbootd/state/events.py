@@ -1,4 +1,7 @@
-"""Runtime state on disk: nodes seen and each node's boot timeline (sqlite3, WAL mode).
+"""Runtime state: nodes seen and each node's boot timeline. In ``state.sqlite3`` (sqlite3,
+WAL mode) by default, or in the shared PostgreSQL database ``[state] database`` names
+(netbootd/state/sql.py): there every server's batches go to the same tables, and reads
+(timeline, nodes, shared GUIDs) see the whole fleet.
 
 Why sqlite3 rather than diskcache: a boot timeline is an append-and-query-by-node workload,
 which is one indexed table; diskcache is a key-value cache that pickles values (see
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,9 @@ from typing import Any
 from netbootd.core.identity import ClientIdentity
 from netbootd.errors import NotFound
 from netbootd.metrics import Counters
+from netbootd.state import migrate
+from netbootd.state.migrate import Migration
+from netbootd.state.sql import Db, StateUnavailable, connect, connect_sqlite, is_url
 
 # Inserts between two prunes of the oldest events: pruning is one indexed DELETE, cheap when
 # batched, and the table overshoots max_events by at most this many rows.
@@ -59,6 +65,10 @@ CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
 CREATE INDEX IF NOT EXISTS nodes_by_guid ON nodes (guid);
 CREATE INDEX IF NOT EXISTS nodes_by_node ON nodes (node);
 """
+
+# Append only; never edit one that has shipped (netbootd/state/migrate.py).
+MIGRATIONS = [Migration(1, _SCHEMA)]
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +101,9 @@ _GUID_CACHE_MAX = 100_000
 
 
 class StateDB:
-    def __init__(self, path: Path, *, readonly: bool = False, max_nodes: int | None = None,
+    """``path``: the sqlite file (``:memory:`` too), or a ``postgresql://`` URL."""
+
+    def __init__(self, path: Path | str, *, readonly: bool = False, max_nodes: int | None = None,
                  max_events: int | None = None, counters: Counters | None = None) -> None:
         self.path = path
         self.guid_epoch = 0
@@ -113,29 +125,46 @@ class StateDB:
         self._since_prune = 0
         self._macs: set[str] = set()
         self._node_cols = _NODE_COLS
+        self._db: Db
+        if is_url(path):
+            self._db = connect(path)
+            try:
+                if readonly:
+                    migrate.check(self._db, "events", MIGRATIONS)
+                else:
+                    migrate.migrate(self._db, "events", MIGRATIONS, now=time.time())
+            except BaseException:
+                self._db.close()
+                raise
+        else:
+            self._open_sqlite(Path(path), readonly)
+        if max_nodes is not None and not readonly:
+            self._macs = {r[0] for r in self._db.execute(
+                "SELECT mac FROM nodes UNION SELECT mac FROM events")}
+
+    def _open_sqlite(self, path: Path, readonly: bool) -> None:
         if readonly:
             # For CLI commands and tests reading beside a running server: never creates or
             # changes anything. NotFound says what to do when there is no database yet.
             if not path.is_file():
                 raise NotFound(f"no state database at {path}: has netbootd served yet?")
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True,
-                                       isolation_level=None, check_same_thread=False)
+            self._db = connect_sqlite(path, readonly=True)
             self._db.execute("PRAGMA busy_timeout=5000")
             if "state" not in self._node_columns():  # a database no server has upgraded yet
                 self._node_cols = _NODE_COLS.replace(", state", ", NULL")
+            migrate.check(self._db, "events", MIGRATIONS)
             return
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db = connect_sqlite(path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        if "state" not in self._node_columns():  # a database from before the ready/failed report
+        tables = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='nodes'").fetchone()
+        if tables is not None and "state" not in self._node_columns():
+            # A database from before the ready/failed report (and before versioning).
             self._db.execute("ALTER TABLE nodes ADD COLUMN state TEXT")
-        if max_nodes is not None:
-            self._macs = {r[0] for r in self._db.execute(
-                "SELECT mac FROM nodes UNION SELECT mac FROM events")}
+        migrate.migrate(self._db, "events", MIGRATIONS, now=time.time())
 
     def _node_columns(self) -> set[str]:
         return {str(r[1]) for r in self._db.execute("PRAGMA table_info(nodes)")}
@@ -177,7 +206,19 @@ class StateDB:
         events, self._pending_events = self._pending_events, []
         self._queued_guids.clear()
         try:
-            self._db.execute("BEGIN")
+            self._commit(pending, events)
+        except StateUnavailable as e:
+            # The shared database is unreachable: answering goes on, the batch is lost.
+            log.warning("state: %d queued writes lost: %s", len(pending) + len(events), e)
+        except self._db.errors:
+            # A full disk must not stop the server from answering; the events are lost.
+            log.exception("state: %d queued writes lost", len(pending) + len(events))
+
+    def _commit(self, pending: list[tuple[str, tuple[Any, ...]]],
+                events: list[tuple[Any, ...]]) -> None:
+        """One batch in one transaction (rolled back whole on error). Event batches of
+        several servers may commit side by side: no fleet-wide write lock."""
+        with self._db.transaction(lock=False):
             start = 0
             while start < len(pending):
                 sql = pending[start][0]
@@ -188,12 +229,6 @@ class StateDB:
                 start = end
             if events:
                 self._db.executemany(_INSERT_EVENT, events)
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            # A full disk must not stop the server from answering; the events are lost.
-            log.exception("state: %d queued writes lost", len(pending) + len(events))
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._schedule is None:
@@ -245,10 +280,11 @@ class StateDB:
                                   first_seen, last_seen)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(mac) DO UPDATE SET
-                 guid=COALESCE(excluded.guid, guid), ip=COALESCE(excluded.ip, ip),
-                 arch=COALESCE(excluded.arch, arch), serial=COALESCE(excluded.serial, serial),
-                 vendor_class=COALESCE(excluded.vendor_class, vendor_class),
-                 node=COALESCE(excluded.node, node), last_seen=excluded.last_seen""",
+                 guid=COALESCE(excluded.guid, nodes.guid), ip=COALESCE(excluded.ip, nodes.ip),
+                 arch=COALESCE(excluded.arch, nodes.arch),
+                 serial=COALESCE(excluded.serial, nodes.serial),
+                 vendor_class=COALESCE(excluded.vendor_class, nodes.vendor_class),
+                 node=COALESCE(excluded.node, nodes.node), last_seen=excluded.last_seen""",
             (ident.mac, ident.guid, ident.ip, None if ident.arch is None else int(ident.arch),
              ident.serial, ident.vendor_class, node, now, now))
 

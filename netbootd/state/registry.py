@@ -1,27 +1,57 @@
-"""Admins' run-time intent on disk: channels and their history, adopted nodes, identity
-bindings, node overrides and one-shot reimage orders (sqlite3, WAL; ``intent.sqlite3``).
+"""Admins' run-time intent: channels and their history, adopted nodes, identity bindings,
+node overrides and one-shot reimage orders. Stored in ``intent.sqlite3`` (sqlite3, WAL) by
+default, or in the shared PostgreSQL database ``[state] database`` names (netbootd/state/sql.py),
+with the same semantics.
 
 Kept apart from the boot-event database: intent changes rarely and must be read consistently
 by every server, CLI and API call, while events are written at every packet. A running server
-asks ``changed()`` before it decides: ``PRAGMA data_version`` moves when another connection
-(the CLI, another process) commits, and ``_local`` when this connection did, so a channel flip
-is seen at the next request without a restart or a poll loop.
+asks ``changed()`` before it decides, so the check is cheap:
+
+* sqlite: ``PRAGMA data_version`` moves when another connection (the CLI, another process)
+  commits, and ``_local`` when this connection did.
+* PostgreSQL: every intent write bumps the ``intent_generation`` row and sends
+  ``NOTIFY netbootd_intent`` in its own transaction; this connection LISTENs, and
+  ``changed()`` polls the socket without blocking (no round trip when nothing arrived). As a
+  fallback for a lost notification (a reconnect), the generation row is read at most once
+  per ``RECHECK`` seconds.
+
+So a channel flip made on any server, CLI or API is seen at the next request without a
+restart.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
+import select
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from netbootd.config import BootSettings, NodeSpec
 from netbootd.core.intent import Intent, NodeOverride, ReimageOrder
-from netbootd.errors import NetbootdError, NotFound
+from netbootd.errors import NotFound
+from netbootd.state import migrate
+from netbootd.state.migrate import Migration
+from netbootd.state.sql import POSTGRESQL, SQLITE, Db, Rows, StateUnavailable, connect
 from netbootd.store.channels import HistoryEntry, rollback_target
 
-_SCHEMA = """
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["MIGRATIONS", "Action", "Binding", "Registry", "StateUnavailable",
+           "state_unavailable"]
+
+# The channel every intent write notifies (PostgreSQL).
+NOTIFY_CHANNEL = "netbootd_intent"
+# Seconds between two reads of intent_generation (PostgreSQL): the fallback when a
+# notification was lost, e.g. while reconnecting.
+RECHECK = 1.0
+
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS channels (
   name TEXT PRIMARY KEY, build TEXT NOT NULL, updated REAL NOT NULL
 );
@@ -50,6 +80,16 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 """
 
+# Version 2: a counter every intent write bumps (PostgreSQL's change check reads it).
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS intent_generation (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+INSERT INTO intent_generation (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+"""
+
+# Append only; never edit one that has shipped (netbootd/state/migrate.py).
+MIGRATIONS = [Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2)]
+
+
 
 @dataclass(frozen=True, slots=True)
 class Action:
@@ -77,12 +117,6 @@ class Binding:
     node: str
 
 
-class StateUnavailable(NetbootdError):
-    """The state directory cannot be written: read-only, another user's, or locked."""
-
-    exit_code = 4  # docs/operations.md, exit codes
-
-
 def state_unavailable(state_dir: Path, e: Exception) -> StateUnavailable:
     """Say why ``state_dir``'s databases could not be opened, and what to do."""
     try:
@@ -103,15 +137,41 @@ _ACTION_COLS = "id, node, kind, image, state, reason, created, updated, who, att
 
 
 class Registry:
-    def __init__(self, path: Path) -> None:
+    """``path``: the sqlite file, or a ``postgresql://`` URL (netbootd/state/sql.py)."""
+
+    def __init__(self, path: Path | str) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
         self._local = 0
         self._seen: tuple[int, int] | None = None
+        self._notified = False
+        self._dirty = False
+        self._generation: int | None = None
+        self._checked = 0.0
+        self._reconnects = 0
+        self._seen_local = 0
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db: Db = connect(path, on_connect=self._listen)
+        if self._db.kind == SQLITE:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+        try:
+            migrate.migrate(self._db, "intent", MIGRATIONS, now=time.time())
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def backend(self) -> str:
+        return self._db.kind
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        conn.add_notify_handler(self._on_notify)
+        self._notified = True  # (re)connected: whatever happened meanwhile is unknown
+
+    def _on_notify(self, _n: psycopg.Notify) -> None:
+        self._notified = True
 
     def close(self) -> None:
         self._db.close()
@@ -122,18 +182,72 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: tuple[object, ...]) -> Rows:
+        """Every intent write: in a transaction that bumps the generation and notifies."""
+        if not self._db.in_transaction:
+            with self._txn():
+                return self._write(sql, args)
         cur = self._db.execute(sql, args)
-        self._local += 1
+        self._dirty = True
         return cur
 
     def changed(self) -> bool:
-        """True once after anyone (this connection or another process) changed the intent."""
-        now = (int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._local)
-        if now == self._seen:
+        """True once after anyone (this connection or another process) changed the intent.
+
+        Never raises: with the database unreachable nothing is known to have changed (the
+        caller keeps what it has); the first check after the connection is back says True.
+        """
+        if self._db.kind == SQLITE:
+            now = (int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._local)
+            if now == self._seen:
+                return False
+            self._seen = now
+            return True
+        return self._pg_changed()
+
+    def _pg_changed(self) -> bool:
+        changed = self._poll_notifies()
+        if self._notified:  # a notification psycopg read along with a result, or a connect
+            self._notified = False
+            changed = True
+        if self._local != self._seen_local:
+            self._seen_local = self._local
+            changed = True
+        t = time.monotonic()
+        if t - self._checked >= RECHECK:
+            self._checked = t
+            try:
+                gen = int(self._db.execute("SELECT n FROM intent_generation WHERE id=1")
+                          .fetchone()[0])
+            except StateUnavailable:
+                return False
+            if gen != self._generation:
+                self._generation = gen
+                changed = True
+        if self._db.reconnects != self._reconnects:
+            self._reconnects = self._db.reconnects
+            changed = True
+        return changed
+
+    def _poll_notifies(self) -> bool:
+        """Whether a notification is waiting on the socket: one select(), no round trip."""
+        conn = getattr(self._db, "_conn", None)
+        if conn is None or conn.closed or conn.broken:
             return False
-        self._seen = now
-        return True
+        pg = conn.pgconn
+        try:
+            readable, _, _ = select.select([pg.socket], [], [], 0)
+            if not readable:
+                return False
+            pg.consume_input()
+        except OSError:
+            return False  # gone: the next statement reconnects (and says changed)
+        except self._db.errors:
+            return False
+        got = False
+        while pg.notifies() is not None:
+            got = True
+        return got
 
     # -- channels ------------------------------------------------------------------------------
     def channels(self) -> dict[str, str]:
@@ -162,10 +276,10 @@ class Registry:
                         "ON CONFLICT(name) DO UPDATE SET build=excluded.build, "
                         "updated=excluded.updated", (channel, build, now))
             cur = self._write("INSERT INTO channel_history (channel, ts, who, action, "
-                              "from_build, to_build, why) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (channel, now, who, action, old, build, why))
-            assert cur.lastrowid is not None
-            return HistoryEntry(cur.lastrowid, channel, now, who, action, old, build, why)
+                              "from_build, to_build, why) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                              "RETURNING id", (channel, now, who, action, old, build, why))
+            return HistoryEntry(int(cur.fetchone()[0]), channel, now, who, action, old, build,
+                                why)
 
     def rollback_target(self, channel: str, to: str | None) -> str:
         return rollback_target(channel, self.history(channel), to)
@@ -220,13 +334,13 @@ class Registry:
             self._write("UPDATE actions SET state='superseded', updated=? WHERE node=? "
                         "AND state IN ('pending', 'failed')", (now, node))
             cur = self._write("INSERT INTO actions (node, kind, image, state, created, "
-                              "updated, who) VALUES (?, 'reimage', ?, 'pending', ?, ?, ?)",
-                              (node, image, now, now, who))
+                              "updated, who) VALUES (?, 'reimage', ?, 'pending', ?, ?, ?) "
+                              "RETURNING id", (node, image, now, now, who))
+            action_id = int(cur.fetchone()[0])
             ov = self.overrides().get(node, NodeOverride())
             if ov.mode == "local":
                 self.set_override(node, NodeOverride(ov.build, ov.channel, None), now=now)
-            assert cur.lastrowid is not None
-            return self.action(cur.lastrowid)
+            return self.action(action_id)
 
     def cancel_reimage(self, node: str, *, who: str, now: float) -> Action:
         """Withdraw ``node``'s open reimage order (pending, or failed and to be retried): the
@@ -284,18 +398,19 @@ class Registry:
                       reimage=self.open_orders(), installer=installer,
                       ambiguous_guids=ambiguous_guids)
 
-    def _txn(self) -> _Txn:
-        return _Txn(self._db)
-
-
-class _Txn:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one writer at a time, all or nothing."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    @contextmanager
+    def _txn(self) -> Iterator[None]:
+        """One writer at a time, all or nothing (netbootd/state/sql.py); a transaction that
+        wrote bumps the generation and notifies every listening server as it commits."""
+        self._dirty = False
+        try:
+            with self._db.transaction():
+                yield
+                if self._dirty:
+                    self._db.execute("UPDATE intent_generation SET n = n + 1 WHERE id=1")
+                    if self._db.kind == POSTGRESQL:
+                        self._db.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        finally:
+            if self._dirty:
+                self._local += 1
+            self._dirty = False
