@@ -24,6 +24,8 @@ Measured, on this machine, with loopback and namespace traffic only:
   database was asked per boot: statements, transactions, rows written (SQLite: counted by
   :mod:`bench.scale_server`; PostgreSQL: ``pg_stat_statements`` and ``pg_stat_database``
   deltas, :mod:`bench.scale_pg`), the size on disk per node and per event.
+- **Fan-out** (``fanout``, PostgreSQL only): what one intent change costs K servers
+  sharing the database (bench/scale_fanout.py).
 - **Sizing** (``sizing``): 100 000 nodes computed from those figures; every input is a
   measured figure or a stated assumption (link speed, build size, storm target), and the
   arithmetic is in the output.
@@ -54,7 +56,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import peers, scale_pg  # noqa: E402
+from bench import peers, scale_fanout, scale_pg  # noqa: E402
 from bench.sandbox import (  # noqa: E402
     SERVER_IP,
     BenchError,
@@ -77,6 +79,7 @@ STEPS = ("dhcp-pxe", "tftp", "dhcp-ipxe", "scripts", "kernel", "initrd", "firstb
 class ScalePlan:
     quick: bool
     world_sizes: tuple[int, ...]
+    fanout: tuple[int, int, int]  # PostgreSQL: servers, flips, adopted nodes
     world_kinds: tuple[str, ...]
     decide_samples: int
     boot_configured: int  # nodes in the boot server's config
@@ -87,9 +90,11 @@ class ScalePlan:
     initrd: int
 
 
-FULL = ScalePlan(False, (1000, 10_000, 100_000), ("configured", "adopted"), 20_000, 10_000,
+FULL = ScalePlan(False, (1000, 10_000, 100_000), (8, 10, 10_000), ("configured", "adopted"),
+                 20_000, 10_000,
                  300, 600, 64, 4 * MB, 16 * MB)
-QUICK = ScalePlan(True, (1000, 10_000), ("configured", "adopted"), 2000, 1000, 20, 20, 8,
+QUICK = ScalePlan(True, (1000, 10_000), (2, 3, 1000), ("configured", "adopted"), 2000, 1000,
+                  20, 20, 8,
                   MB, 2 * MB)
 
 
@@ -622,6 +627,7 @@ class ScaleResults:
     world: list[WorldFigures]
     world_load: list[dict[str, float | bool]]
     boot: list[BootFigures]
+    fanout: list[scale_fanout.FanoutFigures]
     sizing: dict[str, Any]
     errors: list[str]
     # each figure's LoadProbe, for bench/run.py's rows ("world-<kind>-<n>-<backend>",
@@ -631,12 +637,12 @@ class ScaleResults:
 
 def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
         backends: tuple[str, ...] = ("sqlite",),
-        only: tuple[str, ...] = ("world", "boot"),
+        only: tuple[str, ...] = ("world", "boot", "fanout"),
         assumptions: Assumptions | None = None) -> ScaleResults:
     notes = [f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
              f"{os.cpu_count()} CPUs, load average at start: {loadavg()}",
              f"mode: {'quick' if plan.quick else 'full'}"]
-    res = ScaleResults(notes, [], [], [], {}, [])
+    res = ScaleResults(notes, [], [], [], [], {}, [])
     files = bench_build(workdir / "world-data", 4096, 4096)
     for backend in backends:
         if "world" in only:
@@ -669,6 +675,22 @@ def run(plan: ScalePlan, workdir: Path, log: Callable[[str], None],
             except Exception as e:
                 res.errors.append(f"boot {backend}: {e}")
                 log(f"FAILED boot {backend}: {e}")
+        if "fanout" in only and backend == "postgresql":
+            k, flips, adopted = plan.fanout
+            log(f"fan-out: {k} servers on one PostgreSQL, {flips} channel flips, "
+                f"{adopted} adopted nodes")
+            try:
+                with LoadProbe() as probe:
+                    f = scale_fanout.measure(workdir / f"fanout-{time.monotonic_ns()}", files,
+                                             k, flips, adopted)
+                res.fanout.append(f)
+                res.probes["fanout"] = probe
+                log(f"  latency p50 {f.latency_ms_p50:.0f} ms, max {f.latency_ms_max:.0f} ms; "
+                    f"per server {f.statements_per_server:.1f} statements, "
+                    f"{f.rows_read_per_server:.0f} rows read, {f.cpu_ms_per_server:.1f} ms CPU")
+            except Exception as e:
+                res.errors.append(f"fan-out: {e}")
+                log(f"FAILED fan-out: {e}")
     if res.boot:
         res.sizing = sizing(res.boot[0], res.world, assumptions or Assumptions())
     res.notes.append(f"load average at end: {loadavg()}")
@@ -710,6 +732,13 @@ def report(res: ScaleResults) -> str:
                 f"- server peak RSS {b.rss_peak_mb:.0f} MB; load during the boots: "
                 f"load1 {b.load.get('load1', 0):.2f}, other processes "
                 f"{b.load.get('other_cores', 0):.2f} cores"]
+    for f in res.fanout:
+        out += ["", f"One channel flip, {f.servers} servers on one PostgreSQL, {f.adopted:,} "
+                f"adopted nodes ({f.flips} flips): commit to every server answering the new "
+                f"build p50 {f.latency_ms_p50:.0f} ms, max {f.latency_ms_max:.0f} ms; the flip "
+                f"itself {f.writer_statements:.0f} statements; each server then "
+                f"{f.statements_per_server:.1f} statements ({json.dumps(f.by_verb_per_server)}),"
+                f" {f.rows_read_per_server:,.0f} rows read, {f.cpu_ms_per_server:.1f} ms CPU"]
     if res.sizing:
         out += ["", "100 000 nodes, computed:", ""] + ["- " + line for line in
                                                         res.sizing["lines"]]
@@ -721,6 +750,7 @@ def report(res: ScaleResults) -> str:
 def dump(res: ScaleResults, path: Path) -> None:
     data = {"notes": res.notes, "world": [asdict(w) for w in res.world],
             "world_load": res.world_load, "boot": [asdict(b) for b in res.boot],
+            "fanout": [asdict(f) for f in res.fanout],
             "sizing": res.sizing, "errors": res.errors}
     path.write_text(json.dumps(data, indent=1) + "\n")
 
@@ -740,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg", action="store_true",
                     help="also run with intent and events on PostgreSQL (a throw-away cluster)")
     ap.add_argument("--no-sqlite", action="store_true", help="only the --pg runs")
-    ap.add_argument("--only", action="append", choices=("world", "boot"))
+    ap.add_argument("--only", action="append", choices=("world", "boot", "fanout"))
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--sizing-from", type=Path, metavar="RESULTS",
                     help="print the 100k-node sizing from an earlier --json file and exit")
@@ -764,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.chmod(0o755)
     try:
         res = run(QUICK if args.quick else FULL, workdir, log, dbs,
-                  tuple(args.only or ("world", "boot")), assumptions)
+                  tuple(args.only or ("world", "boot", "fanout")), assumptions)
     finally:
         import shutil
         shutil.rmtree(workdir, ignore_errors=True)

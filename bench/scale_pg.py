@@ -10,7 +10,8 @@ loaded (``ALTER SYSTEM SET shared_preload_libraries``, then a restart on the sam
 
 - ``statements``: ``sum(calls)`` of ``pg_stat_statements`` (updated when a statement ends),
   and ``by_verb`` by the statement's first word;
-- ``rows_written``: ``sum(rows)`` of its INSERT, UPDATE and DELETE statements;
+- ``rows_written``: ``sum(rows)`` of its INSERT, UPDATE and DELETE statements, and
+  ``rows_read`` of its SELECTs;
 - ``transactions``: ``xact_commit + xact_rollback`` of ``pg_stat_database``. PostgreSQL 15
   backends publish those at most once a second, and an idle one up to 10 s later, so a
   window is read only once that figure stopped moving for :data:`STATS_QUIET_S`.
@@ -63,16 +64,18 @@ class PgCounter:
             "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
             f"WHERE d.datname = '{db}' GROUP BY 1")
         by_verb: dict[str, int] = {}
-        rows = 0
+        rows = read = 0
         for line in out.splitlines():
             verb, calls, nrows = line.split("|")
             by_verb[verb or "?"] = by_verb.get(verb or "?", 0) + int(calls)
             if verb in ("INSERT", "UPDATE", "DELETE"):
                 rows += int(nrows)
+            elif verb == "SELECT":
+                read += int(nrows)
         x = self.pg.psql("SELECT xact_commit + xact_rollback FROM pg_stat_database "
                          f"WHERE datname = '{db}'").strip()
         return {"statements": sum(by_verb.values()), "by_verb": by_verb,
-                "transactions": int(x or 0), "rows_written": rows}
+                "transactions": int(x or 0), "rows_written": rows, "rows_read": read}
 
     def settled(self) -> dict[str, Any]:
         last = self.read()
