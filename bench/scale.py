@@ -63,6 +63,8 @@ from bench.sandbox import (  # noqa: E402
     CpuMeter,
     LoadProbe,
     NetnsPair,
+    Terminated,
+    install_signal_handlers,
     loadavg,
     rss_kib,
     stop_process,
@@ -790,11 +792,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     dbs = (*(() if args.no_sqlite else ("sqlite",)), *(("postgresql",) if args.pg else ()))
+    install_signal_handlers()  # SIGTERM/SIGHUP unwind: servers, clusters, namespaces removed
     workdir = Path(tempfile.mkdtemp(prefix="netbootd-scale-", dir="/var/tmp"))
     workdir.chmod(0o755)
     try:
         res = run(QUICK if args.quick else FULL, workdir, log, dbs,
                   tuple(args.only or ("world", "boot", "fanout")), assumptions)
+    except (Terminated, KeyboardInterrupt) as e:
+        log(f"stopped ({e or 'SIGINT'}): servers, clusters and namespaces removed")
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
     finally:
         import shutil
         shutil.rmtree(workdir, ignore_errors=True)
