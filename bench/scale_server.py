@@ -67,7 +67,7 @@ def install(out: Path) -> Counts:
     real_connect = sqlite3.connect
 
     def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
+        conn: sqlite3.Connection = real_connect(*args, **kwargs)
         conn.set_trace_callback(counts.callback(conn))
         counts.conns.append(conn)
         return conn
