@@ -55,6 +55,8 @@ class FanoutFigures:
 def _second_build(files: Files) -> None:
     """bench/2.0: the same files under another version (what a channel flip moves to)."""
     dst = files.store / "builds" / "bench" / "2.0"
+    if dst.exists():
+        return
     shutil.copytree(files.build_dir, dst)
     m = json.loads((dst / "manifest.json").read_text())
     m["version"] = "2.0"
