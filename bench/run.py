@@ -3,7 +3,7 @@
     python bench/run.py                 # full run (about 25 minutes on 2 cores), root
     python bench/run.py --quick         # smoke test: every benchmark, small sizes, < 90 s
     python bench/run.py --only tftp     # tftp, storm, dhcp, dhcp-server, http, decision,
-                                        # memory, boot, qemu-storm (repeatable)
+                                        # memory, boot, qemu-storm, scale (repeatable)
     python bench/run.py --json out.json --plots docs/img
 
 Installs the peers from Debian when missing (see bench/peers.py), starts netbootd and the
@@ -42,7 +42,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import boot, decision, dhcp, http_load, peers, qemu_storm, tftp  # noqa: E402
+from bench import boot, decision, dhcp, http_load, peers, qemu_storm, scale, tftp  # noqa: E402
 from bench.report import Results, plot  # noqa: E402
 from bench.sandbox import (  # noqa: E402
     BenchError,
@@ -68,7 +68,7 @@ QEMU_STORM_TIMEOUT_S = 1200.0  # N TCG guests share 2 cores with whatever else r
 # One running server: its namespace pair, its CPU meter (cgroup) and its process.
 Server = tuple[NetnsPair, CpuMeter, Any]
 BENCHES = ("tftp", "storm", "dhcp", "dhcp-server", "http", "decision", "memory", "boot",
-           "qemu-storm")
+           "qemu-storm", "scale")
 
 
 @dataclass(frozen=True)
@@ -572,6 +572,65 @@ class Bench:
         except Exception as e:
             self._fail([row], "netbootd or peer", e)
 
+    def scale(self) -> None:
+        """bench/scale.py's figures as rows (information: no targets): World and memory at
+        the largest fleet size, whole boots through the server and what the database is
+        asked per boot (docs/scaling.md)."""
+        sp = scale.QUICK if self.plan.quick else scale.FULL
+        r, n = self.results, max(sp.world_sizes)
+
+        def info(rid: str, what: str, unit: str) -> Any:
+            return r.row(rid, what=what, unit=unit, target="-", kind="info", better="lower",
+                         bound=0.0)
+
+        rows = {
+            "world": info("scale.world-build", f"World build, {n:,} configured nodes "
+                          "(each intent change or reload)", "ms"),
+            "rss": info("scale.world-rss", f"peak RSS with a World of {n:,} configured nodes",
+                        "MB"),
+            "p99": info("scale.decide-p99", f"decide() p99 on a World of {n:,} configured "
+                        "nodes", "µs"),
+            "cpu": info("scale.boot-cpu", "server CPU per whole boot (DHCP x2, 4011 ACK, TFTP "
+                        f"loader, 2 scripts, {sp.kernel // MB}+{sp.initrd // MB} MiB "
+                        "kernel+initrd, NoCloud seed, phone-home)", "ms"),
+            "rate": info("scale.boot-rate", f"whole boots per second, {sp.concurrency} at a "
+                         "time (one server process, one core)", "/s"),
+            "stmts": info("scale.db-statements", "SQLite statements per whole boot", ""),
+            "txns": info("scale.db-transactions", "SQLite transactions per whole boot", ""),
+            "rows": info("scale.db-rows", "rows written per whole boot", ""),
+        }
+        self.log("scale: World sizes, then whole boots through the server")
+        wd = self.workdir / "scale"
+        wd.mkdir()
+        try:
+            res = scale.run(sp, wd, self.log)
+        except Exception as e:
+            self._fail(list(rows.values()), "netbootd", e)
+            return
+        for w in res.world:
+            if w.kind == "configured" and w.nodes == n and w.backend == "sqlite":
+                probe = res.probes[f"world-configured-{n}-sqlite"]
+                rows["world"].netbootd.add(w.world_build_ms, probe)
+                rows["rss"].netbootd.add(w.rss_peak_mb, probe)
+                rows["p99"].netbootd.add(w.decide_p99_us, probe)
+                rows["p99"].note = f"p50 {w.decide_p50_us:.1f} µs"
+        for b in res.boot:
+            probe = res.probes[f"boot-{b.backend}"]
+            rows["cpu"].netbootd.add(b.server_cpu_per_boot_ms, probe)
+            rows["rate"].netbootd.add(b.boots_per_s, probe)
+            rows["rate"].failed += b.boot_errors
+            rows["rate"].note = (f"server busy {b.server_busy:.0%} of a core: below 100 % the "
+                                 "client side is the limit")
+            rows["stmts"].netbootd.add(b.db_per_boot.statements, probe)
+            rows["txns"].netbootd.add(b.db_per_boot.transactions, probe)
+            rows["rows"].netbootd.add(b.db_per_boot.rows_written, probe)
+            rows["stmts"].note = ", ".join(f"{k} {v:.1f}" for k, v in
+                                           b.db_per_boot.detail.items())
+        for e in res.errors:
+            for row in rows.values():
+                if not row.netbootd.samples and not row.error:
+                    row.error = e
+
     def _fail(self, rows: list[Any], server: str, e: Exception) -> None:
         text = f"{server}: {e}"
         self.log(f"FAILED {text}\n{traceback.format_exc()}")
@@ -665,6 +724,8 @@ def _run(plan: Plan, only: set[str], args: argparse.Namespace, workdir: Path, st
         bench.boot()
     if "qemu-storm" in only:
         bench.qemu_storm()
+    if "scale" in only:
+        bench.scale()
     results = bench.results
     results.notes = [*notes, f"load average at end: {loadavg()}",
                      f"bench wall time: {time.monotonic() - started:.0f} s"]

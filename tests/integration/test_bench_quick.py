@@ -24,6 +24,8 @@ EXPECTED_ROWS = {
     "storm.small", "storm.big", "storm.cpu-per-packet", "memory.storm",
     "dhcp.max-rate", "dhcp.p99", "dhcp.server-dora", "http.big-file", "http.ipxe-scripts",
     "decide.p99", "decide.add-node", "memory.nodes", "boot.bios", "qemu.storm",
+    "scale.world-build", "scale.world-rss", "scale.decide-p99", "scale.boot-cpu",
+    "scale.boot-rate", "scale.db-statements", "scale.db-transactions", "scale.db-rows",
 }
 # QEMU TCG boots take minutes: --quick says so in the row instead of running them.
 SKIPPED_IN_QUICK = {"boot.bios", "qemu.storm"}
