@@ -95,7 +95,8 @@ def record_json(r: NodeRecord) -> dict[str, Any]:
     return {"mac": r.mac, "guid": r.guid, "ip": r.ip, "arch": r.arch, "serial": r.serial,
             "vendor_class": r.vendor_class, "node": r.node, "hostname": r.hostname,
             "current_build": r.current_build, "boot_count": r.boot_count,
-            "first_seen": r.first_seen, "last_seen": r.last_seen, "state": r.state}
+            "first_seen": r.first_seen, "last_seen": r.last_seen, "state": r.state,
+            "dhcp_hostname": r.dhcp_hostname, "user_class": r.user_class}
 
 
 def lease_json(db: LeaseDB | None, macs: tuple[str, ...], now: float) -> dict[str, Any] | None:

@@ -175,9 +175,12 @@ def cmd_node_list(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         nodes = admin.nodes(discovered=args.discovered)
     if args.discovered:
-        rows = [[n["mac"], n["guid"] or "-", n["ip"] or "-", n["serial"] or "-",
+        # Host name and user class are what the machine sent (DHCP options 12 and 77).
+        rows = [[n["mac"], n.get("dhcp_hostname") or "-", n.get("user_class") or "-",
+                 n["guid"] or "-", n["ip"] or "-", n["serial"] or "-",
                  utc(n["last_seen"])] for n in nodes]
-        return _out(args, nodes, table(["MAC", "GUID", "IP", "SERIAL", "LAST SEEN"], rows)
+        return _out(args, nodes, table(["MAC", "DHCP HOSTNAME", "USER CLASS", "GUID", "IP",
+                                        "SERIAL", "LAST SEEN"], rows)
                     if rows else "no unknown machines have booted")
     return _out(args, nodes, node_rows(nodes) if nodes else "no nodes")
 

@@ -84,7 +84,11 @@ def node_text(n: dict[str, Any]) -> str:
              "  override: " + ("none" if not ov else ", ".join(
                  f"{k}={v}" for k, v in ov.items() if v is not None)),
              f"  state:    {node_state(n)}, last seen {utc(seen.get('last_seen'))}, "
-             f"boots {seen.get('boot_count', 0)}, ip {seen.get('ip') or '-'}"]
+             f"boots {seen.get('boot_count', 0)}, ip {seen.get('ip') or '-'}",
+             # What the machine said of itself in DHCP (options 12, 77, 60).
+             f"  sent:     hostname {seen.get('dhcp_hostname') or '-'}, "
+             f"user class {seen.get('user_class') or '-'}, "
+             f"vendor class {seen.get('vendor_class') or '-'}"]
     if n.get("lease"):
         lease = n["lease"]
         lines.append(f"  lease:    {lease['ip']} {lease['state']} until {utc(lease['expires'])}")

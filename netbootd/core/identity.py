@@ -194,6 +194,7 @@ class ClientIdentity:
     arch: Arch | None = None
     vendor_class: str | None = None
     user_class: str | None = None
+    dhcp_hostname: str | None = None  # option 12 as the client sent it; untrusted text
     serial: str | None = None
     asset: str | None = None
     manufacturer: str | None = None

@@ -127,7 +127,8 @@ def _pxe_request(packet: DhcpPacket, mac: str, vendor_class: bytes,
         guid=_guid(packet.option(DhcpOption.CLIENT_MACHINE_ID)),
         arch=_arch(packet.option(DhcpOption.CLIENT_SYSTEM_ARCH)),
         vendor_class=vendor_class.decode("ascii", "replace"),
-        user_class=user_classes[0] if user_classes else None,
+        user_class=clean_text(user_classes[0]) if user_classes else None,
+        dhcp_hostname=_host_name(packet.option(DhcpOption.HOST_NAME)),
         ip=packet.ciaddr if packet.ciaddr != ZERO_IP else None,
     )
     return PxeRequest(
@@ -151,6 +152,27 @@ def _arch(raw: bytes | None) -> Arch | None:
         return Arch(int.from_bytes(raw[:2], "big"))
     except ValueError:
         return None
+
+
+# RFC 2132 section 3.14 caps option 12 at 255 bytes by its length octet; a value longer than
+# any DNS name is cut to it (RFC 1035 section 2.3.4), so a stored name is bounded.
+_HOST_NAME_MAX: Final = 253
+
+
+def _host_name(raw: bytes | None) -> str | None:
+    """Option 12, the client's host name: any bytes, decoded as UTF-8 with undecodable bytes
+    and control characters replaced (RFC 2132 section 3.14 asks for NVT ASCII, but the value
+    comes from the client). Some firmware pads it with NULs; those are dropped. Empty: None."""
+    if not raw:
+        return None
+    text = clean_text(raw.rstrip(b"\0")[:_HOST_NAME_MAX].decode("utf-8", "replace"))
+    return text or None
+
+
+def clean_text(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1) replaced by U+FFFD: client-sent
+    strings are shown in terminals and pages, where they must stay data."""
+    return "".join("\ufffd" if ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 else c for c in text)
 
 
 def _user_classes(raw: bytes | None) -> list[str]:

@@ -72,7 +72,14 @@ CREATE INDEX IF NOT EXISTS nodes_by_node ON nodes (node);
 """
 
 # Append only; never edit one that has shipped (netbootd/state/migrate.py).
-MIGRATIONS = [Migration(1, _SCHEMA)]
+# 2: what a discovered machine calls itself: its DHCP host name (option 12) and user class
+# (option 77), shown beside the vendor class. Apart from ``hostname``, the name an operator
+# gave it when adopting.
+_SCHEMA_V2 = """
+ALTER TABLE nodes ADD COLUMN dhcp_hostname TEXT;
+ALTER TABLE nodes ADD COLUMN user_class TEXT
+"""
+MIGRATIONS = [Migration(1, _SCHEMA), Migration(2, _SCHEMA_V2)]
 
 
 
@@ -100,6 +107,8 @@ class NodeRecord:
     first_seen: float
     last_seen: float
     state: str | None = None  # booted (phoned home), ready or failed (its report); None: never
+    dhcp_hostname: str | None = None  # option 12, client-sent: untrusted text
+    user_class: str | None = None  # option 77 (first class), client-sent: untrusted text
 
 
 _GUID_CACHE_MAX = 100_000
@@ -142,7 +151,7 @@ class StateDB:
             self._db = connect(path, on_connect=_read_only if readonly else None)
             try:
                 if readonly:
-                    migrate.check(self._db, "events", MIGRATIONS)
+                    self._read_older(migrate.check(self._db, "events", MIGRATIONS))
                 else:
                     migrate.migrate(self._db, "events", MIGRATIONS, now=time.time())
             except BaseException:
@@ -164,7 +173,7 @@ class StateDB:
             self._db.execute("PRAGMA busy_timeout=5000")
             if "state" not in self._node_columns():  # a database no server has upgraded yet
                 self._node_cols = _NODE_COLS.replace(", state", ", NULL")
-            migrate.check(self._db, "events", MIGRATIONS)
+            self._read_older(migrate.check(self._db, "events", MIGRATIONS))
             return
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,6 +186,12 @@ class StateDB:
             # A database from before the ready/failed report (and before versioning).
             self._db.execute("ALTER TABLE nodes ADD COLUMN state TEXT")
         migrate.migrate(self._db, "events", MIGRATIONS, now=time.time())
+
+    def _read_older(self, version: int | None) -> None:
+        """A reader beside an older server reads the columns added since as NULL."""
+        if version is None or version < 2:
+            self._node_cols = self._node_cols.replace(", dhcp_hostname, user_class",
+                                                      ", NULL, NULL")
 
     def _node_columns(self) -> set[str]:
         return {str(r[1]) for r in self._db.execute("PRAGMA table_info(nodes)")}
@@ -299,16 +314,19 @@ class StateDB:
             self._guid_of[ident.mac] = ident.guid
         self._write(
             """INSERT INTO nodes (mac, guid, ip, arch, serial, vendor_class, node,
-                                  first_seen, last_seen)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  first_seen, last_seen, dhcp_hostname, user_class)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(mac) DO UPDATE SET
                  guid=COALESCE(excluded.guid, nodes.guid), ip=COALESCE(excluded.ip, nodes.ip),
                  arch=COALESCE(excluded.arch, nodes.arch),
                  serial=COALESCE(excluded.serial, nodes.serial),
                  vendor_class=COALESCE(excluded.vendor_class, nodes.vendor_class),
+                 dhcp_hostname=COALESCE(excluded.dhcp_hostname, nodes.dhcp_hostname),
+                 user_class=COALESCE(excluded.user_class, nodes.user_class),
                  node=COALESCE(excluded.node, nodes.node), last_seen=excluded.last_seen""",
             (ident.mac, ident.guid, ident.ip, None if ident.arch is None else int(ident.arch),
-             ident.serial, ident.vendor_class, node, now, now))
+             ident.serial, ident.vendor_class, node, now, now, ident.dhcp_hostname,
+             ident.user_class))
 
     def _guid_is_shared(self, guid: str, mac: str) -> bool:
         if self._queued_guids.get(guid, set()) - {mac}:
@@ -439,4 +457,4 @@ class StateDB:
 
 _INSERT_EVENT = "INSERT INTO events (ts, mac, kind, detail) VALUES (?, ?, ?, ?)"
 _NODE_COLS = ("mac, guid, ip, arch, serial, vendor_class, node, hostname, current_build, "
-              "boot_count, first_seen, last_seen, state")
+              "boot_count, first_seen, last_seen, state, dhcp_hostname, user_class")

@@ -246,6 +246,12 @@ def browse(api: Api, token: str, shots: Path, profile: Path) -> None:
         cell = f'tr[data-mac="{EVIL_MAC}"] td.vendor-class'
         assert text(cell) == record["vendor_class"]
         assert driver.find_elements(By.CSS_SELECTOR, f"{cell} *") == []  # no element in it
+        # Options 12 and 77 of the same packet: stored as sent, shown as text.
+        assert record["dhcp_hostname"] == HOSTILE and record["user_class"] == HOSTILE
+        for cls in ("dhcp-hostname", "user-class"):
+            cell = f'tr[data-mac="{EVIL_MAC}"] td.{cls}'
+            assert text(cell) == HOSTILE, cls
+            assert driver.find_elements(By.CSS_SELECTOR, f"{cell} *") == []
         assert driver.find_elements(By.CSS_SELECTOR, "main img, main script") == []
         not_pwned()
         shot("discovered")
@@ -303,6 +309,9 @@ def browse(api: Api, token: str, shots: Path, profile: Path) -> None:
         shot("fleet")
         driver.get(BASE + "/ui/nodes/evil1")
         assert text("#identity dd") == HOSTILE
+        assert text("#seen dd.dhcp-hostname") == HOSTILE
+        assert text("#seen dd.user-class") == HOSTILE
+        assert driver.find_elements(By.CSS_SELECTOR, "#seen dd *") == []
         not_pwned()
 
         # -- a rollout of the channel (both nodes follow it): its progress, then Pause

@@ -1,7 +1,8 @@
 """The dashboard's pages over real HTTP on a running service's admin listener.
 
 A node walked through a boot (the funnel tests' fixture) gives the fleet and node pages real
-states and a real funnel; a discovered machine with a hostile vendor class, an adopted node
+states and a real funnel; a discovered machine whose DHCP DISCOVER (a real packet, through the
+proxy's parse path) carries markup in its vendor class, host name and user class, an adopted node
 with a hostile hostname and a channel change with a hostile reason check that every value
 reaches the page as text. The cross-site rules are checked on the API the pages' buttons use:
 no token, a token from another origin, a browser's cross-site form post.
@@ -16,15 +17,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from scapy.layers.dhcp import BOOTP, DHCP
 from test_funnel_api import booted  # noqa: F401  (the fixture: db1 booted to ready)
 
 from netbootd.core.identity import ClientIdentity
+from netbootd.dhcp.packet import DhcpPacket
+from netbootd.dhcp.proxy import PxeRequest, classify
 from netbootd.service import Service
 from netbootd.web.ui_security import CSP
 
 pytestmark = pytest.mark.usefixtures("booted")
 
 HOSTILE = "<script>window.__pwned=1</script>\"'{{ 7*7 }}<img src=x onerror=alert(1)>"
+EVIL = HOSTILE.encode()
 EVIL_MAC = "52:54:00:66:66:01"
 
 
@@ -79,11 +84,16 @@ async def _post(service: Service, path: str, body: Any = None,
 
 
 def _hostile_fleet(service: Service) -> None:
-    """A discovered machine whose DHCP vendor class carries markup, one adopted under a
-    hostile hostname, and a channel whose history holds a hostile reason."""
+    """A discovered machine whose DHCP vendor class, host name and user class carry markup,
+    one adopted under a hostile hostname, and a channel whose history holds a hostile reason."""
     assert service.admin is not None
-    service.state.saw(ClientIdentity(mac=EVIL_MAC, vendor_class="PXEClient:" + HOSTILE),
-                      1.0e9)
+    options = [("message-type", "discover"), ("vendor_class_id", b"PXEClient:" + EVIL),
+               ("hostname", EVIL), ("user_class", EVIL), (93, b"\x00\x00"), "end"]
+    raw = bytes(BOOTP(op=1, chaddr=bytes.fromhex(EVIL_MAC.replace(":", "")), xid=1)
+                / DHCP(options=options)).ljust(300, b"\x00")
+    request = classify(DhcpPacket.parse(raw), port=67)
+    assert isinstance(request, PxeRequest)
+    service.responder.observe_dhcp(request.identity)  # what the proxy endpoint does first
     service.state.saw(ClientIdentity(mac="52:54:00:66:66:02", vendor_class=HOSTILE), 1.0e9)
     service.state.flush()
     service.admin.adopt("52:54:00:66:66:02", "evil", hostname=HOSTILE, who="test")
@@ -168,6 +178,15 @@ async def test_hostile_values_render_as_text(booted: tuple[Service, Any]) -> Non
     _, html, _ = await _get(service, "/ui/discovered")
     macs = [a["data-mac"] for t, a in parse(html).tags if t == "tr" and "data-mac" in a]
     assert macs == [EVIL_MAC]  # the other one is a node now
+    m = re.search(rf'<tr data-mac="{EVIL_MAC}">(.*?)</tr>', html, re.S)
+    assert m is not None
+    row = {c: "".join(parse(body).text)
+           for c, body in re.findall(r'<td class="([\w-]+)">(.*?)</td>', m[1], re.S)}
+    assert row["dhcp-hostname"] == HOSTILE and row["user-class"] == HOSTILE
+    assert row["vendor-class"] == "PXEClient:" + HOSTILE
+    assert service.admin is not None
+    (record,) = service.admin.nodes(discovered=True)
+    assert (record["dhcp_hostname"], record["user_class"]) == (HOSTILE, HOSTILE)
 
 
 async def test_actions_need_the_token_and_the_same_origin(
