@@ -3,11 +3,16 @@
 In CI (``CI`` set, as CI runs ``.ci/run``) a skipped test is a failure: ``.ci/install-deps.sh``
 installs every tool the suite needs, so a skip there means a missing install step, not a
 missing tool.
+
+A SIGTERM to pytest (a CI timeout, ``kill``) is turned into the KeyboardInterrupt that Ctrl-C
+gives, so fixtures' finalizers still run: the PostgreSQL servers, QEMU guests and namespaces
+the tests started are ended and removed rather than left running.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -17,6 +22,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from pgserver import Backend, PgServer, PgUnavailable
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.hookimpl(hookwrapper=True)
