@@ -1,9 +1,10 @@
 """A throw-away PostgreSQL server for tests: Debian's binaries, a temp data directory, run as
 the unprivileged ``postgres`` user (the postmaster refuses to run as root).
 
-``PgServer`` runs ``initdb`` once, then ``start()`` execs the postmaster directly (no
-``pg_ctl`` fork), so the process this helper started is the postmaster itself and
-``stop()`` signals exactly that PID. ``stop()`` then ``start()`` again reuses the same data
+``PgServer`` runs ``initdb`` once, then ``start()`` runs ``pg_ctl start`` (which forks the
+postmaster and returns) and reads the postmaster's PID from ``postmaster.pid``; ``stop()``
+signals exactly that PID and waits for it to be gone (``pg_ctl stop``'s modes, by signal, so
+``kill`` can be a SIGKILL too). ``stop()`` then ``start()`` again reuses the same data
 directory (a database outage and its recovery); ``close()`` stops it and deletes the
 directory.
 
@@ -65,6 +66,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: it has exited, only its parent has not reaped
+    it yet; the postmaster's parent is init once pg_ctl returned)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone_within(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
 class PgServer:
     def __init__(self, *, listen: str = "127.0.0.1", port: int | None = None,
                  netns: Sequence[str] = (), auth: str = "password",
@@ -91,7 +111,7 @@ class PgServer:
         self.datadir = self.root / "data"
         self.sockdir = self.root / "sock"
         self.logfile = self.root / "postmaster.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None  # the postmaster's, from postmaster.pid
         self._log: object | None = None
         self._initialised = False
 
@@ -129,11 +149,11 @@ class PgServer:
     # -- life cycle -----------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._pid is not None and alive(self._pid)
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
+        return self._pid if self.running else None
 
     def start(self) -> str:
         """Start the postmaster (initdb and the role/database the first time); the DSN."""
@@ -142,19 +162,28 @@ class PgServer:
         first = not self._initialised
         if first:
             self._initdb()
-        log = self.logfile.open("ab")
-        argv = [*self.netns, *self._as_postgres([
-            str(self.bindir / "postgres"), "-D", str(self.datadir),
-            "-c", f"listen_addresses={self.listen}", "-p", str(self.port),
-            "-c", f"unix_socket_directories={self.sockdir}",
+        # A SIGKILLed postmaster leaves its lock files; PostgreSQL honours them while its PID
+        # exists, and a zombie's does (an init that reaps slowly). Ours, and not running: gone.
+        for stale in [self.datadir / "postmaster.pid", *self.sockdir.glob(".s.PGSQL.*.lock")]:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        options = " ".join([
+            f"-c listen_addresses={self.listen}", f"-p {self.port}",
+            f"-c unix_socket_directories={self.sockdir}",
             # No fsync: slow on a loaded machine, and only an OS crash would lose data.
             # synchronous_commit stays on: a killed postmaster (an outage test) keeps every
             # commit it acknowledged.
-            "-c", "fsync=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=200"])]
-        self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                      cwd=self.root, start_new_session=True)
-        log.close()
+            "-c fsync=off", "-c full_page_writes=off", "-c max_connections=200"])
+        # -W: pg_ctl returns once the postmaster is forked; readiness is polled below with
+        # this helper's own deadline. -l: the postmaster's log.
+        argv = [*self.netns, *self._as_postgres([
+            str(self.bindir / "pg_ctl"), "start", "-W", "-s", "-D", str(self.datadir),
+            "-l", str(self.logfile), "-o", options])]
+        r = subprocess.run(argv, capture_output=True, cwd=self.root,
+                           timeout=self.start_timeout, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_ctl start exited {r.returncode}: "
+                               f"{r.stderr.decode(errors='replace')}\n{self.log_tail()}")
         self._wait_ready()
         if first:
             pw = "" if self.password is None else f" PASSWORD '{self.password}'"
@@ -168,15 +197,16 @@ class PgServer:
         # connections (PostgreSQL >= 10). Polled: the machine may be loaded.
         pidfile = self.datadir / "postmaster.pid"
         deadline = time.monotonic() + self.start_timeout
-        assert self._proc is not None
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"postgres exited {self._proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 lines = pidfile.read_text().splitlines()
-                if len(lines) >= 8 and lines[0].strip() == str(self._proc.pid) \
-                        and lines[7].strip() == "ready":
+                if lines and self._pid is None:
+                    self._pid = int(lines[0])
+                if len(lines) >= 8 and lines[7].strip() == "ready":
                     return
+            if self._pid is not None and not alive(self._pid):
+                self._pid = None
+                raise RuntimeError(f"postgres exited before it was ready:\n{self.log_tail()}")
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"postgres not ready in {self.start_timeout:.0f}s:\n{self.log_tail()}")
@@ -185,22 +215,20 @@ class PgServer:
         """Stop the postmaster this helper started (by its PID). ``mode``: ``fast``
         (SIGINT: disconnect clients, clean shutdown), ``smart`` (SIGTERM), ``immediate``
         (SIGQUIT: no shutdown checkpoint, like a crash) or ``kill`` (SIGKILL)."""
-        if self._proc is None:
+        if self._pid is None:
             return
-        proc, self._proc = self._proc, None
-        if proc.poll() is None:
+        pid, self._pid = self._pid, None
+        if alive(pid):
             sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT,
                    "immediate": signal.SIGQUIT, "kill": signal.SIGKILL}[mode]
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+            os.kill(pid, sig)
+            if not _gone_within(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                _gone_within(pid, timeout)
         if mode == "kill":
             # Its children (backends) leave on their own once the postmaster is gone; wait
             # for the shared memory to be released before a restart reuses the directory.
-            self._wait_children_gone(proc.pid, timeout)
+            self._wait_children_gone(pid, timeout)
 
     def _wait_children_gone(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

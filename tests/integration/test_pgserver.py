@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from pgserver import PgServer
+from pgserver import alive as pgserver_alive
 
 
 def _query(server: PgServer, dsn: str, sql: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +34,7 @@ def test_start_stop_start_keeps_data(pg_server: PgServer) -> None:
     assert int(uid_line.split()[1]) != 0  # the postmaster is not root
     pg_server.stop()
     assert not pg_server.running
-    assert not os.path.exists(f"/proc/{pid}")
+    assert not pgserver_alive(pid)  # ended (a zombie until init reaps it)
     assert _query(pg_server, dsn, "SELECT 1").returncode != 0  # down means down
     pg_server.start()
     r = _query(pg_server, dsn, "SELECT x FROM t")
@@ -66,7 +67,7 @@ def test_close_removes_directory() -> None:
     finally:
         server.close()
     assert not root.exists()
-    assert pid is not None and not os.path.exists(f"/proc/{pid}")
+    assert pid is not None and not pgserver_alive(pid)
 
 
 @pytest.mark.needs_root
