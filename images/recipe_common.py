@@ -137,8 +137,15 @@ say "link on $IFACE $( [ $n -lt 100 ] && echo up || echo 'still down, trying any
 
 # --- DHCP ----------------------------------------------------------------------------------
 say "dhcp on $IFACE"
-udhcpc -i "$IFACE" -n -q -t 10 -s /etc/udhcpc.script -x "hostname:$(cat /etc/hostname)" \
-    || fail "no DHCP lease on $IFACE"
+# udhcpc -n gives up after three unanswered REQUESTs (busybox's fixed count), so one lossy
+# link (three ACKs lost in a row) would end the boot: start it over a few times first.
+tries=0
+until udhcpc -i "$IFACE" -n -q -t 10 -s /etc/udhcpc.script -x "hostname:$(cat /etc/hostname)"
+do
+    tries=$((tries + 1))
+    [ $tries -lt 5 ] || fail "no DHCP lease on $IFACE after 5 tries"
+    say "dhcp on $IFACE: no lease yet, trying again ($tries)"
+done
 [ -f /run/lease ] && . /run/lease
 say "address ${LEASE_IP:-?}/${LEASE_MASK:-?} router ${LEASE_ROUTER:-none}"
 """
