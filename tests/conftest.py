@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pgserver import Backend, PgServer, PgUnavailable
+from pgserver import Backend, PgServer, started_or_skip
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -62,17 +62,8 @@ def pg_server() -> Generator[PgServer, None, None]:
 
     Skipped only where Debian's postgresql package is not installed; in CI a skip fails.
     """
-    if os.geteuid() != 0:
-        pytest.skip("the PostgreSQL test server runs as the postgres user: needs root")
-    try:
-        server = PgServer()
-    except PgUnavailable as e:
-        pytest.skip(str(e))
-    try:
-        server.start()
+    with started_or_skip() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="session")

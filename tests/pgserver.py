@@ -32,7 +32,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -328,3 +328,22 @@ class Backend:
             for dsn in self._made.values():
                 self.server.drop_database(dsn.rsplit("/", 1)[1])
         self._made.clear()
+
+
+@contextlib.contextmanager
+def started_or_skip() -> Iterator[PgServer]:
+    """A started server of its own, closed after: the pytest fixtures' one body. The test is
+    skipped only where root or Debian's PostgreSQL is absent (in CI a skip is a failure)."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("the PostgreSQL test server runs as the postgres user: needs root")
+    try:
+        server = PgServer()
+    except PgUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

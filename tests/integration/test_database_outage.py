@@ -31,7 +31,7 @@ from scapy.layers.dhcp import BOOTP, DHCP
 from helpers import free_port, loopback_config, make_store
 from netbootd.lab.demo import toml_dump
 from netbootd.state.spool import Spool
-from pgserver import PgServer, PgUnavailable
+from pgserver import PgServer, started_or_skip
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="the PostgreSQL test server runs as postgres: root")
@@ -46,15 +46,8 @@ def _mac(i: int) -> str:
 
 @pytest.fixture
 def pg() -> Iterator[PgServer]:
-    try:
-        server = PgServer()
-    except PgUnavailable as e:
-        pytest.skip(str(e))
-    try:
-        server.start()
+    with started_or_skip() as server:  # its own: the tests stop and start it
         yield server
-    finally:
-        server.close()
 
 
 class Served:
