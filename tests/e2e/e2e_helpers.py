@@ -11,11 +11,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netbootd.lab.demo import NetbootdProcess, timeline, wait_for_event
+from netbootd.lab.demo import DEFAULT_CACHE, NetbootdProcess, timeline, wait_for_event
 from netbootd.lab.netlab import Lab
 from netbootd.state.events import BootEvent, NodeRecord, StateDB
 
 BOOT_TIMEOUT = 240.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(*args: str, timeout: float = 900) -> str:
+    """``python ARGS`` from the checkout's root; its stdout (a failure fails the test)."""
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, check=False)
+    assert done.returncode == 0, f"{args}: {done.stderr}"
+    return done.stdout
+
+
+def build_reimage_images(work: Path, marker: str) -> dict[str, Any]:
+    """The installer build (store ``work/inst``) and an 8 MiB disk image carrying ``marker``
+    (``work/lab.img.gz``); the disk recipe's JSON summary."""
+    run_python(str(ROOT / "images/installer/build.py"), "--store", str(work / "inst"),
+               "--name", "netbootd-installer", "--version", "1.0", "--cache", str(DEFAULT_CACHE))
+    info: dict[str, Any] = json.loads(run_python(
+        str(ROOT / "images/disk/build.py"), "--out", str(work / "lab.img.gz"), "--marker", marker,
+        "--size-mib", "8", "--compression", "gzip").strip().splitlines()[-1])
+    return info
 
 
 @dataclass

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from e2e_helpers import BOOT_TIMEOUT
+from e2e_helpers import BOOT_TIMEOUT, build_reimage_images
 from netbootd.lab.bmc import IpmiSim, qemu_bios_guest
-from netbootd.lab.demo import DEFAULT_CACHE, lab_config, start_netbootd, timeline, wait_for_event
+from netbootd.lab.demo import lab_config, start_netbootd, timeline, wait_for_event
 from netbootd.lab.netlab import Lab, lab_prerequisites
 from netbootd.state.events import BootEvent
 from netbootd.state.registry import Registry
@@ -57,12 +57,7 @@ def run(*args: str, timeout: float = 900) -> str:
 def power_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """The installer build and a disk image with this module's marker."""
     work = tmp_path_factory.mktemp("power")
-    run(str(ROOT / "images/installer/build.py"), "--store", str(work / "inst"),
-        "--name", "netbootd-installer", "--version", "1.0", "--cache", str(DEFAULT_CACHE))
-    info = json.loads(run(str(ROOT / "images/disk/build.py"), "--out",
-                          str(work / "lab.img.gz"), "--marker", MARKER, "--size-mib", "8",
-                          "--compression", "gzip").strip().splitlines()[-1])
-    return work, info
+    return work, build_reimage_images(work, MARKER)
 
 
 class Site:

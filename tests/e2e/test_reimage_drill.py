@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from e2e_helpers import BOOT_TIMEOUT
-from netbootd.lab.demo import DEFAULT_CACHE, lab_config, start_netbootd, timeline, wait_for_event
+from e2e_helpers import BOOT_TIMEOUT, build_reimage_images
+from netbootd.lab.demo import lab_config, start_netbootd, timeline, wait_for_event
 from netbootd.lab.netlab import Lab, QemuGuest, lab_prerequisites
 from netbootd.state.events import BootEvent, StateDB
 from netbootd.state.registry import Registry
@@ -87,12 +87,7 @@ def boots_locally(lab: Lab, state_db: Path, name: str, disk: Path) -> list[BootE
 def drill_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """The installer build and the disk image, built once for this module's tests."""
     work = tmp_path_factory.mktemp("drill")
-    run(str(ROOT / "images/installer/build.py"), "--store", str(work / "inst"),
-        "--name", "netbootd-installer", "--version", "1.0", "--cache", str(DEFAULT_CACHE))
-    info = json.loads(run(str(ROOT / "images/disk/build.py"), "--out",
-                          str(work / "lab.img.gz"), "--marker", MARKER, "--size-mib", "8",
-                          "--compression", "gzip").strip().splitlines()[-1])
-    return work, info
+    return work, build_reimage_images(work, MARKER)
 
 
 def drill_site(lab: Lab, tmp_path: Path, demo_store: Path, work: Path,
